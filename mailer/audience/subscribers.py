@@ -1,0 +1,303 @@
+"""Subscribers: add, show, edit, list and remove, each change logged as consent.
+
+Every function takes a session; the caller owns the transaction, so a refused change
+leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import func, or_
+from sqlmodel import Session, col, select
+
+from mailer.audience.addresses import InvalidAddress, normalise_address
+from mailer.audience.consent import record_consent
+from mailer.audience.lists import get_list
+from mailer.audience.suppression import is_suppressed
+from mailer.errors import InvalidInput, NotFound
+from mailer.models import (
+    ConsentAction,
+    ConsentEvent,
+    GlobalStatus,
+    MailingList,
+    OptIn,
+    Subscriber,
+    Subscription,
+    SubscriptionStatus,
+    utcnow,
+)
+
+__all__ = [
+    "LANGUAGES",
+    "add_subscriber",
+    "edit_subscriber",
+    "get_subscriber",
+    "iter_subscribers",
+    "parse_attributes",
+    "remove_subscriber",
+    "subscriber_details",
+    "unsubscribe",
+    "validate_address",
+]
+
+LANGUAGES = ("nl", "en")
+
+
+def validate_address(raw: str) -> str:
+    try:
+        return normalise_address(raw)
+    except InvalidAddress as exc:
+        raise InvalidInput(f"{raw.strip()!r} is not a valid address: {exc}") from None
+
+
+def _clean_name(value: str | None, what: str) -> str | None:
+    if value is None:
+        return None
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise InvalidInput(f"The {what} may not contain line breaks or control characters.")
+    return value.strip()[:200] or None
+
+
+def _check_language(language: str | None) -> str | None:
+    if language is not None and language not in LANGUAGES:
+        raise InvalidInput(f"Language must be one of {', '.join(LANGUAGES)}, not {language!r}.")
+    return language
+
+
+def parse_attributes(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """`key=value` pairs; a value that parses as JSON (number, true, list…) is kept typed."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InvalidInput(f"Attribute {pair!r} must look like key=value.")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def get_subscriber(session: Session, email: str) -> Subscriber:
+    address = validate_address(email)
+    row = session.exec(select(Subscriber).where(Subscriber.email == address)).first()
+    if row is None:
+        raise NotFound(f"No subscriber with address {address}.")
+    return row
+
+
+def add_subscriber(
+    session: Session,
+    hash_key: bytes,
+    email: str,
+    lists: list[str],
+    *,
+    consent: str,
+    source: str = "cli",
+    confirmed: bool = False,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    language: str | None = None,
+    attributes: dict[str, Any] | None = None,
+    ip: str | None = None,
+    user_agent: str | None = None,
+) -> tuple[Subscriber, dict[str, str]]:
+    """Add (or extend) a subscriber; returns it and the resulting status per list.
+
+    Double opt-in lists give a pending membership unless `confirmed` states that the
+    person already confirmed (recorded as such). Suppressed, blocklisted and unsubscribed
+    addresses are refused: only the person can subscribe again, through the sign-up form.
+    """
+    if not consent or not consent.strip():
+        raise InvalidInput("Say which consent this rests on: --consent \"webform 2026-03\".")
+    address = validate_address(email)
+    if is_suppressed(session, hash_key, address):
+        raise InvalidInput(f"{address} is on the suppression list and cannot be added.")
+    mailing_lists = [get_list(session, slug) for slug in lists]
+    if not mailing_lists:
+        raise InvalidInput("Name at least one list: --list SLUG.")
+    sub = session.exec(select(Subscriber).where(Subscriber.email == address)).first()
+    if sub is None:
+        sub = Subscriber(email=address, first_name=_clean_name(first_name, "first name"),
+                         last_name=_clean_name(last_name, "last name"),
+                         language=_check_language(language), attributes=attributes or {})
+        session.add(sub)
+        session.flush()
+    elif sub.status == GlobalStatus.BLOCKLISTED:
+        raise InvalidInput(f"{address} is blocklisted and cannot be added to a list.")
+    assert sub.id is not None
+    result: dict[str, str] = {}
+    now = utcnow()
+    for ml in mailing_lists:
+        assert ml.id is not None
+        membership = session.get(Subscription, (sub.id, ml.id))
+        if membership is not None and membership.status == SubscriptionStatus.UNSUBSCRIBED:
+            raise InvalidInput(
+                f"{address} unsubscribed from {ml.slug!r}; only they can subscribe again.")
+        if membership is not None and (membership.status == SubscriptionStatus.CONFIRMED
+                                       or not confirmed):
+            result[ml.slug] = membership.status
+            continue
+        is_confirmed = confirmed or ml.optin == OptIn.SINGLE
+        status = SubscriptionStatus.CONFIRMED if is_confirmed else SubscriptionStatus.PENDING
+        if membership is None:
+            membership = Subscription(subscriber_id=sub.id, list_id=ml.id, status=status,
+                                      source=source[:200], created_at=now, updated_at=now)
+            session.add(membership)
+        membership.status = status
+        membership.updated_at = now
+        if is_confirmed:
+            membership.confirmed_at = now
+        record_consent(session, sub.id, ConsentAction.SUBSCRIBE, list_id=ml.id, source=source,
+                       consent=consent, confirmed=is_confirmed, ip=ip, user_agent=user_agent)
+        result[ml.slug] = status
+    session.flush()
+    return sub, result
+
+
+def edit_subscriber(
+    session: Session,
+    email: str,
+    *,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    language: str | None = None,
+    status: str | None = None,
+    set_attributes: dict[str, Any] | None = None,
+    unset_attributes: tuple[str, ...] = (),
+    source: str = "cli",
+) -> Subscriber:
+    """Change name, language, attributes or global status; logged as a preference event."""
+    sub = get_subscriber(session, email)
+    changed: list[str] = []
+    for field, value in (("first_name", _clean_name(first_name, "first name")),
+                         ("last_name", _clean_name(last_name, "last name")),
+                         ("language", _check_language(language))):
+        if value is not None and getattr(sub, field) != value:
+            setattr(sub, field, value)
+            changed.append(field)
+    if status is not None:
+        if status not in {s.value for s in GlobalStatus}:
+            raise InvalidInput(f"Status must be active or blocklisted, not {status!r}.")
+        if sub.status != status:
+            sub.status = status
+            changed.append("status")
+    if set_attributes or unset_attributes:
+        attrs = dict(sub.attributes)
+        attrs.update(set_attributes or {})
+        for key in unset_attributes:
+            attrs.pop(key, None)
+        if attrs != sub.attributes:
+            sub.attributes = attrs
+            changed.append("attributes")
+    if changed:
+        sub.updated_at = utcnow()
+        assert sub.id is not None
+        # The log names the fields, not their values: it must hold no personal data.
+        record_consent(session, sub.id, ConsentAction.PREFERENCE,
+                       source=f"{source}: {', '.join(changed)}")
+        session.flush()
+    return sub
+
+
+def unsubscribe(session: Session, email: str, slug: str, *, source: str = "cli") -> bool:
+    """Unsubscribe from one list; False if not a member or already unsubscribed."""
+    sub = get_subscriber(session, email)
+    ml = get_list(session, slug)
+    membership = session.get(Subscription, (sub.id, ml.id))
+    if membership is None or membership.status == SubscriptionStatus.UNSUBSCRIBED:
+        return False
+    now = utcnow()
+    membership.status = SubscriptionStatus.UNSUBSCRIBED
+    membership.unsubscribed_at = now
+    membership.updated_at = now
+    assert sub.id is not None
+    record_consent(session, sub.id, ConsentAction.UNSUBSCRIBE, list_id=ml.id, source=source)
+    session.flush()
+    return True
+
+
+def remove_subscriber(session: Session, email: str) -> None:
+    """Delete a subscriber, memberships and consent log. Not erasure: not suppressed."""
+    sub = get_subscriber(session, email)
+    session.delete(sub)
+    session.flush()
+
+
+def subscriber_details(session: Session, sub: Subscriber) -> dict[str, Any]:
+    """Everything about one subscriber as plain data (for `show` and `--json`)."""
+    memberships = session.exec(
+        select(Subscription, MailingList.slug)
+        .join(MailingList, col(MailingList.id) == Subscription.list_id)
+        .where(Subscription.subscriber_id == sub.id)
+        .order_by(MailingList.slug)
+    ).all()
+    slugs = {ml.id: ml.slug for ml in session.exec(select(MailingList))}
+    events = session.exec(select(ConsentEvent).where(ConsentEvent.subscriber_id == sub.id)
+                          .order_by(col(ConsentEvent.id))).all()
+    return {
+        "email": sub.email, "first_name": sub.first_name, "last_name": sub.last_name,
+        "language": sub.language, "status": sub.status, "attributes": sub.attributes,
+        "created_at": sub.created_at.isoformat(), "updated_at": sub.updated_at.isoformat(),
+        "lists": [{"list": slug, "status": m.status, "source": m.source,
+                   "created_at": m.created_at.isoformat(),
+                   "confirmed_at": m.confirmed_at and m.confirmed_at.isoformat(),
+                   "unsubscribed_at": m.unsubscribed_at and m.unsubscribed_at.isoformat()}
+                  for m, slug in memberships],
+        "consent": [{"at": e.at.isoformat(), "action": e.action,
+                     "list": slugs.get(e.list_id) if e.list_id else None,
+                     "source": e.source, "consent": e.consent, "confirmed": e.confirmed,
+                     "ip": e.ip, "user_agent": e.user_agent} for e in events],
+    }
+
+
+def iter_subscribers(
+    session: Session,
+    *,
+    list_slug: str | None = None,
+    status: str | None = None,
+    global_status: str | None = None,
+    search: str | None = None,
+    limit: int | None = None,
+    batch: int = 1000,
+) -> Iterator[dict[str, Any]]:
+    """Subscribers matching the filters, in id order, streamed in batches (flat memory)."""
+    if status is not None and list_slug is None:
+        raise InvalidInput("--status needs --list (membership status is per list).")
+    if status is not None and status not in {s.value for s in SubscriptionStatus}:
+        raise InvalidInput(f"Status must be pending, confirmed or unsubscribed, not {status!r}.")
+    query = select(Subscriber)
+    if list_slug is not None:
+        ml = get_list(session, list_slug)
+        query = query.join(Subscription, col(Subscription.subscriber_id) == Subscriber.id) \
+            .where(Subscription.list_id == ml.id)
+        if status is not None:
+            query = query.where(Subscription.status == status)
+    if global_status is not None:
+        query = query.where(Subscriber.status == global_status)
+    if search:
+        pattern = f"%{search.lower()}%"
+        query = query.where(or_(col(Subscriber.email).like(pattern),
+                                func.lower(col(Subscriber.first_name)).like(pattern),
+                                func.lower(col(Subscriber.last_name)).like(pattern)))
+    last_id = 0
+    remaining = limit
+    while remaining is None or remaining > 0:
+        size = batch if remaining is None else min(batch, remaining)
+        rows = session.exec(query.where(col(Subscriber.id) > last_id)
+                            .order_by(col(Subscriber.id)).limit(size)).all()
+        if not rows:
+            return
+        for sub in rows:
+            yield {"email": sub.email, "first_name": sub.first_name,
+                   "last_name": sub.last_name, "language": sub.language,
+                   "status": sub.status, "attributes": sub.attributes,
+                   "created_at": sub.created_at.isoformat()}
+        last_id = rows[-1].id or 0
+        if remaining is not None:
+            remaining -= len(rows)
+        session.expunge_all()

@@ -1,0 +1,60 @@
+"""The global suppression list: keyed hashes of addresses that must never be mailed.
+
+The hash is HMAC-SHA256 with the project's `hash_key` over the normalised address, so the
+table proves "this address is suppressed" without holding the address, and an erased
+person stays unmailable without being identifiable. It is keyed (not a bare SHA-256) so a
+leaked database cannot be checked against a list of known addresses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+
+from sqlmodel import Session, select
+
+from mailer.models import Suppression, SuppressionReason, utcnow
+
+__all__ = ["address_hash", "is_suppressed", "suppress", "suppressed_hashes", "unsuppress"]
+
+
+def address_hash(hash_key: bytes, email: str) -> str:
+    """Hex HMAC-SHA256 of a normalised address."""
+    return hmac.new(hash_key, email.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def is_suppressed(session: Session, hash_key: bytes, email: str) -> bool:
+    digest = address_hash(hash_key, email)
+    query = select(Suppression.id).where(Suppression.email_hash == digest)
+    return session.exec(query).first() is not None
+
+
+def suppressed_hashes(session: Session, digests: Iterable[str]) -> set[str]:
+    """The subset of `digests` that is suppressed (one query)."""
+    digests = list(digests)
+    if not digests:
+        return set()
+    rows = session.exec(select(Suppression.email_hash).where(Suppression.email_hash.in_(digests)))
+    return set(rows)
+
+
+def suppress(session: Session, hash_key: bytes, email: str, reason: SuppressionReason,
+             note: str = "") -> bool:
+    """Add an address; False if it was already suppressed (the first reason stays)."""
+    digest = address_hash(hash_key, email)
+    if session.exec(select(Suppression.id).where(Suppression.email_hash == digest)).first():
+        return False
+    session.add(Suppression(email_hash=digest, reason=reason, note=note, created_at=utcnow()))
+    session.flush()
+    return True
+
+
+def unsuppress(session: Session, hash_key: bytes, email: str) -> bool:
+    """Remove an address from the list (manual, audited by the caller)."""
+    digest = address_hash(hash_key, email)
+    row = session.exec(select(Suppression).where(Suppression.email_hash == digest)).first()
+    if row is None:
+        return False
+    session.delete(row)
+    return True

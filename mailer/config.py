@@ -1,0 +1,252 @@
+"""Settings: `mailer.toml`, overridden by `MAILER_*` environment variables, plus secrets.
+
+Where the file is found, in order: `--config PATH`, `$MAILER_CONFIG`, `./mailer.toml`.
+Every key can be overridden from the environment: `MAILER_DATABASE_URL` for a top-level
+key, `MAILER_ORGANISATION__NAME` (double underscore) for a key in a table.
+
+Secrets (the token secret, the suppression hash key, the SMTP password) never live in
+mailer.toml. They come from `MAILER_SECRET_KEY` / `MAILER_HASH_KEY` / `MAILER_SMTP_PASSWORD`
+or from the secrets file (default `secrets.toml` beside mailer.toml), which must be readable
+by its owner only (0600), like an SSH key. They are held as `SecretStr`, so printing the
+settings shows `**********`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from mailer.errors import ConfigError
+
+__all__ = [
+    "CONFIG_NAME",
+    "SECRET_NAMES",
+    "Organisation",
+    "Secrets",
+    "Settings",
+    "find_config",
+    "load_settings",
+]
+
+CONFIG_NAME = "mailer.toml"
+ENV_PREFIX = "MAILER_"
+SECRET_NAMES = ("secret_key", "hash_key", "smtp_password")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Organisation(_Section):
+    """Who sends: used by the house style (signature, disclaimer) and the web pages."""
+
+    name: str = "Our organisation"
+    address: str = ""
+    website: str = ""
+    email: str = ""
+    logo_url: str = ""
+    primary_colour: str = "#1f5f8b"
+    accent_colour: str = "#f2a900"
+
+
+class ImportSettings(_Section):
+    """Defaults for CSV imports."""
+
+    default_language: Literal["nl", "en"] = "nl"
+    check_deliverability: bool = False  # DNS look-ups per domain: off, the network is slow
+
+
+class Secrets(BaseModel):
+    """Secret values; `repr` and `str` mask them."""
+
+    secret_key: SecretStr | None = None
+    hash_key: SecretStr | None = None
+    smtp_password: SecretStr | None = None
+    sources: dict[str, str] = Field(default_factory=dict)  # name -> "env" | "file PATH"
+
+    def require(self, name: str) -> bytes:
+        """The secret as bytes, or a ConfigError that says where to put it."""
+        value: SecretStr | None = getattr(self, name)
+        if value is None or not value.get_secret_value():
+            raise ConfigError(
+                f"The secret {name!r} is not set.",
+                hint=f"Set {ENV_PREFIX}{name.upper()} or add it to the secrets file "
+                "(mailer init creates one).",
+            )
+        return value.get_secret_value().encode()
+
+
+class Settings(_Section):
+    """The whole configuration of one project."""
+
+    project: str = "mailer"
+    database_url: str = "sqlite:///mailer.db"
+    public_url: str = "http://127.0.0.1:8080"
+    lists_dir: str = "lists"
+    templates_dir: str = "templates"
+    secrets_file: str = "secrets.toml"
+    organisation: Organisation = Field(default_factory=Organisation)
+    imports: ImportSettings = Field(default_factory=ImportSettings, alias="import")
+
+    # Not from the file: where it was found, and the secrets.
+    root: Path = Field(default=Path("."), exclude=True)
+    config_path: Path | None = Field(default=None, exclude=True)
+    secrets: Secrets = Field(default_factory=Secrets, exclude=True)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def path(self, value: str) -> Path:
+        """A path from the config, relative to the folder of mailer.toml."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def lists_path(self) -> Path:
+        return self.path(self.lists_dir)
+
+    @property
+    def templates_path(self) -> Path:
+        return self.path(self.templates_dir)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL with a relative SQLite path made absolute against the project."""
+        prefix = "sqlite:///"
+        url = self.database_url
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            rest = url[len(prefix) :]
+            if rest and rest != ":memory:" and not rest.startswith("file:"):
+                return prefix + str(self.path(rest))
+        return url
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """Locate mailer.toml: explicit path, then $MAILER_CONFIG, then the current folder."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"Config file not found: {path}")
+        return path.resolve()
+    env = os.environ.get(ENV_PREFIX + "CONFIG")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError(f"Config file not found: {path} (from {ENV_PREFIX}CONFIG)")
+        return path.resolve()
+    path = Path.cwd() / CONFIG_NAME
+    return path.resolve() if path.is_file() else None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path.name} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror}") from None
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """MAILER_KEY=… and MAILER_TABLE__KEY=… as a nested dict (lower-cased keys)."""
+    skip = {"CONFIG", "SECRETS_FILE"} | {n.upper() for n in SECRET_NAMES}
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :]
+        if key in skip or not key:
+            continue
+        parts = [p.lower() for p in key.split("__")]
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name} conflicts with another MAILER_ variable")
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _load_secrets(path: Path, environ: dict[str, str]) -> Secrets:
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if path.is_file():
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise ConfigError(
+                f"The secrets file {path} can be read by others (mode {mode:o}).",
+                hint=f"Run: chmod 600 {path}",
+            )
+        data = _read_toml(path)
+        unknown = set(data) - set(SECRET_NAMES)
+        if unknown:
+            raise ConfigError(f"Unknown key in {path.name}: {', '.join(sorted(unknown))}")
+        for name in SECRET_NAMES:
+            if name in data:
+                values[name] = str(data[name])
+                sources[name] = f"file {path}"
+    for name in SECRET_NAMES:
+        env_value = environ.get(ENV_PREFIX + name.upper())
+        if env_value:
+            values[name] = env_value
+            sources[name] = "environment"
+    return Secrets(**values, sources=sources)
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return f"Unknown setting {where!r} in {origin}"
+    return f"Setting {where!r} in {origin}: {first['msg']}"
+
+
+def load_settings(
+    config: str | os.PathLike[str] | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    required: bool = True,
+) -> Settings:
+    """Read the project's settings; ConfigError (one line) when anything is wrong."""
+    environ = dict(os.environ if environ is None else environ)
+    path = find_config(config)
+    if path is None and required:
+        raise ConfigError(
+            f"No {CONFIG_NAME} in this folder.",
+            hint="Run `mailer init NAME` to create a project, or pass --config PATH.",
+        )
+    data = _read_toml(path) if path else {}
+    tables = [data, *(v for v in data.values() if isinstance(v, dict))]
+    for name in SECRET_NAMES:
+        if any(name in table for table in tables):
+            raise ConfigError(
+                f"{name!r} is a secret and does not belong in {CONFIG_NAME}.",
+                hint=f"Move it to the secrets file or to {ENV_PREFIX}{name.upper()}.",
+            )
+    data = _merge(data, _env_overrides(environ))
+    origin = path.name if path else "the environment"
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None
+    settings.root = path.parent if path else Path.cwd()
+    settings.config_path = path
+    secrets_path = Path(environ.get(ENV_PREFIX + "SECRETS_FILE") or settings.secrets_file)
+    settings.secrets = _load_secrets(settings.path(str(secrets_path)), environ)
+    return settings

@@ -1,0 +1,143 @@
+"""Database engine, sessions and schema migrations (Alembic).
+
+SQLite is the embedded default: WAL journal (readers never block the writer), a busy
+timeout (a second `mailer` process waits instead of failing) and foreign keys on (SQLite
+leaves them off per connection). The same code runs on PostgreSQL via `database_url`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlmodel import Session
+
+from mailer.errors import DatabaseBehind, DatabaseError
+
+__all__ = [
+    "SchemaStatus",
+    "check_schema",
+    "make_engine",
+    "schema_status",
+    "session_scope",
+    "upgrade",
+]
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+BUSY_TIMEOUT_MS = 10_000
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    # Python's sqlite3 opens an implicit transaction lazily; autocommit off is right for
+    # SQLAlchemy, but the pragmas must run outside one.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")  # durable in WAL mode except on power loss
+    cur.close()
+
+
+def _create_private(path: Path) -> None:
+    """Create a new SQLite file as 0600: it holds personal data (WAL files inherit this)."""
+    if path.exists():
+        return
+    if not path.parent.is_dir():
+        raise DatabaseError(f"The folder for the database does not exist: {path.parent}")
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
+def make_engine(url: str, **kwargs: object) -> Engine:
+    """An engine for `url`, with SQLite tuned as described above."""
+    try:
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:" and not path.startswith("file:"):
+                _create_private(Path(path))
+            engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
+                                   **kwargs)
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True, **kwargs)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise DatabaseError(f"Invalid database_url: {exc}") from None
+    return engine
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session whose transaction commits at the end of the block, or rolls back."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def _alembic_config(engine: Engine) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+class SchemaStatus:
+    """Where a database stands against the migrations the code ships."""
+
+    def __init__(self, current: str | None, head: str, pending: list[str]) -> None:
+        self.current = current
+        self.head = head
+        self.pending = pending
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+
+def schema_status(engine: Engine) -> SchemaStatus:
+    """Current revision, head revision and the revisions not yet applied (oldest first)."""
+    script = ScriptDirectory.from_config(_alembic_config(engine))
+    head = script.get_current_head()
+    assert head is not None
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    except OperationalError as exc:
+        raise DatabaseError(f"Cannot open the database: {exc.orig}") from None
+    pending = [
+        rev.revision for rev in script.iterate_revisions(head, current or "base")
+    ]
+    pending.reverse()
+    return SchemaStatus(current, head, pending)
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise DatabaseBehind unless the database is at the code's head revision."""
+    status = schema_status(engine)
+    if status.current is None:
+        raise DatabaseBehind(
+            "The database has no tables yet.", hint="Run `mailer db upgrade` first."
+        )
+    if not status.up_to_date:
+        raise DatabaseBehind(
+            f"The database is behind ({len(status.pending)} migration(s) to apply).",
+            hint="Run `mailer db upgrade` (back up the database first).",
+        )
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply migrations up to `revision`."""
+    try:
+        command.upgrade(_alembic_config(engine), revision)
+    except OperationalError as exc:
+        raise DatabaseError(f"Migration failed: {exc.orig}") from None

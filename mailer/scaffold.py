@@ -1,0 +1,95 @@
+"""`mailer init`: a new project folder with config, secrets, lists, templates and a database.
+
+The example lists and templates shipped with mailer are the repository's own `lists/` and
+`templates/` folders (beside the package), so the examples exist once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+from pathlib import Path
+
+from mailer.config import CONFIG_NAME, load_settings
+from mailer.db import make_engine, upgrade
+from mailer.errors import InvalidInput, MailerError
+
+__all__ = ["SHIPPED", "create_project"]
+
+SHIPPED = Path(__file__).resolve().parent.parent  # the checkout mailer runs from
+
+CONFIG_TEMPLATE = """\
+# mailer project configuration. Every key can be overridden by an environment variable:
+# MAILER_DATABASE_URL, MAILER_ORGANISATION__NAME (double underscore for a [table] key).
+# Secrets (secret_key, hash_key, smtp_password) live in {secrets} (mode 0600) or in
+# MAILER_SECRET_KEY / MAILER_HASH_KEY / MAILER_SMTP_PASSWORD, never in this file.
+
+project = "{name}"
+
+# The embedded default: a SQLite file beside this one. For several workers use PostgreSQL:
+# database_url = "postgresql+psycopg://mailer@db.example.be/mailer"
+database_url = "sqlite:///mailer.db"
+
+# Where subscribers reach the sign-up, confirm and unsubscribe pages.
+public_url = "http://127.0.0.1:8080"
+
+lists_dir = "lists"
+templates_dir = "templates"
+secrets_file = "{secrets}"
+
+[organisation]
+# Used by the house style: signature, disclaimer, pages.
+name = "Voorbeeld vzw"
+address = "Voorbeeldstraat 1, 9000 Gent"
+website = "https://www.example.be"
+email = "info@example.be"
+logo_url = ""
+primary_colour = "#1f5f8b"
+accent_colour = "#f2a900"
+
+[import]
+default_language = "nl"
+"""
+
+SECRETS_TEMPLATE = """\
+# Secrets of this mailer project. Keep this file private (mode 0600) and out of git.
+# secret_key signs links and tokens; hash_key keys the suppression list's hashes
+# (changing it would forget who is suppressed).
+secret_key = "{secret_key}"
+hash_key = "{hash_key}"
+# smtp_password = ""
+"""
+
+
+def create_project(folder: Path, *, name: str | None = None) -> Path:
+    """Create a project in `folder` (new or empty); returns the path of mailer.toml."""
+    if folder.exists() and any(folder.iterdir()):
+        raise InvalidInput(f"{folder} already exists and is not empty.",
+                           hint="Pick a new folder name.")
+    name = name or folder.resolve().name
+    if not re.fullmatch(r"[\w .-]{1,100}", name):
+        raise InvalidInput("A project name may hold letters, digits, spaces, . - and _.")
+    source_lists, source_templates = SHIPPED / "lists", SHIPPED / "templates"
+    if not source_lists.is_dir() or not source_templates.is_dir():
+        raise MailerError(f"The example lists and templates are missing from {SHIPPED}.",
+                          hint="Run mailer from its source checkout (pip install -e .).")
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source_lists, folder / "lists")
+    shutil.copytree(source_templates, folder / "templates")
+    (folder / CONFIG_NAME).write_text(CONFIG_TEMPLATE.format(name=name, secrets="secrets.toml"),
+                                      encoding="utf-8")
+    fd = os.open(folder / "secrets.toml", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(fd, "w", encoding="utf-8") as fh:
+        fh.write(SECRETS_TEMPLATE.format(secret_key=secrets.token_urlsafe(32),
+                                         hash_key=secrets.token_urlsafe(32)))
+    (folder / ".gitignore").write_text("secrets.toml\nmailer.db*\n*.rejects.csv\n",
+                                       encoding="utf-8")
+    settings = load_settings(folder / CONFIG_NAME)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    return folder / CONFIG_NAME

@@ -1,0 +1,98 @@
+"""Config: discovery, MAILER_* overrides, secrets from env or a 0600 file, masking."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailer.cli import cli
+from mailer.config import load_settings
+from mailer.errors import ConfigError
+from mailer.scaffold import create_project
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in list(os.environ):
+        if name.startswith("MAILER_"):
+            monkeypatch.delenv(name)
+    create_project(tmp_path / "news")
+    monkeypatch.chdir(tmp_path / "news")
+    return tmp_path / "news"
+
+
+def test_found_in_current_folder_then_env_then_explicit(folder, tmp_path, monkeypatch):
+    assert load_settings().config_path == folder / "mailer.toml"
+    other = tmp_path / "other.toml"
+    other.write_text('project = "other"\n')
+    monkeypatch.setenv("MAILER_CONFIG", str(other))
+    assert load_settings().project == "other"
+    assert load_settings(folder / "mailer.toml").project == "news"
+
+
+def test_environment_overrides_top_level_and_table_keys(folder, monkeypatch):
+    monkeypatch.setenv("MAILER_PUBLIC_URL", "https://nieuws.example.be")
+    monkeypatch.setenv("MAILER_ORGANISATION__NAME", "Andere vzw")
+    monkeypatch.setenv("MAILER_IMPORT__CHECK_DELIVERABILITY", "true")
+    settings = load_settings()
+    assert settings.public_url == "https://nieuws.example.be"
+    assert settings.organisation.name == "Andere vzw"
+    assert settings.imports.check_deliverability is True
+
+
+def test_relative_sqlite_path_is_relative_to_the_config_file(folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(folder / "mailer.toml")
+    assert settings.resolved_database_url == f"sqlite:///{folder / 'mailer.db'}"
+
+
+def test_secrets_come_from_file_and_env_wins(folder, monkeypatch):
+    assert load_settings().secrets.sources["secret_key"].startswith("file ")
+    monkeypatch.setenv("MAILER_SECRET_KEY", "from-env-123")
+    settings = load_settings()
+    assert settings.secrets.require("secret_key") == b"from-env-123"
+    assert "from-env-123" not in repr(settings) and "from-env-123" not in str(settings.secrets)
+
+
+def test_readable_secrets_file_is_refused(folder):
+    (folder / "secrets.toml").chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        try:
+            load_settings()
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} {exc.hint}") from None
+
+
+def test_secret_in_mailer_toml_is_refused(folder):
+    with (folder / "mailer.toml").open("a") as fh:
+        fh.write('\nsecret_key = "oops"\n')
+    with pytest.raises(ConfigError, match="does not belong"):
+        load_settings()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('databse_url = "x"\n', "Unknown setting 'databse_url'"),
+    ("project = [\n", "not valid TOML"),
+    ('[organisation]\nname = 3\n', "organisation.name"),
+])
+def test_bad_config_is_one_clear_line(folder, text, message):
+    (folder / "mailer.toml").write_text(text)
+    result = CliRunner().invoke(cli, ["config", "show"], catch_exceptions=False)
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_show_masks_every_secret(folder, monkeypatch):
+    monkeypatch.setenv("MAILER_SMTP_PASSWORD", "hunter2-smtp")
+    secret = load_settings().secrets.require("secret_key").decode()
+    hash_key = load_settings().secrets.require("hash_key").decode()
+    for args in (["config", "show"], ["config", "show", "--json"]):
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert result.exit_code == 0
+        for value in (secret, hash_key, "hunter2-smtp"):
+            assert value not in result.output
+        assert "smtp_password" in result.output and "********" in result.output

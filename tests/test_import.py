@@ -1,0 +1,217 @@
+"""CSV import: formats, mapping, rejects, idempotence, consent and safety (both databases)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from mailer.audience.importer import ImportOptions, import_csv
+from mailer.config import load_settings
+from mailer.db import make_engine
+from mailer.models import ConsentEvent, Subscriber, Subscription
+
+
+def write(path: Path, text: str, *, bom: bool = False, encoding: str = "utf-8") -> Path:
+    data = text.encode(encoding)
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + data)
+    return path
+
+
+def counts(project: Path) -> dict[str, int]:
+    settings = load_settings()
+    engine = make_engine(settings.resolved_database_url)
+    with Session(engine) as s:
+        out = {
+            "subscribers": s.exec(select(func.count()).select_from(Subscriber)).one()[0],
+            "memberships": s.exec(select(func.count()).select_from(Subscription)).one()[0],
+            "events": s.exec(select(func.count()).select_from(ConsentEvent)).one()[0],
+        }
+    engine.dispose()
+    return out
+
+
+def import_json(run, *args: str) -> dict:  # noqa: ANN001
+    result = run("subscribers", "import", *args, "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+DUTCH_EXCEL = (
+    "E-mailadres;Voornaam;Achternaam;Taal;Gemeente\r\n"
+    "an@example.be;An;Peeters;nl;Gent\r\n"
+    "Jan.Janssens@EXAMPLE.be;Jan;Janssens;EN;Antwerpen\r\n"
+    "geen-adres;Piet;Fout;nl;Mechelen\r\n"
+    "an@example.be;An;Peeters;nl;Gent\r\n"
+    "\r\n"
+    "jürgen@example.de;Jürgen;Müller;;Aken\r\n"
+)
+
+
+def test_dutch_excel_file_with_bom_and_semicolons_imports_and_reports_rejects(run, project):
+    path = write(project / "people.csv", DUTCH_EXCEL, bom=True)
+    report = import_json(run, str(path), "--list", "nieuwsbrief", "--consent", "form v2")
+    assert report["rows"] == 5
+    assert report["added"] == 3 and report["subscribed"] == 3
+    assert report["status"] == "pending"  # the example list is double opt-in
+    assert report["rejected_by_reason"] == {"invalid": 1, "duplicate": 1}
+    assert [(r["line"], r["reason"]) for r in report["first_rejects"]] == [
+        (4, "invalid"), (5, "duplicate")]
+    assert "line 2" in report["first_rejects"][1]["detail"]
+    rejects = project / "people.rejects.csv"
+    assert stat.S_IMODE(rejects.stat().st_mode) == 0o600
+    with rejects.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh, delimiter=";"))
+    assert rows[0][:4] == ["line", "reason", "detail", "E-mailadres"]
+    assert [r[:2] for r in rows[1:]] == [["4", "invalid"], ["5", "duplicate"]]
+    assert rows[1][3] == "geen-adres"
+
+    shown = json.loads(run("subscribers", "show", "jan.janssens@example.be", "--json").stdout)
+    assert shown["first_name"] == "Jan" and shown["language"] == "en"
+    assert shown["attributes"] == {"Gemeente": "Antwerpen"}
+    assert shown["lists"][0]["status"] == "pending"
+    assert shown["consent"][0]["action"] == "import"
+    assert shown["consent"][0]["consent"] == "form v2"
+    assert shown["consent"][0]["confirmed"] is False
+    # A row without a language gets the project's default.
+    assert json.loads(run("subscribers", "show", "jürgen@example.de", "--json").stdout)[
+        "language"] == "nl"
+
+
+def test_comma_file_with_mapping_and_ignored_column(run, project):
+    path = write(project / "crm.csv",
+                 "Mail,Given,Secret,Plan\nx@example.be,Xavier,do-not-keep,gold\n")
+    report = import_json(run, str(path), "--list", "nieuwsbrief", "--consent", "crm",
+                         "--map", "Mail=email", "--map", "Given=first_name",
+                         "--map", "Secret=-")
+    assert report["added"] == 1
+    shown = json.loads(run("subscribers", "show", "x@example.be", "--json").stdout)
+    assert shown["first_name"] == "Xavier"
+    assert shown["attributes"] == {"Plan": "gold"}
+
+
+def test_reimport_is_idempotent_and_update_refreshes_attributes(run, project):
+    path = write(project / "p.csv", "email;city\na@example.be;Gent\nb@example.be;Gent\n")
+    import_json(run, str(path), "--list", "nieuwsbrief", "--consent", "v1")
+    before = counts(project)
+    again = import_json(run, str(path), "--list", "nieuwsbrief", "--consent", "v1")
+    assert again["added"] == 0 and again["subscribed"] == 0 and again["unchanged"] == 2
+    assert counts(project) == before
+
+    write(path, "email;city\na@example.be;Leuven\nb@example.be;Gent\n")
+    without = import_json(run, str(path), "--list", "nieuwsbrief", "--consent", "v1")
+    assert without["updated"] == 0
+    updated = import_json(run, str(path), "--list", "nieuwsbrief", "--consent", "v1",
+                          "--update")
+    assert updated["updated"] == 1 and updated["unchanged"] == 1
+    shown = json.loads(run("subscribers", "show", "a@example.be", "--json").stdout)
+    assert shown["attributes"] == {"city": "Leuven"}
+    assert counts(project) == before  # no new people, memberships or consent events
+
+
+def test_confirmed_import_records_confirmed_consent_and_upgrades_pending(run, project):
+    path = write(project / "p.csv", "email\na@example.be\n")
+    import_json(run, str(path), "--list", "nieuwsbrief", "--consent", "v1")
+    report = import_json(run, str(path), "--list", "nieuwsbrief", "--confirmed",
+                         "--consent", "double opt-in on old site, 2025")
+    assert report["confirmed"] == 1 and report["status"] == "confirmed"
+    shown = json.loads(run("subscribers", "show", "a@example.be", "--json").stdout)
+    assert shown["lists"][0]["status"] == "confirmed"
+    assert [e["confirmed"] for e in shown["consent"]] == [False, True]
+    assert shown["consent"][1]["consent"] == "double opt-in on old site, 2025"
+
+
+def test_import_never_resubscribes_unsubscribed_or_suppressed(run, project):
+    path = write(project / "p.csv", "email\na@example.be\nb@example.be\nc@example.be\n")
+    import_json(run, str(path), "--list", "nieuwsbrief", "--consent", "v1", "--confirmed")
+    assert run("subscribers", "remove", "a@example.be", "--list", "nieuwsbrief").exit_code == 0
+    assert run("suppression", "add", "b@example.be").exit_code == 0
+    assert run("suppression", "add", "new@example.be").exit_code == 0
+    write(path, "email\na@example.be\nb@example.be\nnew@example.be\nd@example.be\n")
+    report = import_json(run, str(path), "--list", "nieuwsbrief", "--consent", "v2",
+                         "--confirmed", "--update")
+    assert report["rejected_by_reason"] == {"unsubscribed": 1, "suppressed": 2}
+    assert report["added"] == 1
+    shown = json.loads(run("subscribers", "show", "a@example.be", "--json").stdout)
+    assert shown["lists"][0]["status"] == "unsubscribed"
+    assert run("subscribers", "show", "new@example.be").exit_code == 1
+
+
+def test_dry_run_reports_the_same_and_changes_nothing(run, project):
+    path = write(project / "p.csv", DUTCH_EXCEL)
+    before = counts(project)
+    dry = import_json(run, str(path), "--list", "nieuwsbrief", "--consent", "v1", "--dry-run")
+    assert counts(project) == before
+    real = import_json(run, str(path), "--list", "nieuwsbrief", "--consent", "v1")
+    for key in ("rows", "added", "subscribed", "rejected_by_reason"):
+        assert dry[key] == real[key]
+    assert dry["dry_run"] is True
+
+
+def test_broken_encoding_half_way_leaves_database_untouched(run, project):
+    lines = "email\n" + "".join(f"p{i}@example.be\n" for i in range(5000))
+    path = project / "p.csv"
+    path.write_bytes(lines.encode() + b"caf\xe9@example.be\n")
+    before = counts(project)
+    result = run("subscribers", "import", str(path), "--list", "nieuwsbrief",
+                 "--consent", "v1")
+    assert result.exit_code == 1
+    assert "Line 5002 is not valid" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) <= 2
+    assert counts(project) == before
+    # The same file read as cp1252 imports fine.
+    report = import_json(run, str(path), "--list", "nieuwsbrief", "--consent", "v1",
+                         "--encoding", "cp1252")
+    assert report["added"] == 5001
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--list", "nope", "--consent", "v1"], "No list called 'nope'"),
+    (["--list", "nieuwsbrief", "--consent", " "], "consent"),
+    (["--list", "nieuwsbrief", "--consent", "v1", "--map", "Nope=email"], "Nope"),
+])
+def test_bad_options_give_one_line_and_exit_1(run, project, args, message):
+    path = write(project / "p.csv", "email\na@example.be\n")
+    result = run("subscribers", "import", str(path), *args)
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert counts(project)["subscribers"] == 0
+
+
+def test_file_without_address_column_is_refused(run, project):
+    path = write(project / "p.csv", "name;city\nAn;Gent\n")
+    result = run("subscribers", "import", str(path), "--list", "nieuwsbrief", "--consent", "v")
+    assert result.exit_code == 1
+    assert "No address column" in result.stderr
+
+
+def test_duplicates_across_batches_and_parallel_workers_match_sequential(project, run):
+    """Workers (separate processes) and batch boundaries give the same result as one pass."""
+    rows = [f"user{i % 4500}@d{i % 4500 % 7}.example.be;N{i}" for i in range(5000)]
+    rows[100] = "not an address;X"
+    path = write(project / "big.csv", "email;first_name\n" + "\n".join(rows) + "\n")
+    settings = load_settings()
+    engine = make_engine(settings.resolved_database_url)
+    key = settings.secrets.require("hash_key")
+    reports = []
+    for workers in (1, 2):
+        with Session(engine) as session:
+            report = import_csv(session, key, path, ImportOptions(
+                list_slug="nieuwsbrief", consent="v1", workers=workers))
+            session.rollback()
+        reports.append(report.as_dict())
+    engine.dispose()
+    for report in reports:
+        report.pop("seconds")
+    assert reports[0] == reports[1]
+    first = reports[0]
+    # 4500 distinct addresses; line 102 is invalid, so user100's first valid row is later.
+    assert first["added"] == 4500
+    assert first["rejected_by_reason"] == {"invalid": 1, "duplicate": 499}
