@@ -11,8 +11,10 @@ SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
+import base64
 import enum
 import secrets
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +35,7 @@ __all__ = [
     "Suppression",
     "SuppressionReason",
     "new_uid",
+    "new_uids",
     "utcnow",
 ]
 
@@ -46,8 +49,20 @@ def utcnow() -> datetime:
 
 
 def new_uid() -> str:
-    """A random public id (128 bits, URL-safe) for tokens: never the enumerable row id."""
-    return secrets.token_urlsafe(16)
+    """A public id for tokens, never the enumerable row id: see new_uids()."""
+    return new_uids(1)[0]
+
+
+def new_uids(count: int) -> list[str]:
+    """`count` public ids: 48 bits of milliseconds then 80 random bits, URL-safe (22 chars).
+
+    80 random bits cannot be guessed; the time prefix makes new ids land at the end of the
+    unique index instead of at random pages, which keeps bulk imports fast (as UUIDv7).
+    """
+    prefix = int(time.time() * 1000).to_bytes(6, "big")
+    raw = secrets.token_bytes(10 * count)
+    return [base64.urlsafe_b64encode(prefix + raw[i:i + 10]).rstrip(b"=").decode()
+            for i in range(0, 10 * count, 10)]
 
 
 class OptIn(enum.StrEnum):

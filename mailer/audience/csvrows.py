@@ -11,6 +11,7 @@ import codecs
 import csv
 import hashlib
 import hmac
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -39,6 +40,7 @@ ALIASES = {
     "language": "language", "taal": "language", "lang": "language",
 }
 IGNORE = "-"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _key(header: str) -> str:
@@ -124,7 +126,7 @@ def _cell(raw: list[str], index: int | None) -> str | None:
     value = raw[index].strip()
     if not value:
         return None
-    if any(ord(ch) < 32 for ch in value):
+    if _CONTROL.search(value):
         raise ValueError("line breaks or control characters in a name")
     return value[:200]
 
