@@ -201,7 +201,7 @@ def test_duplicates_across_batches_and_parallel_workers_match_sequential(project
     engine = make_engine(settings.resolved_database_url)
     key = settings.secrets.require("hash_key")
     reports = []
-    for workers in (1, 2):
+    for workers in (0, 1):
         with Session(engine) as session:
             report = import_csv(session, key, path, ImportOptions(
                 list_slug="nieuwsbrief", consent="v1", workers=workers))

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import codecs
 import csv
-import hashlib
-import hmac
+import io
+import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import IO, Any
+from dataclasses import dataclass
+from typing import IO, NamedTuple
 
-from mailer.audience.addresses import InvalidAddress, normalise_address
+from mailer.audience.addresses import normalise_address
+from mailer.audience.hashing import address_hash
 from mailer.errors import ImportFailed, InvalidInput
 
 __all__ = [
@@ -24,7 +25,8 @@ __all__ = [
     "CheckedRow",
     "ColumnPlan",
     "CsvReader",
-    "check_rows",
+    "check_block",
+    "parse_block",
     "parse_mapping",
 ]
 
@@ -105,9 +107,12 @@ class ColumnPlan:
                    default_language)
 
 
-@dataclass(slots=True)
-class CheckedRow:
-    """One data row after checking. `error` is set for a row that is rejected."""
+class CheckedRow(NamedTuple):
+    """One data row after checking. `error` is set for a row that is rejected.
+
+    A tuple, because batches of these travel back from the worker processes: it pickles
+    small and fast. `attributes` is already JSON text, as stored.
+    """
 
     line: int
     email: str | None = None
@@ -115,9 +120,12 @@ class CheckedRow:
     first_name: str | None = None
     last_name: str | None = None
     language: str | None = None
-    attributes: dict[str, Any] = field(default_factory=dict)
+    attributes: str | None = None
     error: str | None = None
     detail: str = ""
+
+
+FATAL = "fatal"  # CheckedRow.error of a batch that cannot be read at all (encoding, quoting)
 
 
 def _cell(raw: list[str], index: int | None) -> str | None:
@@ -140,47 +148,86 @@ def _language(value: str | None, default: str | None) -> str | None:
     raise ValueError(f"language {value!r} is not nl or en")
 
 
-def check_rows(rows: list[tuple[int, list[str]]], plan: ColumnPlan,
-               hash_key: bytes) -> list[CheckedRow]:
-    """Validate and normalise a batch of rows (runs in a worker process for big files)."""
-    out: list[CheckedRow] = []
-    width = len(plan.header)
-    for line, raw in rows:
-        row = CheckedRow(line)
-        out.append(row)
-        if len(raw) > width and any(cell.strip() for cell in raw[width:]):
-            row.error, row.detail = "invalid", f"{len(raw)} fields where the header has {width}"
-            continue
-        address = raw[plan.email] if plan.email < len(raw) else ""
-        if not address.strip():
-            row.error, row.detail = "invalid", "no address"
-            continue
-        try:
-            row.email = normalise_address(address)
-        except InvalidAddress as exc:
-            row.error, row.detail = "invalid", str(exc)
-            continue
-        try:
-            row.first_name = _cell(raw, plan.first_name)
-            row.last_name = _cell(raw, plan.last_name)
-            row.language = _language(_cell(raw, plan.language), plan.default_language)
-        except ValueError as exc:
-            row.error, row.detail = "invalid", str(exc)
-            continue
-        row.email_hash = hmac.new(hash_key, row.email.encode(), hashlib.sha256).hexdigest()
-        row.attributes = {name: raw[i].strip() for i, name in plan.attributes
-                          if i < len(raw) and raw[i].strip()}
+def _check_row(line: int, raw: list[str], plan: ColumnPlan, width: int,
+               key: bytes) -> CheckedRow:
+    if len(raw) > width and any(cell.strip() for cell in raw[width:]):
+        return CheckedRow(line, error="invalid",
+                          detail=f"{len(raw)} fields where the header has {width}")
+    address = raw[plan.email] if plan.email < len(raw) else ""
+    if not address.strip():
+        return CheckedRow(line, error="invalid", detail="no address")
+    try:
+        email = normalise_address(address)
+        first_name = _cell(raw, plan.first_name)
+        last_name = _cell(raw, plan.last_name)
+        language = _language(_cell(raw, plan.language), plan.default_language)
+    except ValueError as exc:  # InvalidAddress is a ValueError too
+        return CheckedRow(line, error="invalid", detail=str(exc))
+    attributes = {name: raw[i].strip() for i, name in plan.attributes
+                  if i < len(raw) and raw[i].strip()}
+    return CheckedRow(line, email, address_hash(key, email), first_name, last_name, language,
+                      _to_json(attributes))
+
+
+_to_json = json.JSONEncoder(ensure_ascii=True).encode  # = json.dumps, without its wrapper
+
+
+def parse_block(block: bytes, first_line: int, encoding: str,
+                delimiter: str) -> list[tuple[int, list[str]]]:
+    """Decode and split a block of whole CSV records: (line number, cells) per record."""
+    try:
+        text = block.decode(encoding)
+    except UnicodeDecodeError as exc:
+        for offset, raw in enumerate(block.splitlines(keepends=True)):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError:
+                raise ImportFailed(
+                    f"Line {first_line + offset} is not valid {encoding} ({exc.reason}); "
+                    "nothing was imported.",
+                    hint="Save the file as CSV UTF-8, or pass --encoding (e.g. cp1252)."
+                ) from None
+        raise
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    out: list[tuple[int, list[str]]] = []
+    line = first_line
+    try:
+        for cells in reader:
+            start, line = line, first_line + reader.line_num
+            if cells and (len(cells) > 1 or cells[0].strip()):
+                out.append((start, cells))
+    except csv.Error as exc:
+        raise ImportFailed(f"Line {line} cannot be read as CSV: {exc}; "
+                           "nothing was imported.") from None
     return out
 
 
-class CsvReader:
-    """Streams (line number, cells) from a CSV file with a header row.
+def check_block(block: bytes, first_line: int, plan: ColumnPlan, key: bytes,
+                encoding: str, delimiter: str) -> list[CheckedRow]:
+    """Parse and check one block (runs in a worker process for big files).
 
-    The delimiter is sniffed from the header line (`;`, `,` or tab) unless given. Lines are
-    decoded one by one, so a wrongly saved file is reported with the exact line, and the
-    import stops before anything is committed. Encodings must be ASCII-compatible (UTF-8,
-    cp1252, latin-1…); a UTF-16 file is recognised by its byte-order mark and refused.
+    A block that cannot be read comes back as a single FATAL row whose detail is the
+    message, so no exception has to cross the process boundary.
     """
+    try:
+        rows = parse_block(block, first_line, encoding, delimiter)
+    except ImportFailed as exc:
+        return [CheckedRow(first_line, error=FATAL, detail=f"{exc}\n{exc.hint or ''}")]
+    width = len(plan.header)
+    return [_check_row(line, raw, plan, width, key) for line, raw in rows]
+
+
+class CsvReader:
+    """Reads a CSV file with a header row as blocks of whole records (bytes).
+
+    The delimiter is sniffed from the header line (`;`, `,` or tab) unless given. Blocks
+    end on record boundaries (a line with an odd number of quotes opens or closes a quoted
+    field that spans lines), so worker processes can decode, split and check them on their
+    own; this process only cuts the file into blocks. Encodings must be ASCII-compatible
+    (UTF-8, cp1252, latin-1…); a UTF-16 file is recognised by its byte-order mark.
+    """
+
+    MAX_OPEN_LINES = 1000  # a stray quote must not make one endless record
 
     def __init__(self, binary: IO[bytes], *, delimiter: str | None = None,
                  encoding: str = "utf-8") -> None:
@@ -190,7 +237,12 @@ class CsvReader:
         if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             raise ImportFailed("The file is UTF-16 (Excel's \"Unicode text\").",
                                hint="Save it as \"CSV UTF-8\" and import again.")
-        first = self._decode(binary.readline(), 1)
+        raw = binary.readline()
+        try:
+            first = raw.decode(self.encoding)
+        except UnicodeDecodeError as exc:
+            raise ImportFailed(f"Line 1 is not valid {self.encoding} ({exc.reason}).",
+                               hint="Save the file as CSV UTF-8, or pass --encoding.") from None
         if first.startswith("\ufeff"):
             first = first[1:]  # byte-order mark of Excel's "CSV UTF-8"
         if not first.strip():
@@ -198,35 +250,25 @@ class CsvReader:
         self.delimiter = delimiter or max(";,\t", key=first.count)
         self.header = next(csv.reader([first], delimiter=self.delimiter))
 
-    def _decode(self, raw: bytes, line: int) -> str:
-        try:
-            return raw.decode(self.encoding)
-        except UnicodeDecodeError as exc:
-            raise ImportFailed(
-                f"Line {line} is not valid {self.encoding} ({exc.reason}); "
-                "nothing was imported.",
-                hint="Save the file as CSV UTF-8, or pass --encoding (e.g. cp1252).") from None
-
     @property
     def bytes_read(self) -> int:
         """Bytes consumed from the file so far (for a progress bar)."""
         return self._binary.tell()
 
-    def _lines(self) -> Iterator[str]:
-        decode = self._decode
+    def blocks(self, lines_per_block: int) -> Iterator[tuple[int, bytes]]:
+        """(first line number, bytes) blocks of about `lines_per_block` whole records."""
+        lines: list[bytes] = []
+        first = 2
+        number = 1
+        open_since = 0  # line where a quoted field that spans lines started, or 0
         for number, raw in enumerate(self._binary, start=2):
-            yield decode(raw, number)
-
-    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
-        reader = csv.reader(self._lines(), delimiter=self.delimiter, strict=True)
-        line = 1
-        try:
-            for cells in reader:
-                start = line + 1
-                line = reader.line_num + 1
-                if not cells or (len(cells) == 1 and not cells[0].strip()):
-                    continue  # blank line
-                yield start, cells
-        except csv.Error as exc:
-            raise ImportFailed(f"Line {line + 1} cannot be read as CSV: {exc}; "
-                               "nothing was imported.") from None
+            lines.append(raw)
+            if raw.count(b'"') % 2:
+                open_since = 0 if open_since else number
+            if open_since and number - open_since > self.MAX_OPEN_LINES:
+                open_since = 0
+            if len(lines) >= lines_per_block and not open_since:
+                yield first, b"".join(lines)
+                lines, first = [], number + 1
+        if lines:
+            yield first, b"".join(lines)

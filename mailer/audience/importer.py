@@ -15,22 +15,30 @@ Nobody who unsubscribed or is suppressed is ever subscribed again by an import.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import json
 import multiprocessing
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, text, update
 from sqlmodel import Session
 
-from mailer.audience.csvrows import CheckedRow, ColumnPlan, CsvReader, check_rows
+from mailer.audience.csvrows import (
+    FATAL,
+    CheckedRow,
+    ColumnPlan,
+    CsvReader,
+    check_block,
+    parse_block,
+)
 from mailer.audience.lists import get_list
 from mailer.errors import ImportFailed, InvalidInput
 from mailer.models import (
@@ -71,7 +79,7 @@ class ImportOptions:
     encoding: str = "utf-8"
     default_language: str | None = None
     rejects_path: Path | None = None
-    workers: int | None = None  # None: one per core for big files
+    workers: int | None = None  # validation processes; 0: none; None: decided by file size
     actor: str = "cli"
 
 
@@ -132,24 +140,36 @@ class _Rejects:
             self.report.rejects_file = str(self.path)
 
 
-class _BulkInsert:
-    """executemany of plain tuples straight to the driver, for the import's hot path.
+class _Insert:
+    """Multi-row `INSERT … VALUES (…), (…), …` sent straight to the driver.
 
-    SQLAlchemy Core spends ~20 us per row building and type-processing parameters; here
-    constant values (timestamps) are converted once per batch by the column's own bind
-    processor, and only JSON columns are converted per row, by the same processors, so
-    what is stored is exactly what the ORM would store.
+    One statement per batch instead of SQLAlchemy's per-row parameter processing (~20 us a
+    row): constant values such as timestamps are converted once per batch by the column's
+    own bind processor (see `_processor`), so what is stored is what the ORM would store.
+    `suffix` may add `ON CONFLICT …` and `RETURNING …`; the returned rows are given back.
     """
 
-    def __init__(self, conn: Connection, table: str, columns: tuple[str, ...]) -> None:
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        self.conn = conn
-        self.sql = (f"INSERT INTO {table} ({', '.join(columns)}) "
-                    f"VALUES ({', '.join([mark] * len(columns))})")
+    MAX_PARAMS = 30_000  # SQLite allows 32,766 bound parameters per statement
 
-    def __call__(self, rows: list[tuple[Any, ...]]) -> None:
-        if rows:
-            self.conn.exec_driver_sql(self.sql, rows)
+    def __init__(self, conn: Connection, table: str, columns: tuple[str, ...],
+                 suffix: str = "") -> None:
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        self.conn, self.suffix, self.width = conn, suffix, len(columns)
+        self.returns = "RETURNING" in suffix
+        self.head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+        self.group = f"({', '.join([mark] * len(columns))})"
+
+    def __call__(self, rows: list[tuple[Any, ...]]) -> list[Any]:
+        out: list[Any] = []
+        step = self.MAX_PARAMS // self.width
+        for start in range(0, len(rows), step):
+            chunk = rows[start:start + step]
+            sql = self.head + ", ".join([self.group] * len(chunk)) + self.suffix
+            params = tuple(chain.from_iterable(chunk))
+            result = self.conn.exec_driver_sql(sql, params)
+            if self.returns:
+                out.extend(result.all())
+        return out
 
 
 class _SelectIn:
@@ -182,34 +202,81 @@ def _processor(conn: Connection, column: Any) -> Callable[[Any], Any]:
     return process if process is not None else (lambda value: value)
 
 
-def _batches(rows: Iterable[tuple[int, list[str]]]) -> Iterator[list[tuple[int, list[str]]]]:
-    it = iter(rows)
-    while batch := list(islice(it, BATCH)):
-        yield batch
+class _Block:
+    """One block of the file: its bytes, and its rows' cells parsed only when needed."""
+
+    def __init__(self, first_line: int, data: bytes, reader: CsvReader) -> None:
+        self.first_line, self.data, self._reader = first_line, data, reader
+        self._cells: dict[int, list[str]] | None = None
+
+    def cells(self, line: int) -> list[str]:
+        """The original cells of a row (for the rejects file; rejects are few)."""
+        if self._cells is None:
+            self._cells = dict(parse_block(self.data, self.first_line,
+                                           self._reader.encoding, self._reader.delimiter))
+        return self._cells.get(line, [])
 
 
 def _checked(reader: CsvReader, plan: ColumnPlan, hash_key: bytes, workers: int
-             ) -> Iterator[tuple[list[tuple[int, list[str]]], list[CheckedRow]]]:
-    """Batches with their check results, in file order; checked in parallel if workers>1.
+             ) -> Iterator[tuple[_Block, list[CheckedRow]]]:
+    """Blocks with their check results, in file order; checked in parallel if workers>1.
 
-    At most a few batches are in flight, so a huge file is never read ahead into memory
+    At most a few blocks are in flight, so a huge file is never read ahead into memory
     (Pool.imap would read the whole input eagerly).
     """
-    if workers <= 1:
-        for batch in _batches(reader):
-            yield batch, check_rows(batch, plan, hash_key)
+    args = (plan, hash_key, reader.encoding, reader.delimiter)
+
+    def result(block: _Block, checked: list[CheckedRow]) -> tuple[_Block, list[CheckedRow]]:
+        if checked and checked[0].error == FATAL:
+            message, _, hint = checked[0].detail.partition("\n")
+            raise ImportFailed(message, hint=hint or None)
+        return block, checked
+
+    blocks = (_Block(first, data, reader) for first, data in reader.blocks(BATCH))
+    if workers == 0:
+        for block in blocks:
+            yield result(block, check_block(block.data, block.first_line, *args))
         return
     ctx = multiprocessing.get_context("spawn")  # no fork: this process holds DB handles
     with ctx.Pool(workers) as pool:
-        pending: deque[tuple[list[tuple[int, list[str]]], Any]] = deque()
-        for batch in _batches(reader):
-            pending.append((batch, pool.apply_async(check_rows, (batch, plan, hash_key))))
+        pending: deque[tuple[_Block, Any]] = deque()
+        for block in blocks:
+            pending.append((block, pool.apply_async(
+                check_block, (block.data, block.first_line, *args))))
             if len(pending) >= 3 * workers:
-                done, result = pending.popleft()
-                yield done, result.get()
+                done, future = pending.popleft()
+                yield result(done, future.get())
         while pending:
-            done, result = pending.popleft()
-            yield done, result.get()
+            done, future = pending.popleft()
+            yield result(done, future.get())
+
+
+class _IdRanges:
+    """The subscriber ids this import created, as merged [low, high] ranges.
+
+    Ids come from one sequence, so a quiet database gives one range for the whole import:
+    memory stays flat however many people are added, yet membership is exact.
+    """
+
+    def __init__(self) -> None:
+        self._lows: list[int] = []
+        self._highs: list[int] = []
+
+    def add(self, ids: list[int]) -> None:
+        for i in sorted(ids):
+            if self._highs and i == self._highs[-1] + 1:
+                self._highs[-1] = i
+            elif not self._highs or i > self._highs[-1]:
+                self._lows.append(i)
+                self._highs.append(i)
+            else:  # out of order (concurrent writers on PostgreSQL): insert in place
+                at = bisect.bisect_left(self._lows, i)
+                self._lows.insert(at, i)
+                self._highs.insert(at, i)
+
+    def __contains__(self, i: int) -> bool:
+        at = bisect.bisect_right(self._lows, i) - 1
+        return at >= 0 and i <= self._highs[at]
 
 
 class _Writer:
@@ -224,81 +291,98 @@ class _Writer:
         self.status = (SubscriptionStatus.CONFIRMED if self.confirmed
                        else SubscriptionStatus.PENDING).value
         report.status = self.status
-        # Addresses already seen in this file: a temporary table keeps memory flat.
+        # Duplicates in the file. A person this import created is recognised by id
+        # (`_created`); a person who existed before is remembered in a temporary table
+        # keyed by id. Both keep memory flat, whatever the size of the file.
+        self._created = _IdRanges()
         conn.execute(text("DROP TABLE IF EXISTS mailer_import_seen"))
         conn.execute(text("CREATE TEMPORARY TABLE mailer_import_seen "
-                          "(email VARCHAR(254) PRIMARY KEY, line INTEGER NOT NULL)"))
+                          "(id INTEGER PRIMARY KEY, line INTEGER NOT NULL)"))
         if conn.dialect.name == "sqlite":
             # The address and uid indexes take random inserts: a bigger page cache than
             # SQLite's 2 MB default keeps a large import from thrashing (reset in close()).
             conn.exec_driver_sql("PRAGMA cache_size=-65536")
-        self._seen = _SelectIn(conn, "SELECT email, line FROM mailer_import_seen "
-                                     "WHERE email {IN}")
+        self._seen_before = _SelectIn(conn, "SELECT id, line FROM mailer_import_seen "
+                                            "WHERE id {IN}")
+        self._seen = _Insert(conn, "mailer_import_seen", ("id", "line"),
+                             " ON CONFLICT DO NOTHING RETURNING id")
         self._suppressed = _SelectIn(conn, "SELECT email_hash FROM suppression "
                                            "WHERE email_hash {IN}")
+        # A suppression list of ordinary size is read once; a huge one is asked per batch.
+        self._all_suppressed: set[str] | None = None
+        if conn.execute(text("SELECT count(*) FROM suppression")).scalar_one() <= 100_000:
+            self._all_suppressed = set(conn.execute(
+                text("SELECT email_hash FROM suppression")).scalars())
         self._existing = _SelectIn(conn, "SELECT id, email, status, first_name, last_name, "
                                          "language, attributes FROM subscriber WHERE email {IN}")
-        self._ids = _SelectIn(conn, "SELECT id FROM subscriber WHERE email {IN}")
         self._members = _SelectIn(conn, "SELECT subscriber_id, status FROM subscription "
                                         "WHERE list_id = ? AND subscriber_id {IN}")
-        self._seen_insert = _BulkInsert(conn, "mailer_import_seen", ("email", "line"))
-        self._insert_people = _BulkInsert(conn, SUB.name, (
+        self._insert_people = _Insert(conn, SUB.name, (
             "uid", "email", "first_name", "last_name", "language", "attributes", "status",
-            "created_at", "updated_at"))
-        self._insert_members = _BulkInsert(conn, MEMBER.name, (
+            "created_at", "updated_at"), " RETURNING id")
+        self._insert_members = _Insert(conn, MEMBER.name, (
             "subscriber_id", "list_id", "status", "source", "created_at", "updated_at",
             "confirmed_at"))
-        self._insert_events = _BulkInsert(conn, EVENT.name, (
+        self._insert_events = _Insert(conn, EVENT.name, (
             "subscriber_id", "list_id", "action", "at", "source", "consent", "confirmed"))
         self._timestamp = _processor(conn, SUB.c.created_at)
-        self._json = _processor(conn, SUB.c.attributes)
 
     def close(self) -> None:
         self.conn.execute(text("DROP TABLE IF EXISTS mailer_import_seen"))
         if self.conn.dialect.name == "sqlite":
             self.conn.exec_driver_sql("PRAGMA cache_size=-2000")
 
-    def apply(self, batch: list[tuple[int, list[str]]], checked: list[CheckedRow]) -> None:
-        report, reject = self.report, self.rejects.add
-        report.rows += len(batch)
-        raw_of = {line: raw for line, raw in batch}
+    def apply(self, block: _Block, checked: list[CheckedRow]) -> None:
+        report = self.report
+        report.rows += len(checked)
+
+        def reject(line: int, reason: str, detail: str) -> None:
+            self.rejects.add(line, reason, detail, block.cells(line))
+
         in_batch: dict[str, int] = {}
         rows: list[CheckedRow] = []
         for row in checked:
             if row.error:
-                reject(row.line, row.error, row.detail, raw_of[row.line])
+                reject(row.line, row.error, row.detail)
             elif row.email in in_batch:
-                reject(row.line, "duplicate", f"same address as line {in_batch[row.email]}",
-                       raw_of[row.line])
+                reject(row.line, "duplicate", f"same address as line {in_batch[row.email]}")
             else:
                 in_batch[row.email] = row.line  # type: ignore[index]
                 rows.append(row)
         if not rows:
             return
-        conn = self.conn
         emails = list(in_batch)
-        earlier = dict(self._seen(emails))
-        self._seen_insert([(e, n) for e, n in in_batch.items() if e not in earlier])
-        suppressed = {h for (h,) in self._suppressed([r.email_hash for r in rows])}
+        if self._all_suppressed is not None:
+            suppressed = self._all_suppressed
+        else:
+            suppressed = {h for (h,) in self._suppressed([r.email_hash for r in rows])}
         existing = {r.email: r for r in self._existing(emails)}
-        members = dict(self._members([r.id for r in existing.values()], self.list_id))
+        # People who existed before this import and are met for the first time in it.
+        known = {old.id: in_batch[email] for email, old in existing.items()
+                 if old.id not in self._created}
+        first = {i for (i,) in self._seen(list(known.items()))} if known else set()
+        earlier = dict(self._seen_before([i for i in known if i not in first])) \
+            if len(first) < len(known) else {}
+        members = dict(self._members(list(first), self.list_id))
 
         new_people: list[CheckedRow] = []
         join_ids: list[int] = []
         confirm_ids: list[int] = []
         updates: list[dict[str, Any]] = []
         for row in rows:
-            raw = raw_of[row.line]
-            if row.email in earlier:
-                reject(row.line, "duplicate", f"same address as line {earlier[row.email]}", raw)
-            elif row.email_hash in suppressed:
-                reject(row.line, "suppressed", "on the suppression list", raw)
-            elif (old := existing.get(row.email)) is None:
+            old = existing.get(row.email)
+            if row.email_hash in suppressed:
+                reject(row.line, "suppressed", "on the suppression list")
+            elif old is None:
                 new_people.append(row)
+            elif old.id in self._created:
+                reject(row.line, "duplicate", "same address as an earlier line")
+            elif old.id in earlier:
+                reject(row.line, "duplicate", f"same address as line {earlier[old.id]}")
             elif old.status == GlobalStatus.BLOCKLISTED:
-                reject(row.line, "blocklisted", "the subscriber is blocklisted", raw)
+                reject(row.line, "blocklisted", "the subscriber is blocklisted")
             elif (status := members.get(old.id)) == SubscriptionStatus.UNSUBSCRIBED:
-                reject(row.line, "unsubscribed", "unsubscribed from this list earlier", raw)
+                reject(row.line, "unsubscribed", "unsubscribed from this list earlier")
             else:
                 joined = status is None
                 upgraded = status == SubscriptionStatus.PENDING and self.confirmed
@@ -314,15 +398,14 @@ class _Writer:
         now = utcnow()
         stamp = self._timestamp(now)
         if new_people:
-            active, to_json = GlobalStatus.ACTIVE.value, self._json
-            self._insert_people([
-                (uid, r.email, r.first_name, r.last_name, r.language,
-                 to_json(r.attributes), active, stamp, stamp)
-                for uid, r in zip(new_uids(len(new_people)), new_people, strict=True)])
-            # Not INSERT … RETURNING: SQLite cannot return ids in parameter order for an
-            # executemany, so SQLAlchemy would fall back to one statement per row.
-            ids = [i for (i,) in self._ids([r.email for r in new_people])]
+            active = GlobalStatus.ACTIVE.value
+            # The new ids, in any order: each new subscriber gets the same membership.
+            ids = [i for (i,) in self._insert_people([
+                (uid, r.email, r.first_name, r.last_name, r.language, r.attributes, active,
+                 stamp, stamp)
+                for uid, r in zip(new_uids(len(new_people)), new_people, strict=True)])]
             report.added += len(ids)
+            self._created.add(ids)
             join_ids.extend(ids)
         if join_ids:
             confirmed_at = stamp if self.confirmed else None
@@ -331,7 +414,7 @@ class _Writer:
                 for sid in join_ids])
             report.subscribed += len(join_ids)
         if confirm_ids:
-            conn.execute(update(MEMBER).where(
+            self.conn.execute(update(MEMBER).where(
                 MEMBER.c.list_id == self.list_id,
                 MEMBER.c.subscriber_id == bindparam("sid")).values(
                 status=SubscriptionStatus.CONFIRMED.value, confirmed_at=now, updated_at=now),
@@ -367,11 +450,12 @@ class _Writer:
             value = getattr(row, name)
             if value is not None and value != getattr(old, name):
                 change[name] = value
-        if row.attributes:
+        given = json.loads(row.attributes) if row.attributes else {}
+        if given:
             current = old.attributes
             if isinstance(current, str | bytes):  # SQLite hands back the JSON text
                 current = json.loads(current)
-            merged = {**(current or {}), **row.attributes}
+            merged = {**(current or {}), **given}
             if merged != current:
                 change["attributes"] = merged
         if not change:
@@ -407,15 +491,16 @@ def import_csv(session: Session, hash_key: bytes, path: Path, options: ImportOpt
         plan = ColumnPlan.from_header(reader.header, options.mapping,
                                       options.default_language)
         size = path.stat().st_size
+        # This process writes the database; the other cores parse and check rows.
         workers = options.workers if options.workers is not None else (
-            min(os.cpu_count() or 1, 4) if size >= PARALLEL_FROM_BYTES else 1)
+            max(1, min((os.cpu_count() or 1) - 1, 4)) if size >= PARALLEL_FROM_BYTES else 0)
         rejects = _Rejects(options.rejects_path, plan.header, reader.delimiter, report)
         writer = _Writer(session.connection(), mailing_list.id,
                          mailing_list.optin == OptIn.DOUBLE, options,
                          f"import {path.name}", report, rejects)
         try:
-            for batch, checked in _checked(reader, plan, hash_key, workers):
-                writer.apply(batch, checked)
+            for block, checked in _checked(reader, plan, hash_key, workers):
+                writer.apply(block, checked)
                 if progress is not None:
                     progress(report.rows, reader.bytes_read)
         finally:

@@ -1,27 +1,21 @@
 """The global suppression list: keyed hashes of addresses that must never be mailed.
 
-The hash is HMAC-SHA256 with the project's `hash_key` over the normalised address, so the
-table proves "this address is suppressed" without holding the address, and an erased
-person stays unmailable without being identifiable. It is keyed (not a bare SHA-256) so a
-leaked database cannot be checked against a list of known addresses.
+The hash is a keyed BLAKE2b with the project's `hash_key` over the normalised address
+(hashing.py), so the table proves "this address is suppressed" without holding the address,
+and an erased person stays unmailable without being identifiable. It is keyed (not a bare
+hash) so a leaked database cannot be checked against a list of known addresses.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Iterable
 
 from sqlmodel import Session, select
 
+from mailer.audience.hashing import address_hash
 from mailer.models import Suppression, SuppressionReason, utcnow
 
 __all__ = ["address_hash", "is_suppressed", "suppress", "suppressed_hashes", "unsuppress"]
-
-
-def address_hash(hash_key: bytes, email: str) -> str:
-    """Hex HMAC-SHA256 of a normalised address."""
-    return hmac.new(hash_key, email.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def is_suppressed(session: Session, hash_key: bytes, email: str) -> bool:
