@@ -5,22 +5,20 @@ Designed for erasure (GDPR/AVG): an address in clear text lives in exactly one c
 the audit log point at a subscriber by id, so erasing a person is deleting one row (with
 its cascades) and adding a hash to the suppression list.
 
-Timestamps are timezone-aware UTC (`utcnow()`); SQLModel's UTCDateTime stores them so on
-SQLite and PostgreSQL alike.
+Timestamps are timezone-aware UTC (`utcnow()`), stored by `dbtypes.Timestamp`.
 """
 
 from __future__ import annotations
 
-import base64
 import enum
-import secrets
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
+
+from mailer.dbtypes import Timestamp
 
 __all__ = [
     "AuditLog",
@@ -34,8 +32,6 @@ __all__ = [
     "SubscriptionStatus",
     "Suppression",
     "SuppressionReason",
-    "new_uid",
-    "new_uids",
     "utcnow",
 ]
 
@@ -43,28 +39,13 @@ __all__ = [
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
 
+def _stamp(*, nullable: bool = False) -> Column[Any]:
+    return Column(Timestamp(), nullable=nullable)
+
+
 def utcnow() -> datetime:
     """Now, in UTC, timezone-aware: what every timestamp column stores."""
     return datetime.now(UTC)
-
-
-def new_uid() -> str:
-    """A public id for tokens, never the enumerable row id: see new_uids()."""
-    return new_uids(1)[0]
-
-
-def new_uids(count: int) -> list[str]:
-    """`count` public ids: 48 bits of milliseconds then 96 random bits, URL-safe (24 chars).
-
-    96 random bits cannot be guessed; the time prefix makes new ids land at the end of the
-    unique index instead of at random pages, which keeps bulk imports fast (as UUIDv7).
-    18 bytes encode to exactly 24 base64 characters, so one encoding serves the batch.
-    """
-    prefix = int(time.time() * 1000).to_bytes(6, "big")
-    random = secrets.token_bytes(12 * count)
-    raw = b"".join(prefix + random[i:i + 12] for i in range(0, 12 * count, 12))
-    text = base64.urlsafe_b64encode(raw).decode()
-    return [text[i:i + 24] for i in range(0, 24 * count, 24)]
 
 
 class OptIn(enum.StrEnum):
@@ -114,8 +95,8 @@ class MailingList(SQLModel, table=True):
     from_address: str = Field(sa_column=Column(String(254), nullable=False))
     reply_to: str | None = Field(default=None, sa_column=Column(String(254)))
     public: bool = Field(default=False)
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
 
 
 class Subscriber(SQLModel, table=True):
@@ -123,9 +104,9 @@ class Subscriber(SQLModel, table=True):
 
     __tablename__ = "subscriber"
 
+    # Links and tokens never show this id in clear: they carry it encrypted and signed
+    # (tokens.py), so no subscriber can be enumerated and no extra indexed column is needed.
     id: int | None = Field(default=None, primary_key=True)
-    uid: str = Field(default_factory=new_uid, sa_column=Column(String(32), unique=True,
-                                                                nullable=False))
     email: str = Field(sa_column=Column(String(254), unique=True, nullable=False))
     first_name: str | None = Field(default=None, sa_column=Column(String(200)))
     last_name: str | None = Field(default=None, sa_column=Column(String(200)))
@@ -134,15 +115,17 @@ class Subscriber(SQLModel, table=True):
                                        sa_column=Column(JsonType, nullable=False))
     status: str = Field(default=GlobalStatus.ACTIVE,
                         sa_column=Column(String(16), nullable=False))
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
 
 
 class Subscription(SQLModel, table=True):
     """Membership of one subscriber in one list."""
 
     __tablename__ = "subscription"
-    __table_args__ = (Index("ix_subscription_list_status", "list_id", "status"),)
+    # WITHOUT ROWID on SQLite: the primary key is the table, one B-tree fewer per member.
+    __table_args__ = (Index("ix_subscription_list_status", "list_id", "status"),
+                      {"sqlite_with_rowid": False})
 
     subscriber_id: int = Field(sa_column=Column(
         Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), primary_key=True))
@@ -150,10 +133,11 @@ class Subscription(SQLModel, table=True):
         Integer, ForeignKey("mailing_list.id", ondelete="CASCADE"), primary_key=True))
     status: str = Field(sa_column=Column(String(16), nullable=False))
     source: str = Field(default="", sa_column=Column(String(200), nullable=False, default=""))
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
-    confirmed_at: datetime | None = None
-    unsubscribed_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+    confirmed_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))
+    unsubscribed_at: datetime | None = Field(default=None,
+                                             sa_column=_stamp(nullable=True))
 
 
 class ConsentEvent(SQLModel, table=True):
@@ -167,7 +151,7 @@ class ConsentEvent(SQLModel, table=True):
     list_id: int | None = Field(default=None, sa_column=Column(
         Integer, ForeignKey("mailing_list.id", ondelete="SET NULL")))
     action: str = Field(sa_column=Column(String(16), nullable=False))
-    at: datetime = Field(default_factory=utcnow)
+    at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
     source: str = Field(default="", sa_column=Column(String(200), nullable=False, default=""))
     consent: str | None = Field(default=None, sa_column=Column(Text))
     confirmed: bool = False  # True when the event states confirmed (opt-in) consent
@@ -184,7 +168,7 @@ class Suppression(SQLModel, table=True):
     email_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
     reason: str = Field(sa_column=Column(String(32), nullable=False))
     note: str = Field(default="", sa_column=Column(String(400), nullable=False, default=""))
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
 
 
 class AuditLog(SQLModel, table=True):
@@ -193,7 +177,7 @@ class AuditLog(SQLModel, table=True):
     __tablename__ = "audit_log"
 
     id: int | None = Field(default=None, primary_key=True)
-    at: datetime = Field(default_factory=utcnow)
+    at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
     actor: str = Field(sa_column=Column(String(100), nullable=False))
     action: str = Field(sa_column=Column(String(64), nullable=False))
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JsonType,

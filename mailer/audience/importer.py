@@ -51,7 +51,6 @@ from mailer.models import (
     Subscription,
     SubscriptionStatus,
     Suppression,
-    new_uids,
     utcnow,
 )
 
@@ -299,7 +298,7 @@ class _Writer:
         conn.execute(text("CREATE TEMPORARY TABLE mailer_import_seen "
                           "(id INTEGER PRIMARY KEY, line INTEGER NOT NULL)"))
         if conn.dialect.name == "sqlite":
-            # The address and uid indexes take random inserts: a bigger page cache than
+            # The address index takes random inserts: a bigger page cache than
             # SQLite's 2 MB default keeps a large import from thrashing (reset in close()).
             conn.exec_driver_sql("PRAGMA cache_size=-65536")
         self._seen_before = _SelectIn(conn, "SELECT id, line FROM mailer_import_seen "
@@ -318,7 +317,7 @@ class _Writer:
         self._members = _SelectIn(conn, "SELECT subscriber_id, status FROM subscription "
                                         "WHERE list_id = ? AND subscriber_id {IN}")
         self._insert_people = _Insert(conn, SUB.name, (
-            "uid", "email", "first_name", "last_name", "language", "attributes", "status",
+            "email", "first_name", "last_name", "language", "attributes", "status",
             "created_at", "updated_at"), " RETURNING id")
         self._insert_members = _Insert(conn, MEMBER.name, (
             "subscriber_id", "list_id", "status", "source", "created_at", "updated_at",
@@ -401,9 +400,8 @@ class _Writer:
             active = GlobalStatus.ACTIVE.value
             # The new ids, in any order: each new subscriber gets the same membership.
             ids = [i for (i,) in self._insert_people([
-                (uid, r.email, r.first_name, r.last_name, r.language, r.attributes, active,
-                 stamp, stamp)
-                for uid, r in zip(new_uids(len(new_people)), new_people, strict=True)])]
+                (r.email, r.first_name, r.last_name, r.language, r.attributes, active,
+                 stamp, stamp) for r in new_people])]
             report.added += len(ids)
             self._created.add(ids)
             join_ids.extend(ids)

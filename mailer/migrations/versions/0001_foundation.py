@@ -1,4 +1,4 @@
-"""foundation: lists, subscribers, consent, suppression
+"""foundation
 
 Revision ID: 0001
 Revises:
@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from mailer.dbtypes import Timestamp
+
 # revision identifiers, used by Alembic.
 revision: str = '0001'
 down_revision: Union[str, Sequence[str], None] = None
@@ -22,7 +24,7 @@ def upgrade() -> None:
     """Upgrade schema."""
     op.create_table('audit_log',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('at', Timestamp(), nullable=False),
     sa.Column('actor', sa.String(length=100), nullable=False),
     sa.Column('action', sa.String(length=64), nullable=False),
     sa.Column('detail', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
@@ -39,32 +41,30 @@ def upgrade() -> None:
     sa.Column('from_address', sa.String(length=254), nullable=False),
     sa.Column('reply_to', sa.String(length=254), nullable=True),
     sa.Column('public', sa.Boolean(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('created_at', Timestamp(), nullable=False),
+    sa.Column('updated_at', Timestamp(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('slug')
     )
     op.create_table('subscriber',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('uid', sa.String(length=32), nullable=False),
     sa.Column('email', sa.String(length=254), nullable=False),
     sa.Column('first_name', sa.String(length=200), nullable=True),
     sa.Column('last_name', sa.String(length=200), nullable=True),
     sa.Column('language', sa.String(length=8), nullable=True),
     sa.Column('attributes', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('created_at', Timestamp(), nullable=False),
+    sa.Column('updated_at', Timestamp(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('email'),
-    sa.UniqueConstraint('uid')
+    sa.UniqueConstraint('email')
     )
     op.create_table('suppression',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('email_hash', sa.String(length=64), nullable=False),
     sa.Column('reason', sa.String(length=32), nullable=False),
     sa.Column('note', sa.String(length=400), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('created_at', Timestamp(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('email_hash')
     )
@@ -73,7 +73,7 @@ def upgrade() -> None:
     sa.Column('subscriber_id', sa.Integer(), nullable=False),
     sa.Column('list_id', sa.Integer(), nullable=True),
     sa.Column('action', sa.String(length=16), nullable=False),
-    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('at', Timestamp(), nullable=False),
     sa.Column('source', sa.String(length=200), nullable=False),
     sa.Column('consent', sa.Text(), nullable=True),
     sa.Column('confirmed', sa.Boolean(), nullable=False),
@@ -91,13 +91,14 @@ def upgrade() -> None:
     sa.Column('list_id', sa.Integer(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('source', sa.String(length=200), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('confirmed_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('unsubscribed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('created_at', Timestamp(), nullable=False),
+    sa.Column('updated_at', Timestamp(), nullable=False),
+    sa.Column('confirmed_at', Timestamp(), nullable=True),
+    sa.Column('unsubscribed_at', Timestamp(), nullable=True),
     sa.ForeignKeyConstraint(['list_id'], ['mailing_list.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['subscriber_id'], ['subscriber.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('subscriber_id', 'list_id')
+    sa.PrimaryKeyConstraint('subscriber_id', 'list_id'),
+    sqlite_with_rowid=False,
     )
     with op.batch_alter_table('subscription', schema=None) as batch_op:
         batch_op.create_index('ix_subscription_list_status', ['list_id', 'status'], unique=False)

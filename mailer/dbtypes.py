@@ -1,0 +1,50 @@
+"""Column types shared by the tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+__all__ = ["Timestamp"]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+class Timestamp(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime: `timestamptz` on PostgreSQL, integer microseconds
+    since 1970 on SQLite.
+
+    SQLAlchemy's SQLite DATETIME is 26 characters of text; the integer is 7 bytes, and a
+    subscriber row carries several timestamps (membership, consent event), so this keeps
+    a million-subscriber database a third smaller and its imports faster. It also sorts
+    and compares correctly in SQL. Naive datetimes are refused: every timestamp is UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(BigInteger())
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            raise ValueError("Timestamps must be timezone-aware (use mailer.models.utcnow())")
+        if dialect.name == "sqlite":
+            return (value - EPOCH) // MICROSECOND
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return EPOCH + value * MICROSECOND
+        return value.astimezone(UTC)
