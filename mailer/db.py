@@ -39,6 +39,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     # Python's sqlite3 opens an implicit transaction lazily; autocommit off is right for
     # SQLAlchemy, but the pragmas must run outside one.
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA page_size=8192")  # only takes effect on a new, empty database
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")

@@ -144,8 +144,9 @@ class _Insert:
 
     SQLite: one `INSERT … VALUES (…), (…), …`. PostgreSQL: `COPY … FROM STDIN`, the
     fastest way in, or, when rows must come back (`ON CONFLICT … RETURNING`), one
-    `INSERT … SELECT * FROM unnest(…)` with an array per column (a small statement: psycopg
-    parses query text on every call, and a 16,000-placeholder VALUES list is slow).
+    `INSERT … SELECT * FROM unnest(…)` with an array per column. With `serial`, the new
+    ids are returned: SQLite by `RETURNING`, PostgreSQL by drawing them from the sequence
+    first and copying them in with the rows.
     This replaces SQLAlchemy's per-row parameter processing (~20 us a row): constant
     values such as timestamps are converted once per batch by the column's own bind
     processor (`_processor`), so what is stored is what the ORM would store.
@@ -154,13 +155,14 @@ class _Insert:
     MAX_PARAMS = 30_000  # SQLite allows 32,766 bound parameters per statement
 
     def __init__(self, conn: Connection, table: Any, columns: tuple[str, ...], *,
-                 suffix: str = "", pg_types: tuple[str, ...] | None = None) -> None:
+                 suffix: str = "", serial: str | None = None,
+                 pg_types: tuple[str, ...] | None = None) -> None:
         self.name = table if isinstance(table, str) else table.name
-        self.conn, self.columns = conn, columns
+        self.conn, self.columns, self.serial = conn, columns, serial
         self.returns = "RETURNING" in suffix
         self.sqlite = conn.dialect.name == "sqlite"
         if self.sqlite:
-            self.suffix = suffix
+            self.suffix = suffix + (f" RETURNING {serial}" if serial else "")
             self.head = f"INSERT INTO {self.name} ({', '.join(columns)}) VALUES "
             self.group = f"({', '.join('?' * len(columns))})"
         elif self.returns:
@@ -170,7 +172,8 @@ class _Insert:
             self.sql = (f"INSERT INTO {self.name} ({', '.join(columns)}) "
                         f"SELECT * FROM unnest({arrays}){suffix}")
         else:
-            self.copy_sql = f"COPY {self.name} ({', '.join(columns)}) FROM STDIN"
+            copied = ((serial,) if serial else ()) + columns
+            self.copy_sql = f"COPY {self.name} ({', '.join(copied)}) FROM STDIN"
 
     def __call__(self, rows: list[tuple[Any, ...]]) -> list[Any]:
         if not rows:
@@ -180,12 +183,18 @@ class _Insert:
         if self.returns:
             columns = tuple(map(list, zip(*rows, strict=True)))
             return self.conn.exec_driver_sql(self.sql, columns).all()
+        ids: list[int] = []
+        if self.serial:
+            ids = [i for (i,) in self.conn.exec_driver_sql(
+                f"SELECT nextval(pg_get_serial_sequence('{self.name}', '{self.serial}')) "
+                "FROM generate_series(1, %s)", (len(rows),))]
+            rows = [(i, *row) for i, row in zip(ids, rows, strict=True)]
         raw = self.conn.connection.driver_connection
         assert raw is not None
         with raw.cursor() as cursor, cursor.copy(self.copy_sql) as copy:
             for row in rows:
                 copy.write_row(row)
-        return []
+        return [(i,) for i in ids]
 
     def _values(self, rows: list[tuple[Any, ...]]) -> list[Any]:
         out: list[Any] = []
@@ -194,7 +203,7 @@ class _Insert:
             chunk = rows[start:start + step]
             sql = self.head + ", ".join([self.group] * len(chunk)) + self.suffix
             result = self.conn.exec_driver_sql(sql, tuple(chain.from_iterable(chunk)))
-            if self.returns:
+            if self.returns or self.serial:
                 out.extend(result.all())
         return out
 
@@ -347,8 +356,7 @@ class _Writer:
                                         "WHERE list_id = ? AND subscriber_id {IN}")
         self._insert_people = _Insert(conn, SUB, (
             "email", "first_name", "last_name", "language", "attributes", "status",
-            "created_at", "updated_at"),
-            suffix=" ON CONFLICT (email) DO NOTHING RETURNING email, id")
+            "created_at", "updated_at"), serial="id")
         self._insert_members = _Insert(conn, MEMBER, (
             "subscriber_id", "list_id", "status", "source", "created_at", "updated_at",
             "confirmed_at"))
@@ -380,31 +388,12 @@ class _Writer:
                 rows.append(row)
         if not rows:
             return
+        emails = list(in_batch)
         if self._all_suppressed is not None:
             suppressed = self._all_suppressed
         else:
             suppressed = {h for (h,) in self._suppressed([r.email_hash for r in rows])}
-        candidates: list[CheckedRow] = []
-        for row in rows:
-            if row.email_hash in suppressed:
-                reject(row.line, "suppressed", "on the suppression list")
-            else:
-                candidates.append(row)
-        now = utcnow()
-        stamp = self._timestamp(now)
-        # Insert everyone as new; the address index turns away whoever exists already
-        # (before this import, or from an earlier block of it), and only those are looked
-        # up. In a fresh import that is nobody, so the look-up costs nothing.
-        active = GlobalStatus.ACTIVE.value
-        created = dict(self._insert_people([
-            (r.email, r.first_name, r.last_name, r.language, r.attributes, active, stamp,
-             stamp) for r in candidates]))
-        ids = list(created.values())
-        self._created.add(ids)
-        report.added += len(ids)
-        join_ids: list[int] = ids
-        others = [r for r in candidates if r.email not in created]
-        existing = {r.email: r for r in self._existing([r.email for r in others])}
+        existing = {r.email: r for r in self._existing(emails)}
         # People who existed before this import and are met for the first time in it.
         known = {old.id: in_batch[email] for email, old in existing.items()
                  if old.id not in self._created}
@@ -413,11 +402,17 @@ class _Writer:
             if len(first) < len(known) else {}
         members = dict(self._members(list(first), self.list_id))
 
+        new_people: list[CheckedRow] = []
+        join_ids: list[int] = []
         confirm_ids: list[int] = []
         updates: list[dict[str, Any]] = []
-        for row in others:
-            old = existing[row.email]
-            if old.id in self._created:
+        for row in rows:
+            old = existing.get(row.email)
+            if row.email_hash in suppressed:
+                reject(row.line, "suppressed", "on the suppression list")
+            elif old is None:
+                new_people.append(row)
+            elif old.id in self._created:
                 reject(row.line, "duplicate", "same address as an earlier line")
             elif old.id in earlier:
                 reject(row.line, "duplicate", f"same address as line {earlier[old.id]}")
@@ -437,6 +432,17 @@ class _Writer:
                     updates.append(change)
                 elif not joined and not upgraded:
                     report.unchanged += 1
+        now = utcnow()
+        stamp = self._timestamp(now)
+        if new_people:
+            active = GlobalStatus.ACTIVE.value
+            # The new ids, in any order: each new subscriber gets the same membership.
+            ids = [i for (i,) in self._insert_people([
+                (r.email, r.first_name, r.last_name, r.language, r.attributes, active,
+                 stamp, stamp) for r in new_people])]
+            report.added += len(ids)
+            self._created.add(ids)
+            join_ids.extend(ids)
         if join_ids:
             confirmed_at = stamp if self.confirmed else None
             self._insert_members([
