@@ -215,3 +215,26 @@ def test_duplicates_across_batches_and_parallel_workers_match_sequential(project
     # 4500 distinct addresses; line 102 is invalid, so user100's first valid row is later.
     assert first["added"] == 4500
     assert first["rejected_by_reason"] == {"invalid": 1, "duplicate": 499}
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 1 << 18])
+def test_blocks_never_cut_a_record_and_keep_line_numbers(size):
+    """Cutting the file into blocks gives exactly the rows (and lines) csv.reader gives."""
+    import io
+
+    from mailer.audience.csvrows import CsvReader, parse_block
+
+    text = ('email;note\r\n'
+            'a@example.be;"two\r\nlines; with ; separators"\r\n'
+            'b@example.be;plain\r\n'
+            '\r\n'
+            'c@example.be;"quote "" inside"\r\n'
+            'd@example.be;"three\nshort\nlines"\n'
+            'e@example.be;last')
+    reader = CsvReader(io.BytesIO(text.encode()))
+    got = []
+    for first, block in reader.blocks(size):
+        got.extend(parse_block(block, first, reader.encoding, reader.delimiter))
+    expected_cells = list(csv.reader(io.StringIO(text, newline=""), delimiter=";"))[1:]
+    assert [cells for _, cells in got] == [c for c in expected_cells if c]
+    assert [line for line, _ in got] == [2, 4, 6, 7, 10]

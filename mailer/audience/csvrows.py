@@ -227,7 +227,7 @@ class CsvReader:
     (UTF-8, cp1252, latin-1…); a UTF-16 file is recognised by its byte-order mark.
     """
 
-    MAX_OPEN_LINES = 1000  # a stray quote must not make one endless record
+    MAX_OPEN_BYTES = 8 << 20  # a stray quote must not make one endless record
 
     def __init__(self, binary: IO[bytes], *, delimiter: str | None = None,
                  encoding: str = "utf-8") -> None:
@@ -255,20 +255,32 @@ class CsvReader:
         """Bytes consumed from the file so far (for a progress bar)."""
         return self._binary.tell()
 
-    def blocks(self, lines_per_block: int) -> Iterator[tuple[int, bytes]]:
-        """(first line number, bytes) blocks of about `lines_per_block` whole records."""
-        lines: list[bytes] = []
+    def blocks(self, size: int = 1 << 18) -> Iterator[tuple[int, bytes]]:
+        """(first line number, bytes) blocks of about `size` bytes of whole records.
+
+        A block ends after a newline where the block holds an even number of quotes, so
+        no quoted field that spans lines is cut in two. Counting is done on whole chunks
+        (C speed): this process never looks at single rows.
+        """
         first = 2
-        number = 1
-        open_since = 0  # line where a quoted field that spans lines started, or 0
-        for number, raw in enumerate(self._binary, start=2):
-            lines.append(raw)
-            if raw.count(b'"') % 2:
-                open_since = 0 if open_since else number
-            if open_since and number - open_since > self.MAX_OPEN_LINES:
-                open_since = 0
-            if len(lines) >= lines_per_block and not open_since:
-                yield first, b"".join(lines)
-                lines, first = [], number + 1
-        if lines:
-            yield first, b"".join(lines)
+        carry = b""
+        while chunk := self._binary.read(size):
+            data = carry + chunk
+            cut = _record_boundary(data, force=len(data) > self.MAX_OPEN_BYTES)
+            if cut == 0:
+                carry = data  # one record longer than the chunk: read on
+                continue
+            block, carry = data[:cut], data[cut:]
+            yield first, block
+            first += block.count(b"\n")
+        if carry:
+            yield first, carry
+
+
+def _record_boundary(data: bytes, *, force: bool) -> int:
+    """The end of the last whole record in `data` (0: none). With `force`, the last
+    newline, even inside quotes: a stray quote must not make the whole file one record."""
+    cut = data.rfind(b"\n") + 1
+    while cut and data.count(b'"', 0, cut) % 2 and not force:
+        cut = data.rfind(b"\n", 0, cut - 1) + 1
+    return cut

@@ -56,7 +56,7 @@ from mailer.models import (
 
 __all__ = ["ImportOptions", "ImportReport", "import_csv"]
 
-BATCH = 2000
+BLOCK_BYTES = 256 * 1024  # about 3,000 rows of a typical subscriber file
 PARALLEL_FROM_BYTES = 2_000_000  # below this, worker start-up costs more than it saves
 SHOWN_REJECTS = 20
 
@@ -225,11 +225,16 @@ class _SelectIn:
     def __call__(self, values: list[Any], *fixed: Any) -> list[Any]:
         if not values:
             return []
-        if self.sqlite:
-            sql = self.sql.format(IN=f"IN ({','.join('?' * len(values))})")
-            return self.conn.exec_driver_sql(sql, (*fixed, *values)).all()
-        return self.conn.exec_driver_sql(self.sql.format(IN="= ANY(%s)"),
-                                         (*fixed, list(values))).all()
+        if not self.sqlite:
+            return self.conn.exec_driver_sql(self.sql.format(IN="= ANY(%s)"),
+                                             (*fixed, list(values))).all()
+        out: list[Any] = []
+        step = _Insert.MAX_PARAMS  # SQLite's limit on bound parameters
+        for start in range(0, len(values), step):
+            part = values[start:start + step]
+            sql = self.sql.format(IN=f"IN ({','.join('?' * len(part))})")
+            out.extend(self.conn.exec_driver_sql(sql, (*fixed, *part)).all())
+        return out
 
 
 def _processor(conn: Connection, column: Any) -> Callable[[Any], Any]:
@@ -268,7 +273,7 @@ def _checked(reader: CsvReader, plan: ColumnPlan, hash_key: bytes, workers: int
             raise ImportFailed(message, hint=hint or None)
         return block, checked
 
-    blocks = (_Block(first, data, reader) for first, data in reader.blocks(BATCH))
+    blocks = (_Block(first, data, reader) for first, data in reader.blocks(BLOCK_BYTES))
     if workers == 0:
         for block in blocks:
             yield result(block, check_block(block.data, block.first_line, *args))
