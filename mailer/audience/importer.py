@@ -139,6 +139,20 @@ class _Rejects:
             self.report.rejects_file = str(self.path)
 
 
+def _pieces(values: list[Any], largest: int) -> Iterator[list[Any]]:
+    """Split a list into pieces of `largest` items, then powers of two.
+
+    SQLite compiles each distinct statement text once and keeps it in a cache; a statement
+    for every possible batch length would fill it with megabytes of near-duplicates. With
+    these sizes there are only a dozen texts per statement.
+    """
+    start, left = 0, len(values)
+    while left:
+        size = largest if left >= largest else 1 << (left.bit_length() - 1)
+        yield values[start:start + size]
+        start, left = start + size, left - size
+
+
 class _Insert:
     """A batch of rows written in one go, straight to the driver.
 
@@ -152,7 +166,7 @@ class _Insert:
     processor (`_processor`), so what is stored is what the ORM would store.
     """
 
-    MAX_PARAMS = 30_000  # SQLite allows 32,766 bound parameters per statement
+    ROWS = 512  # rows per SQLite statement (its limit is 32,766 bound parameters)
 
     def __init__(self, conn: Connection, table: Any, columns: tuple[str, ...], *,
                  suffix: str = "", serial: str | None = None,
@@ -198,9 +212,7 @@ class _Insert:
 
     def _values(self, rows: list[tuple[Any, ...]]) -> list[Any]:
         out: list[Any] = []
-        step = self.MAX_PARAMS // len(self.columns)
-        for start in range(0, len(rows), step):
-            chunk = rows[start:start + step]
+        for chunk in _pieces(rows, self.ROWS):
             sql = self.head + ", ".join([self.group] * len(chunk)) + self.suffix
             result = self.conn.exec_driver_sql(sql, tuple(chain.from_iterable(chunk)))
             if self.returns or self.serial:
@@ -229,9 +241,7 @@ class _SelectIn:
             return self.conn.exec_driver_sql(self.sql.format(IN="= ANY(%s)"),
                                              (*fixed, list(values))).all()
         out: list[Any] = []
-        step = _Insert.MAX_PARAMS  # SQLite's limit on bound parameters
-        for start in range(0, len(values), step):
-            part = values[start:start + step]
+        for part in _pieces(values, 4096):
             sql = self.sql.format(IN=f"IN ({','.join('?' * len(part))})")
             out.extend(self.conn.exec_driver_sql(sql, (*fixed, *part)).all())
         return out
