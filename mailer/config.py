@@ -35,7 +35,7 @@ __all__ = [
 
 CONFIG_NAME = "mailer.toml"
 ENV_PREFIX = "MAILER_"
-SECRET_NAMES = ("secret_key", "hash_key", "smtp_password")
+SECRET_NAMES = ("secret_key", "previous_secret_keys", "hash_key", "smtp_password")
 
 
 class _Section(BaseModel):
@@ -65,9 +65,16 @@ class Secrets(BaseModel):
     """Secret values; `repr` and `str` mask them."""
 
     secret_key: SecretStr | None = None
+    # Keys that signed links before the last rotation: still accepted, never used to sign.
+    previous_secret_keys: list[SecretStr] = Field(default_factory=list)
     hash_key: SecretStr | None = None
     smtp_password: SecretStr | None = None
     sources: dict[str, str] = Field(default_factory=dict)  # name -> "env" | "file PATH"
+
+    def signer_keys(self) -> tuple[bytes, list[bytes]]:
+        """The current signing key and the previous ones, for tokens.Signer."""
+        return self.require("secret_key"), [
+            k.get_secret_value().encode() for k in self.previous_secret_keys]
 
     def require(self, name: str) -> bytes:
         """The secret as bytes, or a ConfigError that says where to put it."""
@@ -198,13 +205,18 @@ def _load_secrets(path: Path, environ: dict[str, str]) -> Secrets:
             raise ConfigError(f"Unknown key in {path.name}: {', '.join(sorted(unknown))}")
         for name in SECRET_NAMES:
             if name in data:
-                values[name] = str(data[name])
+                value = data[name]
+                values[name] = [str(v) for v in value] if isinstance(value, list) \
+                    else str(value)
                 sources[name] = f"file {path}"
     for name in SECRET_NAMES:
         env_value = environ.get(ENV_PREFIX + name.upper())
         if env_value:
             values[name] = env_value
             sources[name] = "environment"
+    previous = values.get("previous_secret_keys")
+    if isinstance(previous, str):  # from the environment: comma-separated
+        values["previous_secret_keys"] = [k.strip() for k in previous.split(",") if k.strip()]
     return Secrets(**values, sources=sources)
 
 

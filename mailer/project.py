@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 
 from mailer.config import Settings, load_settings
 from mailer.db import check_schema, make_engine
+from mailer.tokens import Signer
 
 __all__ = ["Project"]
 
@@ -36,6 +37,12 @@ class Project:
     @cached_property
     def hash_key(self) -> bytes:
         return self.settings.secrets.require("hash_key")
+
+    @cached_property
+    def signer(self) -> Signer:
+        """Makes and reads the tokens in links and bounce addresses."""
+        current, previous = self.settings.secrets.signer_keys()
+        return Signer(current, previous)
 
     def close(self) -> None:
         if "raw_engine" in self.__dict__:

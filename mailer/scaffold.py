@@ -59,6 +59,8 @@ SECRETS_TEMPLATE = """\
 # (changing it would forget who is suppressed).
 secret_key = "{secret_key}"
 hash_key = "{hash_key}"
+# When rotating secret_key, move the old one here so links already sent keep working:
+# previous_secret_keys = ["..."]
 # smtp_password = ""
 """
 

@@ -96,3 +96,20 @@ def test_config_show_masks_every_secret(folder, monkeypatch):
         for value in (secret, hash_key, "hunter2-smtp"):
             assert value not in result.output
         assert "smtp_password" in result.output and "********" in result.output
+
+
+def test_previous_secret_keys_from_file_or_environment(folder, monkeypatch):
+    from mailer.project import Project
+    from mailer.tokens import Purpose, Signer
+
+    old = "an-old-secret-key-that-signed-links"
+    token = Signer(old.encode()).make(Purpose.UNSUBSCRIBE, 3, 1)
+    monkeypatch.setenv("MAILER_PREVIOUS_SECRET_KEYS", f"{old}, another-old-one-0123456789")
+    project = Project.load()
+    assert project.signer.read(token, Purpose.UNSUBSCRIBE).subscriber_id == 3
+    result = CliRunner().invoke(cli, ["config", "show"], catch_exceptions=False)
+    assert old not in result.output
+    monkeypatch.delenv("MAILER_PREVIOUS_SECRET_KEYS")
+    secrets = folder / "secrets.toml"
+    secrets.write_text(secrets.read_text() + f'previous_secret_keys = ["{old}"]\n')
+    assert Project.load().signer.read(token, Purpose.UNSUBSCRIBE).subscriber_id == 3
