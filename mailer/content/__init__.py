@@ -1,0 +1,1 @@
+"""Content: templates, inlining, text parts, message composition and DKIM signing."""

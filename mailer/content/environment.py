@@ -1,0 +1,85 @@
+"""The template environment: Jinja2, sandboxed, strict, escaping HTML.
+
+Templates are untrusted input (a marketer edits them, a shared folder may be writable by
+more people than the mail server): they run in Jinja's `ImmutableSandboxedEnvironment`,
+which refuses attribute access to Python internals (`__class__`, `mro`, …) and any
+mutation of the data they are given. `StrictUndefined` makes a misspelt or missing field an
+error at preview time instead of an empty greeting in a subscriber's inbox; the `default`
+filter is the deliberate way to say what a missing field becomes:
+
+    {{ subscriber.first_name | default("Beste lezer") }}
+
+HTML templates (`*.html.j2`, `*.html`) are autoescaped, text templates are not. Templates
+receive plain data (dicts, strings, numbers), never ORM objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jinja2 import (
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    UndefinedError,
+)
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+from mailer.errors import MailerError
+
+__all__ = ["TemplateProblem", "load", "make_environment", "render"]
+
+
+class TemplateProblem(MailerError):
+    """A template cannot be loaded or rendered; the message names the template and line."""
+
+
+def _autoescape(name: str | None) -> bool:
+    return name is not None and name.endswith((".html.j2", ".html", ".htm"))
+
+
+def make_environment(folder: Path | None = None) -> ImmutableSandboxedEnvironment:
+    """A sandboxed, strict environment loading templates from `folder`."""
+    return ImmutableSandboxedEnvironment(
+        loader=FileSystemLoader(str(folder)) if folder is not None else None,
+        undefined=StrictUndefined,
+        autoescape=_autoescape,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _where(template: Template | None, exc: Exception) -> str:
+    name = getattr(exc, "name", None) or (template.name if template else None) or "template"
+    line = getattr(exc, "lineno", None)
+    return f"{name}, line {line}" if line else name
+
+
+def load(env: ImmutableSandboxedEnvironment, name: str) -> Template:
+    """Load and compile a template; TemplateProblem for a missing file or bad syntax."""
+    try:
+        return env.get_template(name)
+    except TemplateNotFound as exc:
+        raise TemplateProblem(f"Template not found: {exc.name}") from None
+    except TemplateSyntaxError as exc:
+        raise TemplateProblem(f"{_where(None, exc)}: {exc.message}") from None
+
+
+def render(template: Template, data: dict[str, Any]) -> str:
+    """Render with plain data; every failure becomes one clear TemplateProblem line."""
+    try:
+        return template.render(data)
+    except UndefinedError as exc:
+        raise TemplateProblem(
+            f"{_where(template, exc)}: {exc.message}",
+            hint='Check the spelling, or give a fallback: {{ x | default("…") }}') from None
+    except SecurityError as exc:
+        raise TemplateProblem(f"{_where(template, exc)}: not allowed in a template "
+                              f"({exc})") from None
+    except TemplateError as exc:
+        raise TemplateProblem(f"{_where(template, exc)}: {exc.message}") from None
