@@ -31,7 +31,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from mailer.errors import MailerError
 
-__all__ = ["TemplateProblem", "load", "make_environment", "render"]
+__all__ = ["TemplateProblem", "from_source", "load", "make_environment", "render"]
 
 
 class TemplateProblem(MailerError):
@@ -68,6 +68,16 @@ def load(env: ImmutableSandboxedEnvironment, name: str) -> Template:
         raise TemplateProblem(f"Template not found: {exc.name}") from None
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"{_where(None, exc)}: {exc.message}") from None
+
+
+def from_source(env: ImmutableSandboxedEnvironment, source: str, name: str) -> Template:
+    """Compile a template from text (an inlined, flattened template) under `name`, so it
+    is escaped exactly as the file `name` would be; TemplateProblem on bad syntax."""
+    try:
+        code = env.compile(source, name=name)
+    except TemplateSyntaxError as exc:
+        raise TemplateProblem(f"{_where(None, exc)}: {exc.message}") from None
+    return env.template_class.from_code(env, code, env.make_globals(None), None)
 
 
 def render(template: Template, data: dict[str, Any]) -> str:
