@@ -24,7 +24,7 @@ import re
 
 from premailer import Premailer
 
-__all__ = ["inline_css"]
+__all__ = ["inline_css", "protect", "restore"]
 
 _JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _WORD = "mailerjinja{}x"
@@ -38,26 +38,37 @@ def _inside_tag(source: str, at: int) -> bool:
                                                                                        "")
 
 
-def inline_css(source: str) -> str:
-    """The template source with its <style> rules inlined; Jinja syntax intact.
-
-    No network: remote stylesheets are not fetched (`templates check` warns about them).
-    """
+def protect(source: str) -> tuple[str, list[str]]:
+    """Swap every Jinja construct for a placeholder lxml leaves alone; see restore()."""
     found: list[str] = []
 
-    def protect(match: re.Match[str]) -> str:
+    def swap(match: re.Match[str]) -> str:
         found.append(match.group(0))
         index = len(found) - 1
         if match.group(0).startswith("{{") or _inside_tag(source, match.start()):
             return _WORD.format(index)
         return _COMMENT.format(index)
 
-    protected = _JINJA.sub(protect, source)
+    return _JINJA.sub(swap, source), found
+
+
+def restore(text: str, found: list[str]) -> str:
+    """Put the Jinja constructs back where protect() left placeholders."""
+    return _PLACEHOLDER.sub(lambda m: found[int(m.group(1) or m.group(2))], text)
+
+
+_PLACEHOLDER = re.compile(r"<!--mailer-jinja-(\d+)-->|mailerjinja(\d+)x")
+
+
+def inline_css(source: str) -> str:
+    """The template source with its <style> rules inlined; Jinja syntax intact.
+
+    No network: remote stylesheets are not fetched (`templates check` warns about them).
+    """
+    protected, found = protect(source)
     inlined = Premailer(
         protected, allow_network=False, allow_loading_external_files=False,
         disable_validation=True, cssutils_logging_level=logging.CRITICAL,
         keep_style_tags=False, strip_important=False, disable_link_rewrites=True,
     ).transform()
-    restored = re.sub(r"<!--mailer-jinja-(\d+)-->|mailerjinja(\d+)x",
-                      lambda m: found[int(m.group(1) or m.group(2))], inlined)
-    return restored
+    return restore(inlined, found)
