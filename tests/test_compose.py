@@ -1,0 +1,113 @@
+"""Composition: the bytes-built message reads exactly like the stdlib's, and no value can
+add a header."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.parser import BytesParser
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailer.content.compose import Composer
+
+DATE = datetime(2026, 12, 1, 9, 0, 5, tzinfo=UTC)
+COMPOSER = Composer(from_name="Voorbeeld vzw — nieuws", from_address="nieuws@example.be",
+                    reply_to="info@example.be", list_name="Nieuwsbrief",
+                    list_id="nieuwsbrief.example.be", feedback_id="dec-2026:nieuwsbrief:mailer",
+                    boundary="=_mailer_alt_1")
+UNSUB = "https://nieuws.example.be/u/AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gIS"
+MAILTO = "mailto:unsubscribe@example.be?subject=AAECAwQF"
+
+PARSE = BytesParser(policy=policy.default)
+
+
+def one_line(value: str) -> str:
+    return " ".join("".join(c if c not in "\r\n" else " " for c in value).split())
+
+
+def stdlib(to_name: str | None, to_address: str, subject: str, text: str,
+           html: str) -> EmailMessage:
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["Date"] = DATE
+    msg["From"] = Address("Voorbeeld vzw — nieuws", addr_spec="nieuws@example.be")
+    msg["Reply-To"] = "info@example.be"
+    msg["To"] = Address(one_line(to_name or ""), addr_spec=to_address)
+    msg["Subject"] = one_line(subject)
+    msg["Message-ID"] = "<abc.123@mail.example.be>"
+    msg["List-Id"] = "Nieuwsbrief <nieuwsbrief.example.be>"
+    msg["List-Unsubscribe"] = f"<{UNSUB}>, <{MAILTO}>"
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg["Feedback-ID"] = "dec-2026:nieuwsbrief:mailer"
+    msg["Precedence"] = "bulk"
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Auto-Response-Suppress"] = "OOF, AutoReply"
+    msg.set_content(text, cte="quoted-printable")
+    msg.add_alternative(html, subtype="html", cte="quoted-printable")
+    return msg
+
+
+def ours(to_name: str | None, to_address: str, subject: str, text: str, html: str):  # noqa: ANN201
+    return COMPOSER.compose(to_address=to_address, to_name=to_name, subject=subject,
+                            text=text, html=html, unsubscribe_url=UNSUB,
+                            unsubscribe_mailto=MAILTO, message_id="abc.123@mail.example.be",
+                            date=DATE)
+
+
+HEADERS = ["Date", "From", "Reply-To", "To", "Subject", "Message-ID", "List-Id",
+           "List-Unsubscribe", "List-Unsubscribe-Post", "Feedback-ID", "Precedence",
+           "Auto-Submitted", "X-Auto-Response-Suppress", "MIME-Version"]
+
+names = st.one_of(st.none(), st.text(max_size=40), st.sampled_from([
+    "An Peeters", "Jürgen Müller", "Zoë \"Z\" O'Brien", "Straße", "😀 Emoji Fan",
+    "Evil\r\nBcc: victim@example.org", "a, b; c <d>", "=?utf-8?b?Zm9v?=", "  ", "\\back"]))
+subjects = st.one_of(st.text(max_size=120), st.sampled_from([
+    "Ons nieuws van december", "Hallo\r\nBcc: x@example.org", "Ça va, Jürgen? 🎄",
+    "x" * 200, "word " * 40]))
+bodies = st.text(alphabet=st.characters(blacklist_categories=("Cs",),
+                                        blacklist_characters="\r\x0b\x0c\x1c\x1d\x1e\x85"
+                                                             "\u2028\u2029"), max_size=300)
+
+
+@settings(max_examples=200, deadline=None)
+@given(names, subjects, bodies)
+def test_bytes_built_message_parses_like_the_stdlib_one(to_name, subject, text):
+    html = f"<p>{text}</p>"
+    built = ours(to_name, "an@example.be", subject, text, html)
+    reference = PARSE.parsebytes(stdlib(to_name, "an@example.be", subject, text, html)
+                                 .as_bytes())
+    parsed = PARSE.parsebytes(built.data)
+    for name in HEADERS:  # folding white space is not part of a value
+        assert " ".join(str(parsed[name]).split()) == " ".join(str(reference[name]).split()), \
+            name
+    assert len(parsed.get_all("To")) == 1 and parsed.get_all("Bcc") is None
+    assert sorted(parsed.keys()) == sorted(reference.keys())
+    assert parsed.get_content_type() == "multipart/alternative"
+    for kind in ("plain", "html"):
+        assert parsed.get_body((kind,)).get_content().replace("\r\n", "\n") == \
+            reference.get_body((kind,)).get_content().replace("\r\n", "\n")
+    for line in built.data.split(b"\r\n"):
+        assert len(line) <= 998
+    assert b"\n" not in built.data.replace(b"\r\n", b"")
+
+
+def test_header_injection_cannot_add_a_header():
+    built = ours("Evil\r\nBcc: victim@example.org", "an@example.be",
+                 "Hi\nBcc: other@example.org\r\nX-Evil: 1", "t", "<p>t</p>")
+    parsed = PARSE.parsebytes(built.data)
+    assert parsed.get_all("Bcc") is None and parsed.get_all("X-Evil") is None
+    assert parsed["Subject"] == "Hi Bcc: other@example.org X-Evil: 1"
+
+
+def test_non_ascii_address_needs_smtputf8():
+    built = ours("Jürgen", "jürgen@müller.de", "Hallo", "t", "<p>t</p>")
+    assert built.smtputf8
+    # RFC 6532: the header is UTF-8 on the wire (Python's parser reads it as text).
+    from email.parser import Parser
+
+    parsed = Parser(policy=policy.default).parsestr(built.data.decode("utf-8"))
+    assert parsed["To"].addresses[0].addr_spec == "jürgen@müller.de"
+    assert parsed["To"].addresses[0].display_name == "Jürgen"
