@@ -1,0 +1,161 @@
+"""DKIM signatures (RFC 6376), relaxed/relaxed, ed25519-sha256 (RFC 8463) or rsa-sha256.
+
+Signing runs on OpenSSL through `cryptography`: dkimpy's pure-Python RSA costs ~7 ms a
+message, OpenSSL ~0.3 ms; dkimpy stays the reference verifier in the tests.
+
+The signed header list is explicit and includes List-Unsubscribe and
+List-Unsubscribe-Post, which RFC 8058 requires to be signed (dkimpy's default list leaves
+the latter out). From, To, Subject and the List-Unsubscribe pair are signed once more
+than they occur ("over-signing"), so nobody can add a second one without breaking the
+signature.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+from mailer.errors import MailerError
+
+__all__ = ["SIGNED_HEADERS", "Signer", "generate_key", "load_key", "txt_record"]
+
+SIGNED_HEADERS = ("from", "to", "subject", "date", "message-id", "reply-to", "list-id",
+                  "list-unsubscribe", "list-unsubscribe-post", "feedback-id",
+                  "mime-version", "content-type")
+OVERSIGNED = ("from", "to", "subject", "list-unsubscribe", "list-unsubscribe-post")
+
+_WSP = re.compile(rb"[ \t]+")
+_FOLD = re.compile(rb"\r\n(?=[ \t])")
+_TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
+_TRAILING_LINES = re.compile(rb"(\r\n)+$")
+
+PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+
+
+def _relaxed_header(name: bytes, value: bytes) -> bytes:
+    value = _WSP.sub(b" ", _FOLD.sub(b"", value)).strip()
+    return name.strip().lower() + b":" + value
+
+
+def _relaxed_body(body: bytes) -> bytes:
+    body = _WSP.sub(b" ", body)
+    body = _TRAILING_WSP.sub(b"\r\n", body)
+    body = _TRAILING_LINES.sub(b"", body)
+    return body + b"\r\n" if body else b""
+
+
+def _split(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Headers as (name, raw value incl. folding) in order, and the body."""
+    head, _, body = message.partition(b"\r\n\r\n")
+    headers: list[tuple[bytes, bytes]] = []
+    for line in re.split(rb"\r\n(?![ \t])", head):
+        name, _, value = line.partition(b":")
+        headers.append((name, value))
+    return headers, body
+
+
+class Signer:
+    """Signs messages for one domain and selector with one private key."""
+
+    def __init__(self, key: PrivateKey, *, domain: str, selector: str) -> None:
+        self._key = key
+        self.algorithm = "ed25519-sha256" if isinstance(key, ed25519.Ed25519PrivateKey) \
+            else "rsa-sha256"
+        self.domain, self.selector = domain, selector
+
+    def _sign(self, data: bytes) -> bytes:
+        if isinstance(self._key, ed25519.Ed25519PrivateKey):
+            return self._key.sign(hashlib.sha256(data).digest())  # RFC 8463: sign the hash
+        return self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+    def sign(self, message: bytes, *, now: int | None = None) -> bytes:
+        """The message with a DKIM-Signature header in front."""
+        headers, body = _split(message)
+        body_hash = base64.b64encode(hashlib.sha256(_relaxed_body(body)).digest()).decode()
+        present: dict[bytes, list[bytes]] = {}
+        for name, value in headers:
+            present.setdefault(name.strip().lower(), []).append(value)
+        names: list[str] = []
+        signed: list[bytes] = []
+        for name in SIGNED_HEADERS:
+            values = present.get(name.encode(), [])
+            # RFC 6376 5.4.2: several instances are signed from the bottom up.
+            for value in reversed(values):
+                names.append(name)
+                signed.append(_relaxed_header(name.encode(), value))
+            if name in OVERSIGNED and values:
+                names.append(name)  # a header that is absent is signed as empty
+        tag = (f"v=1; a={self.algorithm}; c=relaxed/relaxed; d={self.domain}; "
+               f"s={self.selector}; t={now or int(time.time())}; h={':'.join(names)}; "
+               f"bh={body_hash}; b=")
+        folded = _fold(tag)
+        value = folded.encode("ascii").partition(b":")[2]
+        data = b"\r\n".join(signed) + b"\r\n" + _relaxed_header(b"dkim-signature", value)
+        signature = base64.b64encode(self._sign(data)).decode()
+        return _with_signature(folded, signature) + message
+
+
+def _fold(tags: str) -> str:
+    """The DKIM-Signature header up to `b=`, folded at spaces and after the colons of h=.
+
+    The signature is computed over this folded form (relaxed canonicalisation turns each
+    fold into one space), so what verifiers see is exactly what was signed.
+    """
+    tokens = re.split(r"(?<=[ :])", tags)
+    lines = ["DKIM-Signature: "]
+    for token in tokens:
+        if len(lines[-1]) + len(token.rstrip()) > 78:
+            lines[-1] = lines[-1].rstrip()
+            lines.append(" ")
+        lines[-1] += token
+    return "\r\n".join(lines)
+
+
+def _with_signature(folded: str, signature: str) -> bytes:
+    """The folded header with the b= value appended in chunks (its white space is
+    ignored by verifiers)."""
+    room = max(78 - len(folded.rsplit("\r\n", 1)[-1]), 0)
+    chunks = [signature[:room]] + [signature[i:i + 72]
+                                   for i in range(room, len(signature), 72)]
+    text = folded + chunks[0] + "".join("\r\n " + c for c in chunks[1:] if c)
+    return (text + "\r\n").encode("ascii")
+
+
+def generate_key(algorithm: str = "ed25519") -> PrivateKey:
+    if algorithm == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if algorithm == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    raise MailerError(f"Unknown DKIM algorithm {algorithm!r}: use ed25519 or rsa.")
+
+
+def private_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def load_key(path: Path) -> PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise MailerError(f"Cannot read the DKIM key {path}: {exc}") from None
+    if not isinstance(key, ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey):
+        raise MailerError(f"{path} is not an ed25519 or RSA key.")
+    return key
+
+
+def txt_record(key: PrivateKey) -> str:
+    """The DNS TXT value publishing the key's public half."""
+    public = key.public_key()
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return f"v=DKIM1; k=ed25519; p={base64.b64encode(raw).decode()}"
+    der = public.public_bytes(serialization.Encoding.DER,
+                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
