@@ -59,7 +59,7 @@ def test_signature_verifies_with_dkimpy_and_covers_the_list_headers(algorithm):
 @pytest.mark.parametrize("tamper", [
     lambda m: m.replace(b"Subject: Nieuws", b"Subject: Nieuwz"),
     lambda m: m.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n", b""),
-    lambda m: m.replace(b"Dag An", b"Dag Jan"),
+    lambda m: m[:-60] + bytes([m[-60] ^ 1]) + m[-59:],  # one bit of the body
     lambda m: m.replace(b"\r\n\r\n", b"\r\nList-Unsubscribe: <https://evil.example>\r\n\r\n",
                         1),
     lambda m: m.replace(b"\r\n\r\n", b"\r\nFrom: boss@example.be\r\n\r\n", 1),

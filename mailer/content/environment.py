@@ -38,13 +38,34 @@ class TemplateProblem(MailerError):
     """A template cannot be loaded or rendered; the message names the template and line."""
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class MailEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox, with a fast path for what templates read most: keys of plain dicts.
+
+    `subscriber.first_name` on a dict makes the sandbox try the attribute first (an
+    AttributeError, ~1.5 us), then the key; a newsletter does that a hundred times per
+    message. A key of a plain dict that is not also a dict method is data, never a Python
+    internal, so it is returned directly. Everything else takes the sandbox's path.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 def _autoescape(name: str | None) -> bool:
     return name is not None and name.endswith((".html.j2", ".html", ".htm"))
 
 
-def make_environment(folder: Path | None = None) -> ImmutableSandboxedEnvironment:
+def make_environment(folder: Path | None = None) -> MailEnvironment:
     """A sandboxed, strict environment loading templates from `folder`."""
-    return ImmutableSandboxedEnvironment(
+    return MailEnvironment(
         loader=FileSystemLoader(str(folder)) if folder is not None else None,
         undefined=StrictUndefined,
         autoescape=_autoescape,
