@@ -26,7 +26,10 @@ PARSE = BytesParser(policy=policy.default)
 
 
 def one_line(value: str) -> str:
-    return " ".join("".join(c if c not in "\r\n" else " " for c in value).split())
+    """What compose() promises for names and subjects: controls become spaces, and white
+    space runs one space."""
+    return " ".join("".join(" " if ord(c) < 32 or 127 <= ord(c) <= 159 else c
+                            for c in value).split())
 
 
 def stdlib(to_name: str | None, to_address: str, subject: str, text: str,
@@ -80,7 +83,13 @@ def test_bytes_built_message_parses_like_the_stdlib_one(to_name, subject, text):
     reference = PARSE.parsebytes(stdlib(to_name, "an@example.be", subject, text, html)
                                  .as_bytes())
     parsed = PARSE.parsebytes(built.data)
+    # The display name reads back as given (Python's own output for long non-ASCII names
+    # can gain a space between encoded-words when parsed back; ours must not).
+    (to,) = parsed["To"].addresses
+    assert (to.display_name, to.addr_spec) == (one_line(to_name or ""), "an@example.be")
     for name in HEADERS:  # folding white space is not part of a value
+        if name == "To":
+            continue
         assert " ".join(str(parsed[name]).split()) == " ".join(str(reference[name]).split()), \
             name
     assert len(parsed.get_all("To")) == 1 and parsed.get_all("Bcc") is None

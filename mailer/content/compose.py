@@ -26,22 +26,31 @@ __all__ = ["Composer", "encode_address", "encode_text_header"]
 
 CRLF = b"\r\n"
 _LINE_BREAKS = re.compile(r"[\r\n]+")
+# Control characters (C0, DEL, C1) have no place in a name or subject: CR/LF could add a
+# header, the others confuse mail clients and parsers alike.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 _SPECIALS = set('()<>[]:;@\\,."')
 _WORD_BYTES = 45  # 45 bytes -> 60 base64 characters: encoded-words stay within 75
 
 
 def _one_line(value: str) -> str:
-    """Header values are one line: CR/LF (and what a template produced) become spaces."""
-    return _LINE_BREAKS.sub(" ", value).strip()
+    """Header values are one line: CR/LF and other control characters become spaces."""
+    return " ".join(_CONTROLS.sub(" ", value).split())
 
 
-def _encoded_words(value: str) -> list[str]:
-    """RFC 2047 B-encoded words of at most 75 characters, split on character bounds."""
+def _encoded_words(value: str, *, phrase: bool = False) -> list[str]:
+    """RFC 2047 B-encoded words of UTF-8, split on character boundaries.
+
+    Words stay within 75 characters. In a display name (`phrase`) a word is only ended
+    after a space, which it carries encoded: some parsers (Python's among them) keep the
+    white space between encoded-words of a name, so a cut inside a word would show as a
+    space. A name with a very long unbroken run gets one longer word instead.
+    """
     words: list[bytes] = []
     chunk = b""
     for char in value:
         data = char.encode("utf-8")
-        if len(chunk) + len(data) > _WORD_BYTES:
+        if len(chunk) + len(data) > _WORD_BYTES and (not phrase or chunk.endswith(b" ")):
             words.append(chunk)
             chunk = b""
         chunk += data
@@ -78,9 +87,9 @@ def encode_address(name: str | None, address: str) -> tuple[list[str], bool]:
     utf8 = not address.isascii()
     if not name:
         return [address], utf8
-    if not name.isascii():
-        return [*_encoded_words(name), f"<{address}>"], utf8
-    if any(c in _SPECIALS for c in name) or "=?" in name:
+    if not name.isascii() or "=?" in name:  # a literal "=?" must not read as encoded
+        return [*_encoded_words(name, phrase=True), f"<{address}>"], utf8
+    if any(c in _SPECIALS for c in name):
         escaped = name.replace("\\", "\\\\").replace('"', '\\"')
         return [f'"{escaped}"', f"<{address}>"], utf8
     return [*name.split(" "), f"<{address}>"], utf8
