@@ -75,3 +75,30 @@ def test_changing_or_adding_a_signed_header_breaks_the_signature(algorithm, tamp
 def test_every_generated_message_verifies(name, subject, text):
     signer = Signer(KEYS["ed25519"], domain="example.be", selector="mail2026")
     assert verify(signer.sign(message(name, subject, text)), "ed25519")
+
+
+@pytest.mark.parametrize("algorithm", ["ed25519", "rsa"])
+def test_keygen_writes_a_private_key_and_prints_a_record_that_verifies(tmp_path, monkeypatch,
+                                                                       algorithm):
+    import json
+    import stat
+
+    from click.testing import CliRunner
+
+    from mailer.cli import cli
+    from mailer.content.dkim import load_key
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["dkim", "keygen", "--domain", "example.be",
+                                      "--selector", "mail2026", "--algorithm", algorithm,
+                                      "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(result.stdout)
+    path = tmp_path / info["key_file"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert info["name"] == "mail2026._domainkey.example.be"
+    signed = Signer(load_key(path), domain="example.be", selector="mail2026").sign(message())
+    assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: info["value"].encode())
+    again = CliRunner().invoke(cli, ["dkim", "keygen", "--domain", "example.be",
+                                     "--selector", "mail2026", "--algorithm", algorithm])
+    assert again.exit_code == 1 and "exists already" in again.stderr

@@ -100,9 +100,18 @@ def main() -> None:
 
 
 def _register() -> None:
-    from mailer.cli import configcmd, dbcmd, initcmd, listscmd, subscriberscmd, suppressioncmd
+    from mailer.cli import (
+        configcmd,
+        dbcmd,
+        dkimcmd,
+        initcmd,
+        listscmd,
+        subscriberscmd,
+        suppressioncmd,
+    )
 
-    for module in (initcmd, dbcmd, configcmd, listscmd, subscriberscmd, suppressioncmd):
+    for module in (initcmd, dbcmd, configcmd, listscmd, subscriberscmd, suppressioncmd,
+                   dkimcmd):
         cli.add_command(module.command)
 
 
