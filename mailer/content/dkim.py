@@ -38,7 +38,9 @@ PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
 
 
 def _relaxed_header(name: bytes, value: bytes) -> bytes:
-    value = _WSP.sub(b" ", _FOLD.sub(b"", value)).strip()
+    if b"\r\n" in value or b"\t" in value or b"  " in value:  # else nothing to collapse
+        value = _WSP.sub(b" ", _FOLD.sub(b"", value))
+    value = value.strip()
     return name.strip().lower() + b":" + value
 
 
