@@ -24,13 +24,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, text, update
 from sqlmodel import Session
 
+from mailer.audience.bulk import Insert, SelectIn, processor
 from mailer.audience.csvrows import (
     FATAL,
     CheckedRow,
@@ -139,120 +139,6 @@ class _Rejects:
             self.report.rejects_file = str(self.path)
 
 
-def _pieces(values: list[Any], largest: int) -> Iterator[list[Any]]:
-    """Split a list into pieces of `largest` items, then powers of two.
-
-    SQLite compiles each distinct statement text once and keeps it in a cache; a statement
-    for every possible batch length would fill it with megabytes of near-duplicates. With
-    these sizes there are only a dozen texts per statement.
-    """
-    start, left = 0, len(values)
-    while left:
-        size = largest if left >= largest else 1 << (left.bit_length() - 1)
-        yield values[start:start + size]
-        start, left = start + size, left - size
-
-
-class _Insert:
-    """A batch of rows written in one go, straight to the driver.
-
-    SQLite: one `INSERT … VALUES (…), (…), …`. PostgreSQL: `COPY … FROM STDIN`, the
-    fastest way in, or, when rows must come back (`ON CONFLICT … RETURNING`), one
-    `INSERT … SELECT * FROM unnest(…)` with an array per column. With `serial`, the new
-    ids are returned: SQLite by `RETURNING`, PostgreSQL by drawing them from the sequence
-    first and copying them in with the rows.
-    This replaces SQLAlchemy's per-row parameter processing (~20 us a row): constant
-    values such as timestamps are converted once per batch by the column's own bind
-    processor (`_processor`), so what is stored is what the ORM would store.
-    """
-
-    ROWS = 512  # rows per SQLite statement (its limit is 32,766 bound parameters)
-
-    def __init__(self, conn: Connection, table: Any, columns: tuple[str, ...], *,
-                 suffix: str = "", serial: str | None = None,
-                 pg_types: tuple[str, ...] | None = None) -> None:
-        self.name = table if isinstance(table, str) else table.name
-        self.conn, self.columns, self.serial = conn, columns, serial
-        self.returns = "RETURNING" in suffix
-        self.sqlite = conn.dialect.name == "sqlite"
-        if self.sqlite:
-            self.suffix = suffix + (f" RETURNING {serial}" if serial else "")
-            self.head = f"INSERT INTO {self.name} ({', '.join(columns)}) VALUES "
-            self.group = f"({', '.join('?' * len(columns))})"
-        elif self.returns:
-            types = pg_types or tuple(table.c[c].type.compile(dialect=conn.dialect)
-                                      for c in columns)
-            arrays = ", ".join(f"%s::{t}[]" for t in types)
-            self.sql = (f"INSERT INTO {self.name} ({', '.join(columns)}) "
-                        f"SELECT * FROM unnest({arrays}){suffix}")
-        else:
-            copied = ((serial,) if serial else ()) + columns
-            self.copy_sql = f"COPY {self.name} ({', '.join(copied)}) FROM STDIN"
-
-    def __call__(self, rows: list[tuple[Any, ...]]) -> list[Any]:
-        if not rows:
-            return []
-        if self.sqlite:
-            return self._values(rows)
-        if self.returns:
-            columns = tuple(map(list, zip(*rows, strict=True)))
-            return self.conn.exec_driver_sql(self.sql, columns).all()
-        ids: list[int] = []
-        if self.serial:
-            ids = [i for (i,) in self.conn.exec_driver_sql(
-                f"SELECT nextval(pg_get_serial_sequence('{self.name}', '{self.serial}')) "
-                "FROM generate_series(1, %s)", (len(rows),))]
-            rows = [(i, *row) for i, row in zip(ids, rows, strict=True)]
-        raw = self.conn.connection.driver_connection
-        assert raw is not None
-        with raw.cursor() as cursor, cursor.copy(self.copy_sql) as copy:
-            for row in rows:
-                copy.write_row(row)
-        return [(i,) for i in ids]
-
-    def _values(self, rows: list[tuple[Any, ...]]) -> list[Any]:
-        out: list[Any] = []
-        for chunk in _pieces(rows, self.ROWS):
-            sql = self.head + ", ".join([self.group] * len(chunk)) + self.suffix
-            result = self.conn.exec_driver_sql(sql, tuple(chain.from_iterable(chunk)))
-            if self.returns or self.serial:
-                out.extend(result.all())
-        return out
-
-
-class _SelectIn:
-    """SELECT … WHERE column IN (many values), sent straight to the driver.
-
-    SQLAlchemy renders an expanding IN list anew on every call (~7 us per value); here the
-    SQL is a format string with `{IN}` where the list goes: `IN (?, ?, …)` on SQLite,
-    `= ANY(%s)` with one array parameter on PostgreSQL. Fixed parameters come first.
-    """
-
-    def __init__(self, conn: Connection, sql: str) -> None:
-        self.conn, self.sql = conn, sql
-        self.sqlite = conn.dialect.paramstyle == "qmark"
-        if not self.sqlite:
-            self.sql = sql.replace("?", "%s")
-
-    def __call__(self, values: list[Any], *fixed: Any) -> list[Any]:
-        if not values:
-            return []
-        if not self.sqlite:
-            return self.conn.exec_driver_sql(self.sql.format(IN="= ANY(%s)"),
-                                             (*fixed, list(values))).all()
-        out: list[Any] = []
-        for part in _pieces(values, 4096):
-            sql = self.sql.format(IN=f"IN ({','.join('?' * len(part))})")
-            out.extend(self.conn.exec_driver_sql(sql, (*fixed, *part)).all())
-        return out
-
-
-def _processor(conn: Connection, column: Any) -> Callable[[Any], Any]:
-    """The column type's conversion of a Python value to what the driver is given."""
-    process = column.type._cached_bind_processor(conn.dialect)
-    return process if process is not None else (lambda value: value)
-
-
 class _Block:
     """One block of the file: its bytes, and its rows' cells parsed only when needed."""
 
@@ -353,31 +239,31 @@ class _Writer:
             # The address index takes random inserts: a bigger page cache than
             # SQLite's 2 MB default keeps a large import from thrashing (reset in close()).
             conn.exec_driver_sql("PRAGMA cache_size=-65536")
-        self._seen_before = _SelectIn(conn, "SELECT id, line FROM mailer_import_seen "
+        self._seen_before = SelectIn(conn, "SELECT id, line FROM mailer_import_seen "
                                             "WHERE id {IN}")
-        self._seen = _Insert(conn, "mailer_import_seen", ("id", "line"),
+        self._seen = Insert(conn, "mailer_import_seen", ("id", "line"),
                              suffix=" ON CONFLICT DO NOTHING RETURNING id",
                              pg_types=("integer", "integer"))
-        self._suppressed = _SelectIn(conn, "SELECT email_hash FROM suppression "
+        self._suppressed = SelectIn(conn, "SELECT email_hash FROM suppression "
                                            "WHERE email_hash {IN}")
         # A suppression list of ordinary size is read once; a huge one is asked per batch.
         self._all_suppressed: set[str] | None = None
         if conn.execute(text("SELECT count(*) FROM suppression")).scalar_one() <= 100_000:
             self._all_suppressed = set(conn.execute(
                 text("SELECT email_hash FROM suppression")).scalars())
-        self._existing = _SelectIn(conn, "SELECT id, email, status, first_name, last_name, "
+        self._existing = SelectIn(conn, "SELECT id, email, status, first_name, last_name, "
                                          "language, attributes FROM subscriber WHERE email {IN}")
-        self._members = _SelectIn(conn, "SELECT subscriber_id, status FROM subscription "
+        self._members = SelectIn(conn, "SELECT subscriber_id, status FROM subscription "
                                         "WHERE list_id = ? AND subscriber_id {IN}")
-        self._insert_people = _Insert(conn, SUB, (
+        self._insert_people = Insert(conn, SUB, (
             "email", "first_name", "last_name", "language", "attributes", "status",
             "created_at", "updated_at"), serial="id")
-        self._insert_members = _Insert(conn, MEMBER, (
+        self._insert_members = Insert(conn, MEMBER, (
             "subscriber_id", "list_id", "status", "source", "created_at", "updated_at",
             "confirmed_at"))
-        self._insert_events = _Insert(conn, EVENT, (
+        self._insert_events = Insert(conn, EVENT, (
             "subscriber_id", "list_id", "action", "at", "source", "consent", "confirmed"))
-        self._timestamp = _processor(conn, SUB.c.created_at)
+        self._timestamp = processor(conn, SUB.c.created_at)
 
     def close(self) -> None:
         self.conn.execute(text("DROP TABLE IF EXISTS mailer_import_seen"))
