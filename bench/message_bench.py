@@ -47,7 +47,7 @@ def newsletter_source(folder: Path) -> str:
         (folder / "partials" / name).write_text(
             (ROOT / "templates" / "partials" / name).read_text())
     (folder / "layout.html.j2").write_text(layout)
-    body = "<h1>{{ campaign.subject }}</h1>\n" + PARAGRAPH * 7
+    body = "<h1>{{ campaign.subject }}</h1>\n" + PARAGRAPH * 10
     (folder / "bench.html.j2").write_text(
         '{% extends "layout.html.j2" %}{% block content %}' + body + "{% endblock %}")
     from mailer.content.flatten import flatten

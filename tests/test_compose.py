@@ -66,7 +66,8 @@ HEADERS = ["Date", "From", "Reply-To", "To", "Subject", "Message-ID", "List-Id",
 
 names = st.one_of(st.none(), st.text(max_size=40), st.sampled_from([
     "An Peeters", "Jürgen Müller", "Zoë \"Z\" O'Brien", "Straße", "😀 Emoji Fan",
-    "Evil\r\nBcc: victim@example.org", "a, b; c <d>", "=?utf-8?b?Zm9v?=", "  ", "\\back"]))
+    "Evil\r\nBcc: victim@example.org", "a, b; c <d>", "=?utf-8?b?Zm9v?=", "  ", "\\back",
+    "ééééééééééééééééééééééééé éééééééééé Müller", "000000000000000¡¡¡¡¡¡¡𐀀𐀀𐀀 𐀀"]))
 subjects = st.one_of(st.text(max_size=120), st.sampled_from([
     "Ons nieuws van december", "Hallo\r\nBcc: x@example.org", "Ça va, Jürgen? 🎄",
     "x" * 200, "word " * 40]))
@@ -120,3 +121,17 @@ def test_non_ascii_address_needs_smtputf8():
     parsed = Parser(policy=policy.default).parsestr(built.data.decode("utf-8"))
     assert parsed["To"].addresses[0].addr_spec == "jürgen@müller.de"
     assert parsed["To"].addresses[0].display_name == "Jürgen"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=3000))
+def test_base64_bodies_are_the_stdlib_encoding(text):
+    from base64 import encodebytes
+
+    from mailer.content.compose import _base64
+
+    expected = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not expected.endswith("\n"):
+        expected += "\n"
+    data = expected.replace("\n", "\r\n").encode("utf-8", "surrogatepass")
+    assert _base64(text) == encodebytes(data).replace(b"\n", b"\r\n")

@@ -17,7 +17,9 @@ neither base64 nor quoted-printable output can contain.
 from __future__ import annotations
 
 import base64
+import binascii
 import re
+import struct
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
@@ -38,25 +40,52 @@ def _one_line(value: str) -> str:
     return " ".join(_CONTROLS.sub(" ", value).split())
 
 
-def _encoded_words(value: str, *, phrase: bool = False) -> list[str]:
-    """RFC 2047 B-encoded words of UTF-8, split on character boundaries.
-
-    Words stay within 75 characters. In a display name (`phrase`) a word is only ended
-    after a space, which it carries encoded: some parsers (Python's among them) keep the
-    white space between encoded-words of a name, so a cut inside a word would show as a
-    space. A name with a very long unbroken run gets one longer word instead.
-    """
+def _encoded_words(value: str, *, limit: int = _WORD_BYTES) -> list[str]:
+    """RFC 2047 B-encoded words of UTF-8, split on character boundaries, each of at most
+    `limit` bytes of text (45 bytes: 60 base64 characters, within the 75 of the RFC)."""
     words: list[bytes] = []
     chunk = b""
     for char in value:
         data = char.encode("utf-8")
-        if len(chunk) + len(data) > _WORD_BYTES and (not phrase or chunk.endswith(b" ")):
+        if len(chunk) + len(data) > limit:
             words.append(chunk)
             chunk = b""
         chunk += data
     if chunk:
         words.append(chunk)
     return [f"=?utf-8?b?{base64.b64encode(w).decode()}?=" for w in words]
+
+
+def _phrase_tokens(name: str) -> list[str]:
+    """A non-ASCII display name as plain words and encoded-words.
+
+    RFC 2047 says white space between two encoded-words is not shown, but Python's
+    parser (and others) keep it inside a display name, so a name cut into several
+    encoded-words would read differently depending on the reader. So: words that are
+    plain atoms stay plain (the space next to them is real for every reader), and each
+    run of words that needs encoding becomes one encoded-word, spaces included, even if
+    that passes RFC 2047's 75 characters (which readers accept). Only a run so long it
+    would break the 998-character line limit is cut.
+    """
+    tokens: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            text = " ".join(run)
+            limit = len(text.encode()) if len(text.encode()) <= 600 else _WORD_BYTES
+            tokens.extend(_encoded_words(text, limit=limit))
+            run.clear()
+
+    for word in name.split(" "):
+        if word.isascii() and word and "=?" not in word and not any(
+                c in _SPECIALS for c in word):
+            flush()
+            tokens.append(word)
+        else:
+            run.append(word)
+    flush()
+    return tokens
 
 
 def _fold(name: str, tokens: list[str]) -> bytes:
@@ -88,23 +117,43 @@ def encode_address(name: str | None, address: str) -> tuple[list[str], bool]:
     if not name:
         return [address], utf8
     if not name.isascii() or "=?" in name:  # a literal "=?" must not read as encoded
-        return [*_encoded_words(name, phrase=True), f"<{address}>"], utf8
+        return [*_phrase_tokens(name), f"<{address}>"], utf8
     if any(c in _SPECIALS for c in name):
         escaped = name.replace("\\", "\\\\").replace('"', '\\"')
         return [f'"{escaped}"', f"<{address}>"], utf8
     return [*name.split(" "), f"<{address}>"], utf8
 
 
+_B64_LINE = 76
+_MAX_SPLITTER = 1800  # lines; one cached Struct per line count up to this
+_LINE_SPLITTERS: dict[int, struct.Struct] = {}
+
+
 def _base64(text: str) -> bytes:
     """UTF-8 text, CRLF line ends, ending in a line break (as the stdlib), as base64 in
     76-character lines. Base64 rather than quoted-printable: ~20x faster to encode (QP
     costs ~100 us for a 4 KB newsletter, whose inlined styles are full of `=`), and the
-    encoded body has no white space for DKIM's body canonicalisation to work on."""
+    encoded body has no white space for DKIM's body canonicalisation to work on.
+
+    The text is encoded in one C call and cut into lines by one `struct` unpack (the
+    stdlib's `encodebytes` loops in Python over 57-byte pieces: 2.5x slower)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.endswith("\n"):
         text += "\n"
-    data = text.replace("\n", "\r\n").encode("utf-8")
-    return base64.encodebytes(data).replace(b"\n", CRLF)
+    encoded = binascii.b2a_base64(text.replace("\n", "\r\n").encode("utf-8"),
+                                  newline=False)
+    full = len(encoded) // _B64_LINE
+    if full > _MAX_SPLITTER:  # rare: a body over ~100 KB, which Gmail clips anyway
+        lines = [encoded[i:i + _B64_LINE] for i in range(0, full * _B64_LINE, _B64_LINE)]
+    else:
+        splitter = _LINE_SPLITTERS.get(full)
+        if splitter is None:
+            splitter = _LINE_SPLITTERS.setdefault(full, struct.Struct(f"{_B64_LINE}s" * full))
+        lines = list(splitter.unpack_from(encoded))
+    if len(encoded) > full * _B64_LINE:
+        lines.append(encoded[full * _B64_LINE:])
+    lines.append(b"")
+    return CRLF.join(lines)
 
 
 @dataclass(frozen=True)
