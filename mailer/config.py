@@ -28,6 +28,7 @@ __all__ = [
     "SECRET_NAMES",
     "Organisation",
     "Secrets",
+    "Sending",
     "Settings",
     "find_config",
     "load_settings",
@@ -52,6 +53,16 @@ class Organisation(_Section):
     logo_url: str = ""
     primary_colour: str = "#1f5f8b"
     accent_colour: str = "#f2a900"
+
+
+class Sending(_Section):
+    """How messages are addressed and signed. Empty values fall back as noted."""
+
+    domain: str = ""  # Message-ID, List-Id, DKIM d=; default: the list's From domain
+    bounce_domain: str = ""  # envelope sender bounces+TOKEN@…; default: `domain`
+    dkim_key: str = ""  # private key file from `mailer dkim keygen`; empty: not signed
+    dkim_selector: str = ""  # the selector the key is published under (DNS)
+    feedback_id: str = ""  # the sender part of Feedback-ID; default: the project name
 
 
 class ImportSettings(_Section):
@@ -98,6 +109,7 @@ class Settings(_Section):
     templates_dir: str = "templates"
     secrets_file: str = "secrets.toml"
     organisation: Organisation = Field(default_factory=Organisation)
+    sending: Sending = Field(default_factory=Sending)
     imports: ImportSettings = Field(default_factory=ImportSettings, alias="import")
 
     # Not from the file: where it was found, and the secrets.

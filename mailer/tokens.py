@@ -36,7 +36,7 @@ from enum import IntEnum
 
 from mailer.errors import MailerError
 
-__all__ = ["Purpose", "Signer", "TokenData", "TokenError"]
+__all__ = ["MessageToken", "Purpose", "Signer", "TokenData", "TokenError"]
 
 VERSION = 1
 _FIELDS = struct.Struct(">QIII")
@@ -53,6 +53,18 @@ class Purpose(IntEnum):
     CONFIRM = 2
     PREFERENCES = 3
     BOUNCE = 4
+    # The one token a sent message carries, for its unsubscribe and preferences links
+    # (base64url) and its bounce and mailto-unsubscribe addresses (base32): whoever holds
+    # the message holds all of them anyway, and one token per message is one HMAC pair.
+    MESSAGE = 5
+
+
+@dataclass(frozen=True)
+class MessageToken:
+    """One message's token in its two spellings."""
+
+    link: str  # base64url, 46 characters: /u/LINK, /p/LINK
+    address: str  # lower-case base32, 55 characters: bounces+ADDRESS@, unsub+ADDRESS@
 
 
 class TokenError(MailerError):
@@ -76,18 +88,25 @@ class TokenData:
 class _Key:
     def __init__(self, secret: bytes) -> None:
         self.id = hashlib.sha256(b"mailer key id\0" + secret).digest()[0]
-        self.mac = hmac.new(secret, b"mailer token mac", hashlib.sha256).digest()
-        self.enc = hmac.new(secret, b"mailer token enc", hashlib.sha256).digest()
+        mac = hmac.new(secret, b"mailer token mac", hashlib.sha256).digest()
+        enc = hmac.new(secret, b"mailer token enc", hashlib.sha256).digest()
+        # Keyed once; copying a keyed HMAC spares re-deriving its pads for every token.
+        self._mac = hmac.new(mac, digestmod=hashlib.sha256)
+        self._enc = hmac.new(enc, digestmod=hashlib.sha256)
 
     def tag(self, header: bytes, fields: bytes) -> bytes:
-        return hmac.new(self.mac, header + fields, hashlib.sha256).digest()[:_TAG]
+        h = self._mac.copy()
+        h.update(header + fields)
+        return h.digest()[:_TAG]
 
     def stream(self, header: bytes, tag: bytes) -> bytes:
-        return hmac.new(self.enc, header + tag, hashlib.sha256).digest()[:_FIELDS.size]
+        h = self._enc.copy()
+        h.update(header + tag)
+        return h.digest()[:_FIELDS.size]
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
-    return bytes(x ^ y for x, y in zip(a, b, strict=True))
+    return (int.from_bytes(a) ^ int.from_bytes(b)).to_bytes(len(a))
 
 
 class Signer:
@@ -103,15 +122,23 @@ class Signer:
              campaign_id: int = 0, *, now: datetime | None = None,
              lowercase: bool = False) -> str:
         """A token; `lowercase` for the VERP local part (base32), else base64url."""
+        raw = self._raw(purpose, subscriber_id, list_id, campaign_id, now)
+        return _base32(raw) if lowercase else _base64url(raw)
+
+    def message_token(self, subscriber_id: int, list_id: int, campaign_id: int, *,
+                      now: datetime | None = None) -> MessageToken:
+        """The token of one sent message (Purpose.MESSAGE), in both spellings."""
+        raw = self._raw(Purpose.MESSAGE, subscriber_id, list_id, campaign_id, now)
+        return MessageToken(_base64url(raw), _base32(raw))
+
+    def _raw(self, purpose: Purpose, subscriber_id: int, list_id: int, campaign_id: int,
+             now: datetime | None) -> bytes:
         issued = ((now or datetime.now(UTC)) - _EPOCH) // timedelta(minutes=1)
         key = self._current
         header = bytes(((VERSION << 4) | int(purpose), key.id))
         fields = _FIELDS.pack(subscriber_id, list_id, campaign_id, issued)
         tag = key.tag(header, fields)
-        raw = header + tag + _xor(fields, key.stream(header, tag))
-        if lowercase:
-            return base64.b32encode(raw).decode().rstrip("=").lower()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return header + tag + _xor(fields, key.stream(header, tag))
 
     def read(self, token: str, purpose: Purpose, *, max_age: timedelta | None = None,
              now: datetime | None = None) -> TokenData:
@@ -133,6 +160,14 @@ class Signer:
         if max_age is not None and (now or datetime.now(UTC)) - issued_at > max_age:
             raise TokenError("This link has expired.", expired=True)
         return TokenData(Purpose(purpose), subscriber_id, list_id, campaign_id, issued_at)
+
+
+def _base64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _base32(raw: bytes) -> str:
+    return base64.b32encode(raw).decode().rstrip("=").lower()
 
 
 def _decode(token: str) -> bytes | None:

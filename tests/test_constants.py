@@ -31,8 +31,8 @@ def test_prerendered_template_renders_the_same_message(language, first_name, org
 def test_only_constants_are_rendered_and_bound_names_are_left_alone():
     env = make_environment()
     source = ("{{ org.name }} {{ subscriber.first_name }} {% for t in items %}{{ t }}"
-              "{% endfor %} {{ campaign.subject | upper }}")
+              "{% endfor %} {{ campaign.title | upper }}")
     out = prerender_constants(env, source, "x.html.j2", {
-        "org": {"name": "A&B"}, "campaign": {"subject": "nieuws"}, "t": {}, "list": {}})
+        "org": {"name": "A&B"}, "campaign": {"title": "nieuws"}, "t": {}, "list": {}})
     assert out.startswith("A&amp;B {{ subscriber.first_name }}")
     assert "{{ t }}" in out and out.endswith("NIEUWS")

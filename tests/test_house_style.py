@@ -26,7 +26,8 @@ def context(language: str, first_name: str | None = "An") -> dict:
         subscriber["first_name"] = first_name
     return {"subscriber": subscriber, "org": ORG, "t": texts(language),
             "list": {"name": "Nieuwsbrief", "slug": "nieuwsbrief", "language": "nl"},
-            "campaign": {"subject": "Ons nieuws van december", "slug": "dec-2026"},
+            "campaign": {"title": "Ons nieuws van december", "slug": "dec-2026"},
+            "subject": "An, ons nieuws van december",
             "urls": {"unsubscribe": "https://nieuws.example.be/u/TOKEN",
                      "preferences": "https://nieuws.example.be/p/TOKEN"}}
 

@@ -108,11 +108,13 @@ def _register() -> None:
         listscmd,
         subscriberscmd,
         suppressioncmd,
+        templatescmd,
     )
 
     for module in (initcmd, dbcmd, configcmd, listscmd, subscriberscmd, suppressioncmd,
-                   dkimcmd):
+                   templatescmd, dkimcmd):
         cli.add_command(module.command)
+    cli.add_command(templatescmd.preview)
 
 
 _register()

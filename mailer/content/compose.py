@@ -137,11 +137,12 @@ def _base64(text: str) -> bytes:
 
     The text is encoded in one C call and cut into lines by one `struct` unpack (the
     stdlib's `encodebytes` loops in Python over 57-byte pieces: 2.5x slower)."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if not text.endswith("\n"):
-        text += "\n"
-    encoded = binascii.b2a_base64(text.replace("\n", "\r\n").encode("utf-8"),
-                                  newline=False)
+    data = text.encode("utf-8")  # line ends are fixed on bytes: 3x faster than on str
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    encoded = binascii.b2a_base64(data.replace(b"\n", b"\r\n"), newline=False)
     full = len(encoded) // _B64_LINE
     if full > _MAX_SPLITTER:  # rare: a body over ~100 KB, which Gmail clips anyway
         lines = [encoded[i:i + _B64_LINE] for i in range(0, full * _B64_LINE, _B64_LINE)]
@@ -192,6 +193,13 @@ class Composer:
                            + b'Content-Type: text/html; charset="utf-8"\r\n'
                            b"Content-Transfer-Encoding: base64\r\n\r\n")
         self._end = b"--" + self._boundary + b"--" + CRLF
+        self._date: tuple[datetime | None, bytes] = (None, b"")
+
+    def _date_header(self, date: datetime) -> bytes:
+        """Date, formatted once per second of sending rather than once per message."""
+        if self._date[0] != date:
+            self._date = (date, _fold("Date", [format_datetime(date)]))
+        return self._date[1]
 
     def compose(self, *, to_address: str, to_name: str | None, subject: str, text: str,
                 html: str, unsubscribe_url: str, unsubscribe_mailto: str,
@@ -202,7 +210,7 @@ class Composer:
             if _LINE_BREAKS.search(value) or not value.isascii():
                 raise ValueError("links and ids must be one ASCII line")
         data = b"".join((
-            _fold("Date", [format_datetime(date)]),
+            self._date_header(date),
             self._constant,
             _fold("To", to_tokens) if not smtputf8 else
             ("To: " + " ".join(to_tokens)).encode("utf-8") + CRLF,

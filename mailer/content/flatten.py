@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mailer.content.environment import TemplateProblem
 
-__all__ = ["flatten"]
+__all__ = ["flatten", "flatten_source"]
 
 _EXTENDS = re.compile(r"""\{%-?\s*extends\s+["']([^"']+)["']\s*-?%\}""")
 _INCLUDE = re.compile(r"""\{%-?\s*include\s+["']([^"']+)["']\s*-?%\}""")
@@ -36,7 +36,12 @@ def flatten(folder: Path, name: str, *, _depth: int = 0) -> str:
     """The source of template `name` with extends and includes resolved."""
     if _depth > 10:
         raise TemplateProblem(f"{name}: templates extend or include each other in a loop")
-    source = _read(folder, name)
+    return flatten_source(folder, _read(folder, name), name, _depth=_depth)
+
+
+def flatten_source(folder: Path, source: str, name: str, *, _depth: int = 0) -> str:
+    """`source` (the text of template `name`) with extends and includes resolved from
+    `folder`."""
     if _DYNAMIC.search(source):
         raise TemplateProblem(f"{name}: extends/include/import need a quoted file name")
     if "super()" in source:

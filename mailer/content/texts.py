@@ -18,6 +18,17 @@ _TEXTS: dict[str, dict[str, str]] = {
         "unsubscribe": "Uitschrijven",
         "preferences": "Voorkeuren aanpassen",
         "why_you_get_this": "Je ontvangt deze e-mail omdat je bent ingeschreven op {list}.",
+        "confirm_subject": "Bevestig je inschrijving op {list}",
+        "confirm_title": "Bevestig je inschrijving",
+        "confirm_intro": ("Je hebt je ingeschreven op {list}. Klik op de knop om dat te "
+                          "bevestigen; pas dan sturen we je iets."),
+        "confirm_button": "Ja, schrijf me in",
+        "confirm_ignore": ("Heb je je niet ingeschreven? Dan hoef je niets te doen: zonder "
+                           "bevestiging krijg je niets meer van ons."),
+        "welcome_subject": "Welkom bij {list}",
+        "welcome_title": "Welkom bij {list}",
+        "welcome_intro": ("Fijn dat je erbij bent. Je krijgt voortaan {list} van {org}. "
+                          "Je kunt je voorkeuren altijd aanpassen of je uitschrijven."),
         "disclaimer": (
             "Deze e-mail en eventuele bijlagen zijn uitsluitend bestemd voor de "
             "geadresseerde. Heb je dit bericht per vergissing ontvangen, laat het ons dan "
@@ -32,6 +43,17 @@ _TEXTS: dict[str, dict[str, str]] = {
         "unsubscribe": "Unsubscribe",
         "preferences": "Change your preferences",
         "why_you_get_this": "You receive this e-mail because you subscribed to {list}.",
+        "confirm_subject": "Please confirm your subscription to {list}",
+        "confirm_title": "Please confirm your subscription",
+        "confirm_intro": ("You subscribed to {list}. Click the button to confirm; we send "
+                          "you nothing until you do."),
+        "confirm_button": "Yes, subscribe me",
+        "confirm_ignore": ("Did not subscribe? Then there is nothing to do: without a "
+                           "confirmation you will not hear from us again."),
+        "welcome_subject": "Welcome to {list}",
+        "welcome_title": "Welcome to {list}",
+        "welcome_intro": ("Glad to have you. From now on you receive {list} from {org}. "
+                          "You can change your preferences or unsubscribe at any time."),
         "disclaimer": (
             "This e-mail and any attachments are intended solely for the addressee. If you "
             "received it by mistake, please let us know and delete it. {org} processes your "

@@ -1,0 +1,277 @@
+"""A mailing: a template, a subject and a list prepared once; a signed message per recipient.
+
+Everything that is the same for every recipient happens in the constructor, once per
+template version: extends and includes resolved, Markdown converted, CSS inlined
+(premailer), the text part derived, the campaign's constants (organisation, texts, list,
+campaign) rendered into the templates (per language, on first use), the constant headers
+encoded, the DKIM tags folded. Per recipient, `message()` only renders three small Jinja
+templates (subject, text, HTML), makes the message's token, joins bytes and signs them.
+Section 10 of docs/architecture.md has the cost of each step.
+
+Every message carries one token (tokens.Purpose.MESSAGE), bound to subscriber, list and
+campaign: in its unsubscribe and preferences links (`/u/TOKEN`, `/p/TOKEN`), in
+List-Unsubscribe (`https` and `mailto:unsub+TOKEN@…`) and in the envelope sender
+(`bounces+TOKEN@bounce-domain`, VERP), so a bounce or a complaint leads back to its
+delivery and nobody can forge one for another address.
+
+Template data (plain values only):
+    subscriber  email, first_name, last_name, name, language, attributes: fields that
+                are empty are left out, so `| default("…")` applies
+    subject     this recipient's subject, as rendered
+    urls        unsubscribe, preferences
+    org         the organisation from mailer.toml
+    t           the built-in texts in the recipient's language
+    list        name, slug, language
+    campaign    slug, title
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Template
+
+from mailer.content.compose import Composer
+from mailer.content.constants import prerender_constants
+from mailer.content.dkim import Signer as DkimSigner
+from mailer.content.environment import (
+    MailEnvironment,
+    TemplateProblem,
+    from_source,
+    make_environment,
+    render,
+)
+from mailer.content.flatten import flatten
+from mailer.content.inline import inline_css
+from mailer.content.markdown import is_markdown, markdown_template
+from mailer.content.textpart import html_to_text
+from mailer.content.texts import LANGUAGES, texts
+from mailer.tokens import MessageToken
+from mailer.tokens import Signer as TokenSigner
+
+__all__ = ["CampaignInfo", "ListInfo", "Mailing", "Message", "Recipient", "Rendered",
+           "TemplateSources", "load_sources"]
+
+
+@dataclass(frozen=True)
+class ListInfo:
+    id: int
+    slug: str
+    name: str
+    language: str
+    from_name: str
+    from_address: str
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True)
+class CampaignInfo:
+    id: int
+    slug: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Recipient:
+    subscriber_id: int
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+    language: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def display_name(self) -> str:
+        return " ".join(p for p in (self.first_name, self.last_name) if p)
+
+    def template_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"email": self.email, "attributes": dict(self.attributes)}
+        for key in ("first_name", "last_name", "language"):
+            value = getattr(self, key)
+            if value:
+                data[key] = value
+        if self.display_name:
+            data["name"] = self.display_name
+        return data
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message ready for the transport: DKIM-signed bytes and its envelope."""
+
+    data: bytes
+    envelope_from: str
+    recipient: str
+    message_id: str
+    smtputf8: bool
+
+
+@dataclass(frozen=True)
+class TemplateSources:
+    """A template prepared for Jinja: flattened, inlined HTML and its text version."""
+
+    name: str
+    html: str
+    text: str
+
+
+def load_sources(folder: Path, name: str) -> TemplateSources:
+    """Flatten (or convert from Markdown), inline CSS once, and derive the text part,
+    unless a `<name>.txt.j2` beside the template gives its own."""
+    path = (folder / name)
+    if is_markdown(name):
+        try:
+            source = path.read_text(encoding="utf-8")
+        except OSError:
+            raise TemplateProblem(f"Template not found: {name}") from None
+        flat = markdown_template(folder, name, source)
+    else:
+        flat = flatten(folder, name)
+    html = inline_css(flat)
+    stem = re.sub(r"(\.html)?\.j2$|\.md(\.j2)?$|\.html?$", "", name)
+    own_text = folder / f"{stem}.txt.j2"
+    text = flatten(folder, f"{stem}.txt.j2") if own_text.is_file() else html_to_text(html)
+    html_name = name if name.endswith((".html.j2", ".html", ".htm")) else f"{stem}.html.j2"
+    return TemplateSources(html_name, html, text)
+
+
+def _fast(template: Template) -> Callable[[dict[str, Any]], str]:
+    """Render with data that already holds the environment's globals (shared context:
+    no copy of the data per render, ~4 us less). A failure renders again the normal
+    way, which turns it into a clear TemplateProblem."""
+    root, new_context = template.root_render_func, template.new_context
+
+    def run(data: dict[str, Any]) -> str:
+        try:
+            return "".join(root(new_context(data, shared=True)))
+        except Exception:  # noqa: BLE001 - re-raised as a TemplateProblem just below
+            render(template, data)
+            raise
+    return run
+
+
+@dataclass
+class _Variant:
+    """The templates of one language, with the campaign's constants rendered in."""
+
+    base: dict[str, Any]
+    subject: Callable[[dict[str, Any]], str]
+    text: Callable[[dict[str, Any]], str]
+    html: Callable[[dict[str, Any]], str]
+
+
+class Mailing:
+    """One template + subject + list + campaign, ready to make messages."""
+
+    def __init__(self, *, sources: TemplateSources, subject: str, mailing_list: ListInfo,
+                 campaign: CampaignInfo, organisation: dict[str, Any], public_url: str,
+                 tokens: TokenSigner, domain: str = "", bounce_domain: str = "",
+                 feedback_sender: str = "mailer", dkim: DkimSigner | None = None,
+                 env: MailEnvironment | None = None) -> None:
+        self.sources = sources
+        self.list = mailing_list
+        self.campaign = campaign
+        self._env = env or make_environment()
+        self.subject_source = subject
+        self._subject_check = from_source(self._env, subject, "subject.txt.j2")
+        self._organisation = dict(organisation)
+        self._public_url = public_url.rstrip("/")
+        self._tokens = tokens
+        self.domain = (domain or mailing_list.from_address.rpartition("@")[2]).lower()
+        self.bounce_domain = (bounce_domain or self.domain).lower()
+        self._dkim = dkim
+        self._variants: dict[str, _Variant] = {}
+        feedback = ":".join(re.sub(r"[^A-Za-z0-9._-]", "-", part) for part in (
+            campaign.slug, mailing_list.slug, feedback_sender))
+        self._composer = Composer(
+            from_name=mailing_list.from_name, from_address=mailing_list.from_address,
+            reply_to=mailing_list.reply_to, list_name=mailing_list.name,
+            list_id=f"{mailing_list.slug}.{self.domain}", feedback_id=feedback,
+            boundary=f"=_mailer_{secrets.token_hex(12)}")
+
+    @property
+    def signed(self) -> bool:
+        return self._dkim is not None
+
+    def _variant(self, language: str | None) -> _Variant:
+        language = language if language in LANGUAGES else self.list.language
+        variant = self._variants.get(language)
+        if variant is None:
+            constants = {
+                "org": self._organisation, "t": texts(language, self.list.language),
+                "list": {"name": self.list.name, "slug": self.list.slug,
+                         "language": self.list.language},
+                "campaign": {"slug": self.campaign.slug, "title": self.campaign.title}}
+            env, name = self._env, self.sources.name
+            html = prerender_constants(env, self.sources.html, name, constants)
+            text = prerender_constants(env, self.sources.text, "text.txt.j2", constants)
+            variant = _Variant(
+                base={**env.globals, **constants},
+                subject=_fast(self._subject_check),
+                text=_fast(from_source(env, text, "text.txt.j2")),
+                html=_fast(from_source(env, html, name)))
+            self._variants[language] = variant
+        return variant
+
+    def urls(self, token: MessageToken) -> dict[str, str]:
+        return {"unsubscribe": f"{self._public_url}/u/{token.link}",
+                "preferences": f"{self._public_url}/p/{token.link}"}
+
+    def template_data(self, recipient: Recipient, token: MessageToken, *, subject: str,
+                      extra_urls: dict[str, str] | None = None) -> dict[str, Any]:
+        """What the templates of one message see (see the module's docstring)."""
+        data = dict(self._variant(recipient.language).base)
+        data["subscriber"] = recipient.template_data()
+        urls = self.urls(token)
+        if extra_urls:
+            urls.update(extra_urls)
+        data["urls"] = urls
+        data["subject"] = subject
+        return data
+
+    def render(self, recipient: Recipient, token: MessageToken, *,
+               extra_urls: dict[str, str] | None = None) -> Rendered:
+        """Subject, text and HTML for one recipient; `extra_urls` (e.g. `confirm` for the
+        double opt-in mail) join `urls`."""
+        variant = self._variant(recipient.language)
+        data = self.template_data(recipient, token, subject="", extra_urls=extra_urls)
+        subject = variant.subject(data)
+        data["subject"] = subject
+        return Rendered(subject, variant.text(data), variant.html(data))
+
+    def token(self, recipient: Recipient, *, now: datetime | None = None) -> MessageToken:
+        return self._tokens.message_token(recipient.subscriber_id, self.list.id,
+                                          self.campaign.id, now=now)
+
+    def message(self, recipient: Recipient, *, now: datetime | None = None,
+                extra_urls: dict[str, str] | None = None) -> Message:
+        """The signed message for one recipient, and its envelope."""
+        now = (now or datetime.now(UTC)).replace(microsecond=0)
+        token = self.token(recipient, now=now)
+        rendered = self.render(recipient, token, extra_urls=extra_urls)
+        message_id = f"{token.address[:32]}@{self.domain}"
+        composed = self._composer.compose(
+            to_address=recipient.email, to_name=recipient.display_name,
+            subject=rendered.subject, text=rendered.text, html=rendered.html,
+            unsubscribe_url=f"{self._public_url}/u/{token.link}",
+            unsubscribe_mailto=f"mailto:unsub+{token.address}@{self.bounce_domain}"
+                               "?subject=unsubscribe",
+            message_id=message_id, date=now)
+        data = composed.data
+        if self._dkim is not None:
+            data = self._dkim.sign(data, now=int(now.timestamp()))
+        return Message(data, f"bounces+{token.address}@{self.bounce_domain}",
+                       recipient.email, message_id, composed.smtputf8)
