@@ -25,6 +25,7 @@ from mailer.errors import ConfigError
 
 __all__ = [
     "CONFIG_NAME",
+    "Delivery",
     "SECRET_NAMES",
     "Organisation",
     "Secrets",
@@ -63,6 +64,28 @@ class Sending(_Section):
     dkim_key: str = ""  # private key file from `mailer dkim keygen`; empty: not signed
     dkim_selector: str = ""  # the selector the key is published under (DNS)
     feedback_id: str = ""  # the sender part of Feedback-ID; default: the project name
+
+
+class Delivery(_Section):
+    """How mail leaves: the transport, its pace and the retry policy."""
+
+    # Where messages go. The default is a local folder, so a new project cannot mail real
+    # people by accident. smtp://user@relay.example.be:587 (STARTTLS, certificate
+    # verified), smtps://relay.example.be:465, maildir:PATH, file:PATH. Several relays
+    # (failover, in order) as a list. The SMTP password is the secret `smtp_password`.
+    transport: str | list[str] = "maildir:outbox"
+    rate: float = 10.0  # messages per second
+    burst: int = 0  # most messages in any 1-second window; 0: the rate
+    hourly: int = 0  # sliding-window quotas; 0: none
+    daily: int = 0
+    per_domain: dict[str, list[float]] = Field(default_factory=dict)  # {"gmail.com": [20, 20]}
+    connections: int = 4  # SMTP connections at once (and messages in flight)
+    messages_per_connection: int = 100  # then the connection is closed and a new one opened
+    timeout: float = 60.0  # seconds per SMTP command
+    max_attempts: int = 5  # deferrals before a delivery fails
+    retry_after: float = 300.0  # seconds before the first retry; doubles each time, max 6 h
+    pause_failure_rate: float = 0.2  # pause a campaign when this share of the last 200 fail
+    test_addresses: list[str] = Field(default_factory=list)  # default for `campaign test`
 
 
 class ImportSettings(_Section):
@@ -110,6 +133,7 @@ class Settings(_Section):
     secrets_file: str = "secrets.toml"
     organisation: Organisation = Field(default_factory=Organisation)
     sending: Sending = Field(default_factory=Sending)
+    delivery: Delivery = Field(default_factory=Delivery)
     imports: ImportSettings = Field(default_factory=ImportSettings, alias="import")
 
     # Not from the file: where it was found, and the secrets.

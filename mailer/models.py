@@ -14,7 +14,16 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -22,6 +31,10 @@ from mailer.dbtypes import Timestamp
 
 __all__ = [
     "AuditLog",
+    "Campaign",
+    "CampaignState",
+    "Delivery",
+    "DeliveryState",
     "ConsentAction",
     "ConsentEvent",
     "GlobalStatus",
@@ -182,3 +195,77 @@ class AuditLog(SQLModel, table=True):
     action: str = Field(sa_column=Column(String(64), nullable=False))
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JsonType,
                                                                           nullable=False))
+
+
+class CampaignState(enum.StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    PAUSED = "paused"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+
+
+class DeliveryState(enum.StrEnum):
+    QUEUED = "queued"  # waiting for its turn
+    SENDING = "sending"  # committed just before the SMTP transaction; after a crash: unknown
+    SENT = "sent"  # the relay answered 250 to DATA
+    DEFERRED = "deferred"  # a 4xx or a connection fault; retried at next_attempt_at
+    FAILED = "failed"  # deferred too often, or refused for a reason that is not the address
+    BOUNCED = "bounced"  # 5xx at RCPT or DATA: the address does not take mail
+    SKIPPED = "skipped"  # unsubscribed, suppressed or blocklisted by the time it was its turn
+    UNKNOWN = "unknown"  # was in flight when the sender died: not resent unless asked
+
+
+class Campaign(SQLModel, table=True):
+    """A mailing to one or more lists. Template, subject and audience are frozen
+    (`snapshot`, and the delivery rows) when sending starts."""
+
+    __tablename__ = "campaign"
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    title: str = Field(sa_column=Column(String(200), nullable=False))
+    template: str = Field(sa_column=Column(String(400), nullable=False))
+    subject: str = Field(sa_column=Column(Text, nullable=False))
+    list_ids: list[int] = Field(default_factory=list, sa_column=Column(JsonType,
+                                                                       nullable=False))
+    segment: list[str] = Field(default_factory=list, sa_column=Column(JsonType,
+                                                                      nullable=False))
+    state: str = Field(default=CampaignState.DRAFT,
+                       sa_column=Column(String(16), nullable=False))
+    scheduled_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))
+    started_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))
+    finished_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))
+    # The prepared template (flattened, inlined HTML and text sources) and subject, taken
+    # when sending starts: editing the files afterwards changes nothing for this campaign.
+    snapshot: dict[str, Any] | None = Field(default=None, sa_column=Column(JsonType))
+    pause_reason: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+
+
+class Delivery(SQLModel, table=True):
+    """The outbox: one row per (campaign, subscriber), the unit of truth of a send."""
+
+    __tablename__ = "delivery"
+    __table_args__ = (UniqueConstraint("campaign_id", "subscriber_id"),
+                      Index("ix_delivery_campaign_state", "campaign_id", "state"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(sa_column=Column(
+        Integer, ForeignKey("campaign.id", ondelete="CASCADE"), nullable=False))
+    # SET NULL: erasing a person keeps the campaign's counts, not who they were.
+    subscriber_id: int | None = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("subscriber.id", ondelete="SET NULL")))
+    list_id: int | None = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("mailing_list.id", ondelete="SET NULL")))
+    state: str = Field(default=DeliveryState.QUEUED,
+                       sa_column=Column(String(12), nullable=False))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    next_attempt_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))
+    last_reply: str | None = Field(default=None, sa_column=Column(Text))
+    message_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    queued_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+    sent_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())

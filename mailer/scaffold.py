@@ -49,6 +49,24 @@ logo_url = ""
 primary_colour = "#1f5f8b"
 accent_colour = "#f2a900"
 
+[sending]
+# domain = "example.be"            # Message-ID, List-Id, DKIM d= (default: the From domain)
+# bounce_domain = "bounce.example.be"   # envelope sender bounces+TOKEN@… (default: domain)
+# dkim_key = "dkim/mail2026.example.be.rsa.pem"   # from `mailer dkim keygen`
+# dkim_selector = "mail2026"
+
+[delivery]
+# A new project delivers into a local folder: nobody real gets mail until you set a relay:
+# transport = "smtp://user@relay.example.be:587"      (password: smtp_password secret)
+transport = "maildir:outbox"
+rate = 10                  # messages per second
+# burst = 20               # most messages in any 1-second window (default: the rate)
+# hourly = 10000           # sliding quotas (default: none)
+# daily = 50000
+# per_domain = {{ "gmail.com" = [20, 20] }}   # rate and burst per recipient domain
+connections = 4
+# test_addresses = ["me@example.be"]   # `mailer campaign test` sends here by default
+
 [import]
 default_language = "nl"
 """
@@ -86,7 +104,7 @@ def create_project(folder: Path, *, name: str | None = None) -> Path:
     with open(fd, "w", encoding="utf-8") as fh:
         fh.write(SECRETS_TEMPLATE.format(secret_key=secrets.token_urlsafe(32),
                                          hash_key=secrets.token_urlsafe(32)))
-    (folder / ".gitignore").write_text("secrets.toml\nmailer.db*\n*.rejects.csv\n",
+    (folder / ".gitignore").write_text("secrets.toml\nmailer.db*\n*.rejects.csv\noutbox/\n",
                                        encoding="utf-8")
     settings = load_settings(folder / CONFIG_NAME)
     engine = make_engine(settings.resolved_database_url)

@@ -26,7 +26,8 @@ def test_upgrade_status_and_behind_database(run, project, db_url):
     assert "no tables" in result.stderr and "mailer db upgrade" in result.stderr
     behind = run("db", "status", "--json")
     assert behind.exit_code == 1
-    assert json.loads(behind.stdout)["pending"] == [json.loads(behind.stdout)["head"]]
+    pending = json.loads(behind.stdout)["pending"]
+    assert pending[0] == "0001" and pending[-1] == json.loads(behind.stdout)["head"]
 
     assert run("db", "upgrade").exit_code == 0
     assert run("lists", "sync").exit_code == 0

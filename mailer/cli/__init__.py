@@ -101,6 +101,7 @@ def main() -> None:
 
 def _register() -> None:
     from mailer.cli import (
+        campaigncmd,
         configcmd,
         dbcmd,
         dkimcmd,
@@ -112,9 +113,10 @@ def _register() -> None:
     )
 
     for module in (initcmd, dbcmd, configcmd, listscmd, subscriberscmd, suppressioncmd,
-                   templatescmd, dkimcmd):
+                   templatescmd, campaigncmd, dkimcmd):
         cli.add_command(module.command)
     cli.add_command(templatescmd.preview)
+    cli.add_command(campaigncmd.run)
 
 
 _register()

@@ -1,0 +1,479 @@
+"""`mailer campaign create|ls|show|test|send|schedule|pause|resume|cancel|deliveries`
+and `mailer run`."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import click
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlmodel import select
+
+from mailer.cli import State, pass_state
+from mailer.cli.output import err, print_json, stream_json, table
+from mailer.db import session_scope
+from mailer.delivery.campaigns import (
+    audience_count,
+    campaign_figures,
+    create_campaign,
+    deliveries,
+    get_campaign,
+    transition,
+)
+from mailer.delivery.lock import LockBusy, run_lock
+from mailer.delivery.runner import (
+    prepare_start,
+    reopen_for_unknown,
+    run_due,
+    send_campaign,
+    send_test,
+    transport_for,
+)
+from mailer.delivery.sender import SendReport, summary
+from mailer.errors import InvalidInput
+from mailer.messages import resolve_template
+from mailer.models import Campaign, CampaignState, DeliveryState, MailingList
+
+_json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+_STATES = [s.value for s in DeliveryState]
+
+
+@click.group("campaign")
+def command() -> None:
+    """Campaigns: create one, test it, send it, follow it.
+
+    \b
+    Example:
+        mailer campaign create dec-2026 --list nieuwsbrief \\
+            --template templates/newsletter.html.j2 --subject "Ons nieuws van december"
+        mailer campaign test dec-2026 --to me@example.be
+        mailer campaign send dec-2026
+    """
+
+
+@command.command("create")
+@click.argument("name")
+@click.option("--list", "lists", multiple=True, required=True,
+              help="A list to send to (repeatable); each person gets it once.")
+@click.option("--template", required=True, help="e.g. templates/newsletter.html.j2")
+@click.option("--subject", required=True,
+              help="The subject; a template: \"{{ subscriber.first_name | default('Beste "
+                   "lezer') }}, ons nieuws\".")
+@click.option("--title", help="The campaign's title, shown in the mail (default: the list "
+                              "name).")
+@click.option("--where", "segment", multiple=True, metavar="CONDITION",
+              help="Only members for whom this holds (repeatable, all must): "
+                   "\"language = en\", \"Gemeente = Gent\", \"email ends with @x.be\".")
+@_json
+@pass_state
+def create(state: State, name: str, lists: tuple[str, ...], template: str, subject: str,
+           title: str | None, segment: tuple[str, ...], as_json: bool) -> None:
+    """Create a draft campaign. Nothing is sent until `mailer campaign send`.
+
+    \b
+    Example:
+        mailer campaign create dec-2026 --list nieuwsbrief \\
+            --template templates/newsletter.html.j2 \\
+            --subject "{{ subscriber.first_name | default('Beste lezer') }}, ons nieuws" \\
+            --where "language = nl"
+    """
+    project = state.project
+    resolve_template(project.settings, template)
+    with session_scope(project.engine) as session:
+        campaign = create_campaign(session, slug=name, title=title, template=template,
+                                   subject=subject, list_slugs=lists, segment=segment)
+        people = audience_count(session, campaign)
+    if as_json:
+        print_json({"campaign": name, "state": "draft", "audience": people})
+        return
+    err().print(f"Campaign {name} created (draft): {people:,} people would get it now.\n"
+                f"Next: mailer campaign test {name} --to you@example.be", highlight=False)
+
+
+@command.command("ls")
+@_json
+@pass_state
+def ls(state: State, as_json: bool) -> None:
+    """All campaigns with their state and counts.
+
+    \b
+    Example:
+        mailer campaign ls
+    """
+    project = state.project
+    with session_scope(project.engine) as session:
+        rows = []
+        for campaign in session.exec(select(Campaign).order_by(Campaign.id)).all():
+            figures = campaign_figures(session, campaign)
+            rows.append({"campaign": campaign.slug, "state": campaign.state,
+                         "lists": ", ".join(figures.lists), "total": figures.total,
+                         "sent": figures.counts.get("sent", 0),
+                         "open": figures.remaining, "scheduled_at": campaign.scheduled_at,
+                         "started_at": campaign.started_at})
+    if as_json:
+        print_json(rows)
+    else:
+        table(rows, ["campaign", "state", "lists", "total", "sent", "open", "scheduled_at",
+                     "started_at"], empty="No campaigns yet.")
+
+
+@command.command("show")
+@click.argument("name")
+@_json
+@pass_state
+def show(state: State, name: str, as_json: bool) -> None:
+    """A campaign's state, counts per delivery state, rate, ETA and last errors.
+
+    \b
+    Example:
+        mailer campaign show dec-2026
+    """
+    project = state.project
+    with session_scope(project.engine) as session:
+        campaign = get_campaign(session, name)
+        figures = campaign_figures(session, campaign, rate=project.settings.delivery.rate)
+        if campaign.state in (CampaignState.DRAFT, CampaignState.SCHEDULED):
+            audience = audience_count(session, campaign)
+        else:
+            audience = None
+    data: dict[str, Any] = {k: v for k, v in vars(figures).items()}
+    data["audience_now"] = audience
+    if as_json:
+        print_json(data)
+        return
+    console = err()
+    console.print(f"[bold]{figures.slug}[/] — {figures.state}"
+                  + (f" ({figures.pause_reason})" if figures.pause_reason else ""))
+    console.print(f"  lists {', '.join(figures.lists)}"
+                  + (f", where {' and '.join(figures.segment)}" if figures.segment else ""),
+                  highlight=False)
+    console.print(f"  template {figures.template}; subject {figures.subject}",
+                  highlight=False, markup=False)
+    for label, value in (("scheduled", figures.scheduled_at), ("started", figures.started_at),
+                         ("finished", figures.finished_at)):
+        if value:
+            console.print(f"  {label} {value:%Y-%m-%d %H:%M:%S %Z}")
+    if audience is not None:
+        console.print(f"  audience now: {audience:,} people")
+    if figures.total:
+        table([{"state": s, "deliveries": f"{n:,}"} for s, n in sorted(
+            figures.counts.items(), key=lambda kv: _STATES.index(kv[0]))],
+            ["state", "deliveries"])
+        console.print(f"  sent in the last minute: {figures.sent_last_minute:,}"
+                      + (f"; about {_duration(figures.eta_seconds)} to go"
+                         if figures.eta_seconds else ""))
+    for error in figures.last_errors:
+        console.print(f"  {error['count']:,} × {error['state']}: {error['reply']}",
+                      highlight=False, markup=False)
+
+
+@command.command("deliveries")
+@click.argument("name")
+@click.option("--state", "state_filter", type=click.Choice(_STATES),
+              help="Only deliveries in this state.")
+@click.option("--limit", type=int, help="At most this many.")
+@_json
+@pass_state
+def deliveries_cmd(state: State, name: str, state_filter: str | None, limit: int | None,
+                   as_json: bool) -> None:
+    """The per-recipient record of a campaign: state, attempts, last SMTP reply.
+
+    \b
+    Example:
+        mailer campaign deliveries dec-2026 --state failed
+    """
+    project = state.project
+    with session_scope(project.engine) as session:
+        campaign = get_campaign(session, name)
+        rows = deliveries(session, campaign, state=state_filter, limit=limit)
+        if as_json:
+            stream_json(rows)
+        else:
+            table(rows, ["email", "state", "attempts", "last_reply", "sent_at",
+                         "next_attempt_at"], empty="No deliveries match.")
+
+
+@command.command("test")
+@click.argument("name")
+@click.option("--to", "addresses", multiple=True,
+              help="Test address (repeatable; default: [delivery] test_addresses).")
+@_json
+@pass_state
+def test(state: State, name: str, addresses: tuple[str, ...], as_json: bool) -> None:
+    """Send the campaign as it stands to test addresses: real mail, subject marked
+    [TEST], not counted, nothing recorded for the audience.
+
+    \b
+    Example:
+        mailer campaign test dec-2026 --to me@example.be
+    """
+    project = state.project
+    targets = list(addresses) or project.settings.delivery.test_addresses
+    if not targets:
+        raise InvalidInput("No test address.", hint="Give --to you@example.be, or set "
+                                                    "[delivery] test_addresses.")
+    results = send_test(project, name, targets)
+    if as_json:
+        print_json([{"to": to, "result": o.kind, "reply": o.reply} for to, o in results])
+    else:
+        for to, outcome in results:
+            err().print(f"{to}: {outcome.kind} ({outcome.reply})", highlight=False,
+                        markup=False)
+    if any(not o.ok for _, o in results):
+        sys.exit(1)
+
+
+@command.command("send")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (scripts).")
+@click.option("--max-seconds", type=float, help="Stop starting new messages after this "
+                                                 "long; the rest waits for `mailer run`.")
+@click.option("--retry-unknown", is_flag=True,
+              help="Resend deliveries that were in flight when a sender died (they may "
+                   "have arrived: a duplicate is possible).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_json
+@pass_state
+def send(state: State, name: str, yes: bool, max_seconds: float | None, retry_unknown: bool,
+         quiet: bool, as_json: bool) -> None:
+    """Send a campaign now: shows who and how many and asks first (--yes for scripts).
+    A campaign that is already sending continues where it was.
+
+    \b
+    Example:
+        mailer campaign send dec-2026
+    """
+    project = state.project
+    transport = transport_for(project)
+    with run_lock(project.engine):
+        if retry_unknown:
+            reopen_for_unknown(project, name)
+        if not _start_or_continue(project, name, yes=yes, as_json=as_json,
+                                  describe=transport.describe()):
+            return
+        with _progress(name, quiet or as_json) as bar:
+            report, done = send_campaign(project, name, deadline=_deadline(max_seconds),
+                                         retry_unknown=retry_unknown, progress=bar)
+
+    _report(name, report, done, as_json)
+
+
+def _start_or_continue(project: Any, name: str, *, yes: bool, as_json: bool,
+                       describe: str) -> bool:
+    """Start a draft or scheduled campaign after confirmation; False if declined."""
+    with session_scope(project.engine) as session:
+        campaign = get_campaign(session, name)
+        if campaign.state in (CampaignState.DRAFT, CampaignState.SCHEDULED):
+            people = audience_count(session, campaign)
+            lists = session.exec(select(MailingList).where(
+                MailingList.id.in_(campaign.list_ids))).all()  # type: ignore[union-attr]
+            sender = ", ".join(f"{ml.from_name} <{ml.from_address}>" for ml in lists)
+            if people == 0:
+                raise InvalidInput(f"Nobody would get {name}: the lists have no confirmed "
+                                   "members" + (" matching the segment"
+                                                if campaign.segment else "") + ".")
+            question = (f"Send {name} to {people:,} people on "
+                        f"{', '.join(ml.slug for ml in lists)}"
+                        + (f" (where {' and '.join(campaign.segment)})"
+                           if campaign.segment else "")
+                        + f", from {sender}, through {describe}?")
+            if not yes:
+                if not sys.stdin.isatty():
+                    raise InvalidInput(question.replace("Send", "Would send", 1),
+                                       hint="Add --yes to send without asking.")
+                if not click.confirm(question, default=False, err=True):
+                    err().print("Nothing sent.")
+                    return False
+            queued = prepare_start(project, session, campaign)
+            if not as_json:
+                err().print(f"{queued:,} deliveries queued.")
+        elif campaign.state == CampaignState.PAUSED:
+            raise InvalidInput(f"Campaign {name} is paused"
+                               + (f" ({campaign.pause_reason})" if campaign.pause_reason
+                                  else "") + ".", hint="Resume it: mailer campaign resume "
+                                                       + name)
+        elif campaign.state != CampaignState.SENDING:
+            transition(campaign, CampaignState.SENDING)  # raises with the reason
+    return True
+
+
+@command.command("schedule")
+@click.argument("name")
+@click.option("--at", "at", required=True, help='Local date and time, "2026-12-01 09:00".')
+@click.option("--tz", default="Europe/Brussels", show_default=True, help="Time zone of --at.")
+@_json
+@pass_state
+def schedule(state: State, name: str, at: str, tz: str, as_json: bool) -> None:
+    """Schedule a campaign: `mailer run` (cron) starts it at that time.
+
+    \b
+    Example:
+        mailer campaign schedule dec-2026 --at "2026-12-01 09:00" --tz Europe/Brussels
+    """
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(f"Unknown time zone {tz!r}.",
+                           hint="e.g. Europe/Brussels, Europe/Amsterdam, UTC.") from None
+    try:
+        when = datetime.fromisoformat(at).replace(tzinfo=zone)
+    except ValueError:
+        raise InvalidInput(f"Cannot read the time {at!r}.",
+                           hint='Write it as "2026-12-01 09:00".') from None
+    project = state.project
+    with session_scope(project.engine) as session:
+        campaign = get_campaign(session, name)
+        resolve_template(project.settings, campaign.template)
+        if campaign.state != CampaignState.SCHEDULED:
+            transition(campaign, CampaignState.SCHEDULED)
+        campaign.scheduled_at = when
+        session.add(campaign)
+    if as_json:
+        print_json({"campaign": name, "state": "scheduled", "at": when})
+    else:
+        err().print(f"{name} is scheduled for {when:%Y-%m-%d %H:%M %Z}. `mailer run` starts "
+                    "it then (run it every minute from cron).", highlight=False)
+
+
+def _simple(verb: str, to: CampaignState, example: str, doc: str) -> None:
+    @command.command(verb)
+    @click.argument("name")
+    @_json
+    @pass_state
+    def cmd(state: State, name: str, as_json: bool) -> None:
+        project = state.project
+        with session_scope(project.engine) as session:
+            campaign = get_campaign(session, name)
+            transition(campaign, to, reason="paused by hand" if to == "paused" else None)
+            if to == CampaignState.CANCELLED:
+                _skip_open(session, campaign)
+            session.add(campaign)
+            new_state = campaign.state
+        if as_json:
+            print_json({"campaign": name, "state": new_state})
+        else:
+            err().print(f"{name} is {new_state}.")
+    cmd.help = f"{doc}\n\n\b\nExample:\n    {example}\n"
+
+
+def _skip_open(session: Any, campaign: Campaign) -> None:
+
+    from mailer.models import Delivery, utcnow
+    table = Delivery.__table__  # type: ignore[attr-defined]
+    session.connection().execute(table.update().where(
+        table.c.campaign_id == campaign.id,
+        table.c.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED])).values(
+        state=DeliveryState.SKIPPED, last_reply="campaign cancelled", updated_at=utcnow()))
+
+
+_simple("pause", CampaignState.PAUSED, "mailer campaign pause dec-2026",
+        "Pause a sending campaign: messages in flight finish, nothing new starts.")
+_simple("resume", CampaignState.SENDING, "mailer campaign resume dec-2026",
+        "Resume a paused campaign: `mailer run` (or `campaign send`) continues it.")
+_simple("cancel", CampaignState.CANCELLED, "mailer campaign cancel dec-2026",
+        "Cancel a campaign: whatever was not sent yet never will be.")
+
+
+@click.command("run")
+@click.option("--max-seconds", type=float, default=55.0, show_default=True,
+              help="Stop starting new messages after this long, before the next cron tick.")
+@click.option("--retry-unknown", is_flag=True,
+              help="Resend deliveries that were in flight when a sender died.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing when there was nothing to do.")
+@_json
+@pass_state
+def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
+        as_json: bool) -> None:
+    """The cron entry point: start scheduled campaigns that are due, send what is due
+    (retries included), stop before the next minute. Exits 0 when there is nothing to
+    do, and when another `mailer run` is still busy.
+
+    \b
+    Example:
+        * * * * *  cd /srv/nieuws && mailer run --quiet
+    """
+    project = state.project
+    try:
+        result = run_due(project, max_seconds=max_seconds, retry_unknown=retry_unknown)
+    except LockBusy as exc:
+        if not quiet:
+            err().print(str(exc), highlight=False)
+        return
+    if as_json:
+        print_json(vars(result))
+        return
+    if result.idle and quiet:
+        return
+    console = err()
+    if result.idle:
+        console.print("Nothing to do.")
+    for slug in result.started:
+        console.print(f"{slug}: started (it was scheduled)")
+    for slug, figures in result.campaigns.items():
+        console.print(f"{slug}: {_line(figures)}" + (" — finished" if slug in result.finished
+                                                     else ""), highlight=False)
+    if result.stopped:
+        console.print(f"Stopped: {result.stopped}.")
+
+
+def _deadline(max_seconds: float | None) -> float | None:
+    import time
+    return time.monotonic() + max_seconds if max_seconds else None
+
+
+def _line(figures: dict[str, Any]) -> str:
+    parts = [f"{figures[k]:,} {k}" for k in ("sent", "deferred", "failed", "bounced",
+                                             "skipped") if figures[k]]
+    return (", ".join(parts) or "nothing sent") + f" in {figures['seconds']:.0f} s"
+
+
+def _duration(seconds: float | None) -> str:
+    if not seconds:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s"
+
+
+@contextmanager
+def _progress(name: str, quiet: bool):  # noqa: ANN202
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(),
+               TextColumn("{task.fields[detail]}"), TimeRemainingColumn())
+    with Progress(*columns, console=err(), transient=True) as bar:
+        task = bar.add_task(name, total=None, detail="")
+
+        def update(report: SendReport) -> None:
+            c = report.counts
+            bar.update(task, completed=c["sent"], detail=(
+                f"{c['sent']:,} sent, {c['deferred']:,} deferred, {c['failed']:,} failed, "
+                f"{report.rate:,.1f}/s"))
+        yield update
+
+
+def _report(name: str, report: SendReport, done: bool, as_json: bool) -> None:
+    data = summary(report)
+    data["campaign"], data["finished"] = name, done
+    if as_json:
+        print_json(data)
+        return
+    console = err()
+    console.print(f"{name}: {_line(data)} ({data['rate']:,.1f} messages/s).", highlight=False)
+    if report.unknown_found:
+        console.print(f"{report.unknown_found:,} deliveries were in flight when an earlier "
+                      "sender stopped: marked unknown (see `campaign deliveries --state "
+                      "unknown`; --retry-unknown resends them).")
+    if done:
+        console.print(f"{name} is sent.")
+    elif report.paused_reason:
+        console.print(f"[red]Paused:[/] {report.paused_reason}", highlight=False)
+    elif report.open_left:
+        console.print(f"{report.open_left:,} deliveries are still open"
+                      + (f" ({report.stopped})" if report.stopped else "")
+                      + "; `mailer run` continues them.", highlight=False)

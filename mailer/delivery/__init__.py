@@ -1,0 +1,1 @@
+"""Campaign delivery: campaigns, the outbox, transports, rate limits, the sender."""

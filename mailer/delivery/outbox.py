@@ -1,0 +1,191 @@
+"""The sender's side of the outbox table: what is due, and writing what happened.
+
+All methods are synchronous and run on the sender's database thread. `apply()` writes a
+group of state changes in one transaction: the "sending" marks that must be committed
+before their SMTP transactions start, and the results of finished ones.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from mailer.audience.hashing import address_hash
+from mailer.content.mailing import Recipient
+from mailer.dbtypes import Timestamp
+from mailer.delivery.transports import Outcome
+from mailer.models import (
+    Delivery,
+    DeliveryState,
+    GlobalStatus,
+    Subscriber,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+    utcnow,
+)
+
+__all__ = ["Due", "Outbox", "Result"]
+
+MAX_BACKOFF = timedelta(hours=6)
+D = Delivery.__table__  # type: ignore[attr-defined]
+P = Subscriber.__table__  # type: ignore[attr-defined]
+S = Subscription.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Due:
+    id: int
+    list_id: int
+    attempts: int
+    recipient: Recipient | None  # None: skip, for `skip_reason`
+    skip_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    id: int
+    outcome: Outcome
+    attempts: int  # after this attempt
+    message_id: str | None = None
+
+
+class Outbox:
+    def __init__(self, engine: Engine, campaign_id: int, hash_key: bytes, *,
+                 max_attempts: int, retry_after: float) -> None:
+        self.engine = engine
+        self.campaign_id = campaign_id
+        self.hash_key = hash_key
+        self.max_attempts = max_attempts
+        self.retry_after = retry_after
+
+    def recover(self, *, retry_unknown: bool) -> tuple[int, int]:
+        """After a crash: deliveries left "sending" were in flight and may have arrived.
+        They become "unknown" (or queued again with `retry_unknown`). Returns (unknown
+        found now, unknown queued again)."""
+        now = sa.literal(utcnow(), Timestamp())
+        with self.engine.begin() as conn:
+            found = conn.execute(D.update().where(
+                D.c.campaign_id == self.campaign_id, D.c.state == DeliveryState.SENDING)
+                .values(state=DeliveryState.UNKNOWN, updated_at=now,
+                        last_reply="in flight when the sender stopped: it may have "
+                                   "arrived")).rowcount
+            requeued = 0
+            if retry_unknown:
+                requeued = conn.execute(D.update().where(
+                    D.c.campaign_id == self.campaign_id, D.c.state == DeliveryState.UNKNOWN)
+                    .values(state=DeliveryState.QUEUED, updated_at=now)).rowcount
+        return int(found), int(requeued)
+
+    def due(self, after_id: int, limit: int, now: datetime) -> list[Due]:
+        """The next deliveries to send, in id order, with the checks of send time:
+        erased, blocklisted, unsubscribed from the list, or suppressed: skipped."""
+        query = (
+            sa.select(D.c.id, D.c.list_id, D.c.attempts, D.c.subscriber_id, P.c.email,
+                      P.c.first_name, P.c.last_name, P.c.language, P.c.attributes,
+                      P.c.status.label("person_status"), S.c.status.label("member_status"))
+            .select_from(D.outerjoin(P, P.c.id == D.c.subscriber_id).outerjoin(
+                S, sa.and_(S.c.subscriber_id == D.c.subscriber_id,
+                           S.c.list_id == D.c.list_id)))
+            .where(D.c.campaign_id == self.campaign_id, D.c.id > after_id,
+                   sa.or_(D.c.state == DeliveryState.QUEUED,
+                          sa.and_(D.c.state == DeliveryState.DEFERRED,
+                                  D.c.next_attempt_at <= sa.literal(now, Timestamp()))))
+            .order_by(D.c.id).limit(limit))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+            hashes = {row.id: address_hash(self.hash_key, row.email)
+                      for row in rows if row.email}
+            suppressed = set()
+            if hashes:
+                suppressed = set(conn.execute(
+                    sa.select(Suppression.email_hash).where(
+                        Suppression.email_hash.in_(list(hashes.values())))).scalars())
+        out = []
+        for row in rows:
+            reason = None
+            if row.email is None:
+                reason = "the subscriber was erased"
+            elif row.person_status != GlobalStatus.ACTIVE:
+                reason = f"the subscriber is {row.person_status}"
+            elif row.member_status != SubscriptionStatus.CONFIRMED:
+                reason = f"no longer subscribed ({row.member_status or 'removed'})"
+            elif hashes[row.id] in suppressed:
+                reason = "the address is on the suppression list"
+            recipient = None if reason else Recipient(
+                subscriber_id=row.subscriber_id, email=row.email, first_name=row.first_name,
+                last_name=row.last_name, language=row.language,
+                attributes=dict(row.attributes or {}))
+            out.append(Due(row.id, row.list_id, row.attempts, recipient, reason))
+        return out
+
+    def has_future_retries(self) -> datetime | None:
+        """When the earliest deferred delivery is due, if any."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.min(D.c.next_attempt_at)).where(
+                D.c.campaign_id == self.campaign_id,
+                D.c.state == DeliveryState.DEFERRED)).scalar_one()
+
+    def open_count(self) -> int:
+        """Deliveries not in a final state."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).where(
+                D.c.campaign_id == self.campaign_id,
+                D.c.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED,
+                               DeliveryState.SENDING]))).scalar_one())
+
+    def next_state(self, outcome: Outcome, attempts: int) -> tuple[str, datetime | None]:
+        if outcome.kind != DeliveryState.DEFERRED:
+            return outcome.kind, None
+        if attempts >= self.max_attempts:
+            return DeliveryState.FAILED, None
+        delay = timedelta(seconds=self.retry_after * 2 ** max(attempts - 1, 0))
+        return DeliveryState.DEFERRED, utcnow() + min(delay, MAX_BACKOFF)
+
+    def apply(self, sending: list[int], results: list[Result],
+              skipped: list[tuple[int, str]]) -> set[int]:
+        """One transaction: mark `sending` (attempts + 1), record `results` and skips.
+        Returns the ids actually marked: only rows still queued or deferred are, so a
+        delivery cancelled meanwhile (or taken by another sender) is not sent."""
+        now = utcnow()
+        marked: set[int] = set()
+        with self.engine.begin() as conn:
+            if sending:
+                marked = set(conn.execute(D.update().where(
+                    D.c.id.in_(sending),
+                    D.c.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED]))
+                    .values(state=DeliveryState.SENDING, attempts=D.c.attempts + 1,
+                            updated_at=sa.literal(now, Timestamp()))
+                    .returning(D.c.id)).scalars())
+            sent = [r for r in results if r.outcome.kind == DeliveryState.SENT]
+            if sent:
+                conn.execute(
+                    D.update().where(D.c.id == sa.bindparam("_id")).values(
+                        state=DeliveryState.SENT, message_id=sa.bindparam("_mid"),
+                        last_reply=sa.bindparam("_reply"), sent_at=sa.bindparam("_at"),
+                        updated_at=sa.bindparam("_at"), next_attempt_at=None),
+                    [{"_id": r.id, "_mid": r.message_id, "_reply": r.outcome.reply[:500],
+                      "_at": now} for r in sent])
+            others: dict[tuple[str, datetime | None], list[Result]] = defaultdict(list)
+            for r in results:
+                if r.outcome.kind != DeliveryState.SENT:
+                    others[self.next_state(r.outcome, r.attempts)].append(r)
+            for (state, retry_at), group in others.items():
+                conn.execute(
+                    D.update().where(D.c.id == sa.bindparam("_id")).values(
+                        state=state, last_reply=sa.bindparam("_reply"),
+                        message_id=sa.bindparam("_mid"), next_attempt_at=retry_at,
+                        updated_at=sa.bindparam("_at")),
+                    [{"_id": r.id, "_reply": r.outcome.reply[:500], "_mid": r.message_id,
+                      "_at": now} for r in group])
+            if skipped:
+                conn.execute(
+                    D.update().where(D.c.id == sa.bindparam("_id")).values(
+                        state=DeliveryState.SKIPPED, last_reply=sa.bindparam("_reply"),
+                        updated_at=sa.bindparam("_at")),
+                    [{"_id": i, "_reply": why, "_at": now} for i, why in skipped])
+        return marked

@@ -1,0 +1,262 @@
+"""Putting a project's pieces together to send: `campaign send`, `campaign test`,
+`mailer run` (the cron entry point)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from mailer.content.mailing import CampaignInfo, Mailing, Recipient
+from mailer.db import session_scope
+from mailer.delivery.campaigns import get_campaign, snapshot_sources, start_campaign, transition
+from mailer.delivery.lock import run_lock
+from mailer.delivery.outbox import Outbox
+from mailer.delivery.ratelimit import Limits, RateLimiter
+from mailer.delivery.sender import Sender, SendReport
+from mailer.delivery.transports import Outcome, Transport, make_transport
+from mailer.errors import InvalidInput
+from mailer.messages import dkim_signer, list_info, make_mailing, recipient
+from mailer.models import Campaign, CampaignState, Delivery, DeliveryState, MailingList, utcnow
+from mailer.project import Project
+
+__all__ = ["RunSummary", "prepare_start", "reopen_for_unknown", "run_due", "send_campaign",
+           "send_test", "transport_for"]
+
+
+def transport_for(project: Project) -> Transport:
+    settings = project.settings
+    delivery = settings.delivery
+    password = settings.secrets.smtp_password
+    return make_transport(delivery.transport, root=settings.root,
+                          password=password.get_secret_value() if password else None,
+                          connections=delivery.connections,
+                          per_connection=delivery.messages_per_connection,
+                          timeout=delivery.timeout)
+
+
+def _limits(project: Project) -> Limits:
+    d = project.settings.delivery
+    return Limits(rate=d.rate or None,
+                  burst=d.burst or (math.ceil(d.rate) if d.rate else None),
+                  hourly=d.hourly or None, daily=d.daily or None,
+                  per_domain={k.lower(): (float(v[0]), int(v[1] if len(v) > 1 else
+                                                          math.ceil(v[0])))
+                              for k, v in d.per_domain.items()})
+
+
+def _history(project: Project) -> list[float]:
+    """Send times of the last day, for the sliding hourly and daily quotas."""
+    d = project.settings.delivery
+    if not (d.hourly or d.daily):
+        return []
+    since = utcnow() - timedelta(days=1)
+    table = Delivery.__table__  # type: ignore[attr-defined]
+    with project.engine.connect() as conn:
+        stamps = conn.execute(sa.select(table.c.sent_at).where(
+            table.c.state == DeliveryState.SENT, table.c.sent_at >= since)).scalars()
+        return [s.timestamp() for s in stamps]
+
+
+def prepare_start(project: Project, session: Session, campaign: Campaign) -> int:
+    """Freeze and fill the outbox (draft or scheduled -> sending). The template is loaded
+    and rendered once for a placeholder recipient first, so a broken template stops here,
+    before any delivery row exists."""
+    mailing = make_mailing(project, template=campaign.template, subject=campaign.subject,
+                           mailing_list=session.get(MailingList, campaign.list_ids[0]),
+                           campaign=CampaignInfo(campaign.id or 0, campaign.slug,
+                                                 campaign.title))
+    mailing.message(Recipient(subscriber_id=0, email="check@example.invalid"))
+    return start_campaign(session, campaign, mailing.sources)
+
+
+def reopen_for_unknown(project: Project, slug: str) -> int:
+    """A sent campaign whose deliveries include "unknown" ones (in flight when a sender
+    died) sends again, for those only, when asked with --retry-unknown. Returns how many
+    unknown deliveries there are."""
+    with session_scope(project.engine) as session:
+        campaign = get_campaign(session, slug)
+        table = Delivery.__table__  # type: ignore[attr-defined]
+        unknown = session.connection().execute(sa.select(sa.func.count()).where(
+            table.c.campaign_id == campaign.id,
+            table.c.state == DeliveryState.UNKNOWN)).scalar_one()
+        if unknown and campaign.state == CampaignState.SENT:
+            campaign.state = CampaignState.SENDING  # the one way back from sent
+            campaign.finished_at = None
+            session.add(campaign)
+        return int(unknown)
+
+
+def _mailings(project: Project, campaign: Campaign) -> Callable[[int], Mailing]:
+    """One Mailing per list of the campaign, from the frozen snapshot."""
+    sources = snapshot_sources(campaign)
+    subject = (campaign.snapshot or {}).get("subject", campaign.subject)
+    info = CampaignInfo(campaign.id or 0, campaign.slug, campaign.title)
+    cache: dict[int, Mailing] = {}
+    settings = project.settings
+    with session_scope(project.engine) as session:
+        lists = {ml.id: list_info(ml) for ml in session.exec(select(MailingList).where(
+            MailingList.id.in_(campaign.list_ids)))}  # type: ignore[union-attr]
+
+    def mailing_for(list_id: int) -> Mailing:
+        if list_id not in cache:
+            ml = lists[list_id]
+            domain = (settings.sending.domain or ml.from_address.rpartition("@")[2]).lower()
+            cache[list_id] = Mailing(
+                sources=sources, subject=subject, mailing_list=ml, campaign=info,
+                organisation=settings.organisation.model_dump(),
+                public_url=settings.public_url, tokens=project.signer, domain=domain,
+                bounce_domain=settings.sending.bounce_domain,
+                feedback_sender=settings.sending.feedback_id or settings.project,
+                dkim=dkim_signer(settings, domain))
+        return cache[list_id]
+    return mailing_for
+
+
+def _campaign_state(project: Project, campaign_id: int) -> Callable[[], str]:
+    def state() -> str:
+        with project.engine.connect() as conn:
+            return str(conn.execute(sa.select(Campaign.state).where(
+                Campaign.id == campaign_id)).scalar_one())
+    return state
+
+
+def _pauser(project: Project, campaign_id: int) -> Callable[[str], None]:
+    def pause(reason: str) -> None:
+        with session_scope(project.engine) as session:
+            row = session.get(Campaign, campaign_id)
+            if row is not None and row.state == CampaignState.SENDING:
+                transition(row, CampaignState.PAUSED, reason=reason)
+    return pause
+
+
+def _finish_if_done(project: Project, campaign_id: int) -> bool:
+    with session_scope(project.engine) as session:
+        row = session.get(Campaign, campaign_id)
+        assert row is not None
+        table = Delivery.__table__  # type: ignore[attr-defined]
+        open_rows = session.connection().execute(sa.select(sa.func.count()).where(
+            table.c.campaign_id == campaign_id, table.c.state.in_(
+                [DeliveryState.QUEUED, DeliveryState.DEFERRED,
+                 DeliveryState.SENDING]))).scalar_one()
+        if row.state == CampaignState.SENDING and not open_rows:
+            transition(row, CampaignState.SENT)
+            return True
+        return row.state == CampaignState.SENT
+
+
+def send_campaign(project: Project, slug: str, *, deadline: float | None = None,
+                  retry_unknown: bool = False,
+                  progress: Callable[[SendReport], None] | None = None,
+                  limiter: RateLimiter | None = None) -> tuple[SendReport, bool]:
+    """Send what is due for a campaign that is sending. Holds no lock itself: callers
+    take `run_lock`. Returns the report and whether the campaign is now sent."""
+    with session_scope(project.engine) as session:
+        campaign = get_campaign(session, slug)
+        if campaign.state != CampaignState.SENDING:
+            raise InvalidInput(f"Campaign {slug} is {campaign.state}, not sending.")
+        session.expunge(campaign)
+    assert campaign.id is not None
+    d = project.settings.delivery
+    outbox = Outbox(project.engine, campaign.id, project.hash_key,
+                    max_attempts=d.max_attempts, retry_after=d.retry_after)
+    sender = Sender(outbox=outbox, mailing_for=_mailings(project, campaign),
+                    transport=transport_for(project),
+                    limiter=limiter or RateLimiter(_limits(project), history=_history(project)),
+                    connections=d.connections, deadline=deadline,
+                    pause_failure_rate=d.pause_failure_rate,
+                    campaign_state=_campaign_state(project, campaign.id),
+                    pause=_pauser(project, campaign.id), progress=progress)
+    report = asyncio.run(sender.run(retry_unknown=retry_unknown))
+    return report, _finish_if_done(project, campaign.id)
+
+
+@dataclass
+class RunSummary:
+    started: list[str] = field(default_factory=list)
+    campaigns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finished: list[str] = field(default_factory=list)
+    stopped: str | None = None
+
+    @property
+    def idle(self) -> bool:
+        return not self.started and not any(
+            c["sent"] or c["deferred"] or c["failed"] or c["bounced"] or c["skipped"]
+            for c in self.campaigns.values())
+
+
+def run_due(project: Project, *, max_seconds: float | None = None,
+            retry_unknown: bool = False,
+            progress: Callable[[str, SendReport], None] | None = None) -> RunSummary:
+    """`mailer run`: under the run lock, start the scheduled campaigns that are due,
+    then send for every sending campaign until done or the time limit."""
+    from mailer.delivery.sender import summary
+
+    deadline = time.monotonic() + max_seconds if max_seconds else None
+    result = RunSummary()
+    with run_lock(project.engine):
+        with session_scope(project.engine) as session:
+            due = session.exec(select(Campaign).where(
+                Campaign.state == CampaignState.SCHEDULED,
+                Campaign.scheduled_at <= utcnow())).all()  # type: ignore[operator]
+            for campaign in due:
+                prepare_start(project, session, campaign)
+                result.started.append(campaign.slug)
+        with session_scope(project.engine) as session:
+            sending = [c.slug for c in session.exec(select(Campaign).where(
+                Campaign.state == CampaignState.SENDING).order_by(Campaign.id)).all()]
+        limiter = RateLimiter(_limits(project), history=_history(project))
+        for slug in sending:
+            if deadline is not None and time.monotonic() >= deadline:
+                result.stopped = "time limit reached"
+                break
+            report, done = send_campaign(
+                project, slug, deadline=deadline, retry_unknown=retry_unknown,
+                progress=(lambda r, s=slug: progress(s, r)) if progress else None,
+                limiter=limiter)
+            result.campaigns[slug] = summary(report)
+            if done:
+                result.finished.append(slug)
+            if report.stopped and report.stopped.startswith("the hourly"):
+                result.stopped = report.stopped
+                break
+    return result
+
+
+def send_test(project: Project, slug: str, addresses: list[str]) -> list[tuple[str, Outcome]]:
+    """Send the campaign as it stands to test addresses: real mail through the transport,
+    subject marked [TEST], not counted, no outbox row. A subscriber's own data is used
+    when the address is one."""
+    from mailer.audience.subscribers import validate_address
+    from mailer.models import Subscriber
+
+    with session_scope(project.engine) as session:
+        campaign = get_campaign(session, slug)
+        first = session.get(MailingList, campaign.list_ids[0])
+        assert first is not None
+        mailing = make_mailing(project, template=campaign.template,
+                               subject="[TEST] " + campaign.subject, mailing_list=first,
+                               campaign=CampaignInfo(campaign.id or 0, campaign.slug,
+                                                     campaign.title))
+        people = []
+        for raw in addresses:
+            address = validate_address(raw)
+            row = session.exec(select(Subscriber).where(Subscriber.email == address)).first()
+            people.append(recipient(row) if row else Recipient(subscriber_id=0,
+                                                               email=address))
+    messages = [mailing.message(p) for p in people]
+
+    async def go() -> list[Outcome]:
+        transport = transport_for(project)
+        try:
+            return [await transport.send(m) for m in messages]
+        finally:
+            await transport.close()
+    return list(zip([m.recipient for m in messages], asyncio.run(go()), strict=True))

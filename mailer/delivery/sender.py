@@ -1,0 +1,301 @@
+"""Sending one campaign: the outbox drained at a controlled pace, exactly once.
+
+    producer ── due deliveries, in id order ──▶ queue ──▶ N workers, each:
+        render + sign ─▶ wait for the rate limiter ─▶ mark "sending" (committed) ─▶ SMTP
+        ─▶ record the outcome (committed) ─▶ next
+
+The promises, and what keeps them:
+
+- **Never twice.** A delivery is marked "sending" in a committed transaction before its
+  SMTP transaction starts, and only if it is still queued or deferred (the UPDATE checks,
+  so a cancelled campaign or a second sender cannot mark it again). After a crash, the
+  rows still "sending" are the only ones that may or may not have arrived: they become
+  "unknown" and are not resent unless asked (`--retry-unknown`). A worker waits for its
+  result to be committed before it takes the next delivery, so at most `connections`
+  rows can ever be "sending".
+- **Never skipped.** A delivery leaves the outbox only with an outcome: sent, bounced,
+  failed (after `max_attempts` deferrals), or skipped with the reason (unsubscribed,
+  suppressed, erased) checked at send time. Stopping (pause, cancel, --max-seconds, a
+  quota) leaves unsent rows queued for the next run.
+- **Cheap commits.** Marks and results of all workers are written together, one
+  transaction per round ("group commit"), on the sender's database thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mailer.content.environment import TemplateProblem
+from mailer.content.mailing import Mailing
+from mailer.delivery.outbox import Due, Outbox, Result
+from mailer.delivery.ratelimit import QuotaExhausted, RateLimiter
+from mailer.delivery.transports import Outcome, Transport
+from mailer.models import DeliveryState
+
+__all__ = ["SendReport", "Sender"]
+
+BATCH = 500
+FAILURE_WINDOW = 200
+FAILURE_MINIMUM = 50
+
+
+@dataclass
+class SendReport:
+    counts: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    unknown_found: int = 0
+    unknown_requeued: int = 0
+    stopped: str | None = None  # why the run ended before the outbox was empty
+    paused_reason: str | None = None  # the sender paused the campaign itself
+    resume_at: float | None = None  # wall clock, when a quota allows the next message
+    open_left: int = 0  # deliveries still queued or deferred
+
+    @property
+    def rate(self) -> float:
+        sent = self.counts[DeliveryState.SENT]
+        return sent / self.seconds if self.seconds else 0.0
+
+
+class _StatusWriter:
+    """Group commit: marks and results wait for the next round's transaction."""
+
+    def __init__(self, outbox: Outbox, db: ThreadPoolExecutor) -> None:
+        self._outbox, self._db = outbox, db
+        self._marks: list[tuple[int, asyncio.Future[bool]]] = []
+        self._results: list[tuple[Result, asyncio.Future[None]]] = []
+        self._skips: list[tuple[int, str, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def mark(self, delivery_id: int) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._marks.append((delivery_id, future))
+        self._wake.set()
+        return await future
+
+    async def record(self, result: Result) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._results.append((result, future))
+        self._wake.set()
+        await future
+
+    def skip(self, delivery_id: int, reason: str) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._skips.append((delivery_id, reason, future))
+        self._wake.set()
+        return future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            marks, self._marks = self._marks, []
+            results, self._results = self._results, []
+            skips, self._skips = self._skips, []
+            if not (marks or results or skips):
+                if self._closing:
+                    return
+                continue
+            try:
+                marked = await loop.run_in_executor(
+                    self._db, self._outbox.apply, [i for i, _ in marks],
+                    [r for r, _ in results], [(i, why) for i, why, _ in skips])
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting worker
+                for future in [*(f for _, f in marks), *(f for _, f in results),
+                               *(f for _, _, f in skips)]:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for _, _, future in skips:
+                if not future.done():
+                    future.set_result(None)
+            for delivery_id, future in marks:
+                if not future.done():
+                    future.set_result(delivery_id in marked)
+            for _, future in results:
+                if not future.done():
+                    future.set_result(None)
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        await self._task
+
+
+class Sender:
+    """Drains one campaign's outbox through a transport."""
+
+    def __init__(self, *, outbox: Outbox, mailing_for: Callable[[int], Mailing],
+                 transport: Transport, limiter: RateLimiter, connections: int,
+                 deadline: float | None = None, pause_failure_rate: float = 0.2,
+                 campaign_state: Callable[[], str] | None = None,
+                 pause: Callable[[str], None] | None = None,
+                 progress: Callable[[SendReport], None] | None = None) -> None:
+        self.outbox = outbox
+        self.mailing_for = mailing_for
+        self.transport = transport
+        self.limiter = limiter
+        self.connections = max(1, connections)
+        self.deadline = deadline  # time.monotonic() after which no new message starts
+        self.pause_failure_rate = pause_failure_rate
+        self.campaign_state = campaign_state
+        self.pause = pause
+        self.progress = progress
+        self.report = SendReport()
+        self._stop: str | None = None
+        self._recent: deque[bool] = deque(maxlen=FAILURE_WINDOW)
+
+    def stop(self, reason: str) -> None:
+        if self._stop is None:
+            self._stop = reason
+
+    async def run(self, *, retry_unknown: bool = False) -> SendReport:
+        started = time.monotonic()
+        db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailer-db")
+        loop = asyncio.get_running_loop()
+        try:
+            found, requeued = await loop.run_in_executor(
+                db, lambda: self.outbox.recover(retry_unknown=retry_unknown))
+            self.report.unknown_found, self.report.unknown_requeued = found, requeued
+            writer = _StatusWriter(self.outbox, db)
+            queue: asyncio.Queue[Due | None] = asyncio.Queue(maxsize=self.connections * 4)
+            workers = [loop.create_task(self._worker(queue, writer))
+                       for _ in range(self.connections)]
+            watcher = loop.create_task(self._watch(db))
+            try:
+                await self._produce(queue, writer, db)
+            finally:
+                for _ in workers:
+                    await queue.put(None)
+                await asyncio.gather(*workers, return_exceptions=True)
+                watcher.cancel()
+                await writer.close()
+                for task in workers:
+                    if not task.cancelled() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+            self.report.open_left = await loop.run_in_executor(db, self.outbox.open_count)
+        finally:
+            await self.transport.close()
+            db.shutdown(wait=True)
+            self.report.seconds = time.monotonic() - started
+            self.report.stopped = self._stop
+        return self.report
+
+    async def _produce(self, queue: asyncio.Queue[Due | None], writer: _StatusWriter,
+                       db: ThreadPoolExecutor) -> None:
+        """Passes over the due deliveries in id order. A pass that finds something is
+        followed by another from the start (for deliveries deferred meanwhile and due
+        again), once everything of the pass is settled; a pass that finds nothing ends."""
+        loop = asyncio.get_running_loop()
+        cursor, found = 0, False
+        skips: list[asyncio.Future[None]] = []
+        while self._stop is None:
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                self.stop("time limit reached")
+                break
+            batch = await loop.run_in_executor(db, self.outbox.due, cursor, BATCH,
+                                               datetime.now(UTC))
+            if not batch:
+                if not found:
+                    break
+                await queue.join()  # the pass's deliveries all have their outcome
+                await asyncio.gather(*skips)
+                cursor, found, skips = 0, False, []
+                continue
+            found = True
+            for due in batch:
+                cursor = due.id
+                if due.recipient is None:
+                    skips.append(writer.skip(due.id, due.skip_reason or "skipped"))
+                    self.report.counts[DeliveryState.SKIPPED] += 1
+                    continue
+                await queue.put(due)
+                if self._stop is not None:
+                    break
+        await queue.join()
+        await asyncio.gather(*skips)
+
+    async def _watch(self, db: ThreadPoolExecutor) -> None:
+        """Notice a pause or cancel given from another process, and the time limit."""
+        loop = asyncio.get_running_loop()
+        while self._stop is None:
+            await asyncio.sleep(0.5)
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                self.stop("time limit reached")
+            if self.campaign_state is not None:
+                state = await loop.run_in_executor(db, self.campaign_state)
+                if state != "sending":
+                    self.stop(f"the campaign was set to {state}")
+            if self.progress is not None:
+                self.progress(self.report)
+
+    async def _worker(self, queue: asyncio.Queue[Due | None], writer: _StatusWriter) -> None:
+        while True:
+            due = await queue.get()
+            try:
+                if due is None:
+                    return
+                if self._stop is None:
+                    await self._deliver(due, writer)
+            finally:
+                queue.task_done()
+
+    async def _deliver(self, due: Due, writer: _StatusWriter) -> None:
+        assert due.recipient is not None
+        try:
+            message = self.mailing_for(due.list_id).message(due.recipient)
+        except TemplateProblem as exc:
+            # The same template renders for everyone else: this person's data breaks it.
+            if await writer.mark(due.id):
+                await writer.record(Result(due.id, Outcome("failed", f"template: {exc}"),
+                                           self.outbox.max_attempts))
+                self._count("failed", failed=True)
+            return
+        domain = due.recipient.email.rpartition("@")[2].lower()
+        try:
+            await self.limiter.acquire(domain)
+        except QuotaExhausted as exc:
+            self.report.resume_at = exc.resume_at
+            self.stop("the hourly or daily quota is used up")
+            return
+        if self._stop is not None or not await writer.mark(due.id):
+            return
+        outcome = await self.transport.send(message)
+        attempts = due.attempts + 1
+        await writer.record(Result(due.id, outcome, attempts, message.message_id))
+        state, _ = self.outbox.next_state(outcome, attempts)
+        self._count(state, failed=outcome.kind != DeliveryState.SENT, reply=outcome.reply)
+
+    def _count(self, state: str, *, failed: bool, reply: str = "") -> None:
+        self.report.counts[state] += 1
+        self._recent.append(failed)
+        if (len(self._recent) >= FAILURE_MINIMUM and self.pause is not None
+                and self._stop is None):
+            share = sum(self._recent) / len(self._recent)
+            if share > self.pause_failure_rate:
+                reason = (f"{sum(self._recent)} of the last {len(self._recent)} deliveries "
+                          f"did not go out (last reply: {reply or state})")
+                self.report.paused_reason = reason
+                self.pause(reason)
+                self.stop(f"paused: {reason}")
+
+
+def summary(report: SendReport) -> dict[str, Any]:
+    return {"sent": report.counts[DeliveryState.SENT],
+            "deferred": report.counts[DeliveryState.DEFERRED],
+            "failed": report.counts[DeliveryState.FAILED],
+            "bounced": report.counts[DeliveryState.BOUNCED],
+            "skipped": report.counts[DeliveryState.SKIPPED],
+            "unknown_found": report.unknown_found, "unknown_requeued": report.unknown_requeued,
+            "seconds": round(report.seconds, 2), "rate": round(report.rate, 1),
+            "stopped": report.stopped, "paused_reason": report.paused_reason,
+            "open_left": report.open_left}

@@ -1,0 +1,354 @@
+"""Where messages go, named by URL in `[delivery] transport`.
+
+    smtp://user@relay.example.be:587    STARTTLS required, certificate verified
+    smtps://relay.example.be:465        TLS from the first byte
+    smtp://relay.example.be:25?tls=none plain SMTP: only when the URL says so
+    …?cafile=/etc/ssl/our-ca.pem        trust this CA for the relay's certificate
+    maildir:outbox                      a Maildir folder (new/ tmp/ cur/): look, don't send
+    file:outbox                         one .eml file per message
+
+Several relays (a list in mailer.toml) are tried in order: when the first cannot be
+reached, the next takes over, and the first is tried again after a minute. The password
+is never in the URL: it is the secret `smtp_password`.
+
+`send()` never raises for what a relay says or does; it returns an `Outcome` whose kind is
+the delivery's next state: sent (250), deferred (4xx, 421, a dropped or refused
+connection, a timeout), bounced (5xx at RCPT or DATA: the address does not take mail) or
+failed (5xx for anything else, e.g. the relay refusing our sender: retrying won't help).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from itertools import count
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiosmtplib
+
+from mailer.content.mailing import Message
+from mailer.errors import ConfigError
+
+__all__ = ["FileTransport", "MaildirTransport", "Outcome", "Relay", "SmtpTransport",
+           "Transport", "make_transport", "parse_relay"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # sent | deferred | bounced | failed (a DeliveryState value)
+    reply: str  # what the relay said, e.g. "250 2.0.0 Ok: queued as 4Xy"
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "sent"
+
+
+class Transport(Protocol):
+    async def send(self, message: Message) -> Outcome: ...
+    async def close(self) -> None: ...
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Relay:
+    host: str
+    port: int
+    user: str | None
+    implicit_tls: bool
+    starttls: bool  # False only with ?tls=none
+    cafile: str | None
+
+    def describe(self) -> str:
+        scheme = "smtps" if self.implicit_tls else "smtp"
+        who = f"{self.user}@" if self.user else ""
+        return f"{scheme}://{who}{self.host}:{self.port}" + ("" if self.starttls or
+                                                            self.implicit_tls else
+                                                            " (no TLS)")
+
+
+def parse_relay(url: str) -> Relay:
+    parts = urlsplit(url)
+    if parts.password is not None:
+        raise ConfigError("The SMTP password does not belong in the transport URL.",
+                          hint="Set it as the secret smtp_password (secrets.toml or "
+                               "MAILER_SMTP_PASSWORD).")
+    if not parts.hostname:
+        raise ConfigError(f"The transport {url!r} names no host.")
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = set(options) - {"tls", "cafile"}
+    if unknown:
+        raise ConfigError(f"Unknown option in the transport URL: {', '.join(sorted(unknown))}"
+                          " (known: tls=none, cafile=PATH).")
+    implicit = parts.scheme == "smtps"
+    tls = options.get("tls", "")
+    if tls not in ("", "none"):
+        raise ConfigError("The transport option tls can only be tls=none (plain SMTP).")
+    if implicit and tls == "none":
+        raise ConfigError("smtps:// is TLS by definition: drop tls=none or use smtp://.")
+    return Relay(host=parts.hostname, port=parts.port or (465 if implicit else 587),
+                 user=unquote(parts.username) if parts.username else None,
+                 implicit_tls=implicit, starttls=not implicit and tls != "none",
+                 cafile=options.get("cafile"))
+
+
+def make_transport(spec: str | list[str], *, root: Path, password: str | None = None,
+                   connections: int = 4, per_connection: int = 100,
+                   timeout: float = 60.0) -> Transport:
+    """The transport for `[delivery] transport`."""
+    urls = [spec] if isinstance(spec, str) else list(spec)
+    if not urls:
+        raise ConfigError("[delivery] transport is empty.")
+    first = urls[0]
+    for prefix, cls in (("maildir:", MaildirTransport), ("file:", FileTransport)):
+        if first.startswith(prefix):
+            if len(urls) > 1:
+                raise ConfigError("Only SMTP relays can be listed for failover.")
+            path = Path(first[len(prefix):]).expanduser()
+            return cls(path if path.is_absolute() else root / path)
+    relays = []
+    for url in urls:
+        if not url.startswith(("smtp://", "smtps://")):
+            raise ConfigError(f"Unknown transport {url!r}.",
+                              hint="Use smtp://user@host:587, smtps://host:465, "
+                                   "maildir:PATH or file:PATH.")
+        relays.append(parse_relay(url))
+    if any(r.user for r in relays) and not password:
+        raise ConfigError("The relay needs a password: set the secret smtp_password.",
+                          hint="In secrets.toml, or MAILER_SMTP_PASSWORD.")
+    return SmtpTransport(relays, password=password, connections=connections,
+                         per_connection=per_connection, timeout=timeout)
+
+
+# -- local transports ----------------------------------------------------------------------
+
+_unique = count()
+
+
+def _local_copy(message: Message) -> bytes:
+    """What a local delivery agent stores: the envelope as Return-Path and Delivered-To."""
+    return (f"Return-Path: <{message.envelope_from}>\r\nDelivered-To: {message.recipient}\r\n"
+            .encode() + message.data)
+
+
+class MaildirTransport:
+    """Each message becomes a file in PATH/new (written in tmp/, then renamed), as a
+    local delivery agent would: open the folder in a mail client to look."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        for sub in ("tmp", "new", "cur"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        self._host = socket.gethostname().replace("/", "_").replace(":", "_")
+
+    async def send(self, message: Message) -> Outcome:
+        name = f"{time.time_ns()}.P{os.getpid()}Q{next(_unique)}.{self._host}"
+        tmp = self.path / "tmp" / name
+        try:
+            tmp.write_bytes(_local_copy(message))
+            tmp.rename(self.path / "new" / name)
+        except OSError as exc:
+            return Outcome("deferred", f"maildir: {exc.strerror or exc}")
+        return Outcome("sent", f"250 delivered to maildir {self.path}")
+
+    async def close(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return f"maildir:{self.path}"
+
+
+class FileTransport:
+    """Each message becomes PATH/<message-id>.eml."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+
+    async def send(self, message: Message) -> Outcome:
+        target = self.path / f"{message.message_id.replace('/', '_')}.eml"
+        try:
+            target.write_bytes(_local_copy(message))
+        except OSError as exc:
+            return Outcome("deferred", f"file: {exc.strerror or exc}")
+        return Outcome("sent", f"250 written to {target}")
+
+    async def close(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return f"file:{self.path}"
+
+
+# -- SMTP ----------------------------------------------------------------------------------
+
+def _reply(code: int, text: str) -> str:
+    return f"{code} {' '.join(str(text).split())}".strip()
+
+
+class _Connection:
+    def __init__(self) -> None:
+        self.client: aiosmtplib.SMTP | None = None
+        self.sent = 0
+
+
+class SmtpTransport:
+    """A pool of reused SMTP connections to the first relay that answers."""
+
+    RETRY_DOWN_RELAY = 60.0  # seconds before a relay that failed to connect is tried again
+
+    def __init__(self, relays: list[Relay], *, password: str | None, connections: int,
+                 per_connection: int, timeout: float) -> None:
+        self.relays = relays
+        self._password = password
+        self._per_connection = max(1, per_connection)
+        self._timeout = timeout
+        self._pool: asyncio.Queue[_Connection] = asyncio.Queue()
+        for _ in range(max(1, connections)):
+            self._pool.put_nowait(_Connection())
+        self._down_until = [0.0] * len(relays)
+        self._contexts: dict[str | None, ssl.SSLContext] = {}
+
+    def describe(self) -> str:
+        return ", ".join(r.describe() for r in self.relays)
+
+    def _context(self, cafile: str | None) -> ssl.SSLContext:
+        if cafile not in self._contexts:
+            try:
+                self._contexts[cafile] = ssl.create_default_context(cafile=cafile)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"Cannot read the CA file {cafile}: {exc}") from None
+        return self._contexts[cafile]
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        errors = []
+        now = time.monotonic()
+        order = sorted(range(len(self.relays)), key=lambda i: (self._down_until[i] > now, i))
+        for index in order:
+            relay = self.relays[index]
+            client = aiosmtplib.SMTP(
+                hostname=relay.host, port=relay.port, use_tls=relay.implicit_tls,
+                start_tls=relay.starttls if not relay.implicit_tls else False,
+                tls_context=self._context(relay.cafile)
+                if relay.implicit_tls or relay.starttls else None,
+                timeout=self._timeout)
+            try:
+                await client.connect()
+                if relay.user:
+                    await client.login(relay.user, self._password or "")
+            except aiosmtplib.SMTPAuthenticationError as exc:
+                client.close()
+                raise _Fatal(f"{relay.describe()}: login refused: "
+                             f"{_reply(exc.code, exc.message)}") from None
+            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+                client.close()
+                self._down_until[index] = time.monotonic() + self.RETRY_DOWN_RELAY
+                errors.append(f"{relay.describe()}: {_describe(exc)}")
+                continue
+            self._down_until[index] = 0.0
+            return client
+        raise _Unreachable("; ".join(errors))
+
+    async def send(self, message: Message) -> Outcome:
+        conn = await self._pool.get()
+        try:
+            return await self._send(conn, message)
+        finally:
+            self._pool.put_nowait(conn)
+
+    async def _send(self, conn: _Connection, message: Message) -> Outcome:
+        if conn.client is not None and (conn.sent >= self._per_connection
+                                        or not conn.client.is_connected):
+            await _quit(conn.client)
+            conn.client = None
+        if conn.client is None:
+            try:
+                conn.client = await self._connect()
+            except _Unreachable as exc:
+                return Outcome("deferred", f"no relay reachable: {exc}")
+            except _Fatal as exc:
+                return Outcome("failed", str(exc))
+            conn.sent = 0
+        client = conn.client
+        options = ["SMTPUTF8"] if message.smtputf8 else []
+        try:
+            errors, reply = await client.sendmail(message.envelope_from, [message.recipient],
+                                                  message.data, mail_options=options)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            first = exc.recipients[0]
+            return await self._refused(conn, first.code, first.message, stage="rcpt")
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            return await self._refused(conn, exc.code, exc.message, stage="rcpt")
+        except aiosmtplib.SMTPDataError as exc:
+            return await self._refused(conn, exc.code, exc.message, stage="data")
+        except aiosmtplib.SMTPSenderRefused as exc:
+            return await self._refused(conn, exc.code, exc.message, stage="mail")
+        except aiosmtplib.SMTPResponseException as exc:
+            return await self._refused(conn, exc.code, exc.message, stage="other")
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            self._drop(conn)
+            return Outcome("deferred", f"connection lost: {_describe(exc)}")
+        conn.sent += 1
+        if errors:  # one recipient only: refused recipients raise above; be safe anyway
+            code, text = next(iter(errors.values()))
+            return await self._refused(conn, code, text, stage="rcpt")
+        return Outcome("sent", reply.strip() if isinstance(reply, str) else str(reply))
+
+    async def _refused(self, conn: _Connection, code: int, text: str,
+                       stage: str) -> Outcome:
+        reply = _reply(code, text)
+        if code == 421 or code < 400:  # 421: the server is closing the connection
+            self._drop(conn)
+            return Outcome("deferred", reply)
+        try:  # the connection stays usable after a refusal: reset the transaction
+            assert conn.client is not None
+            await conn.client.rset()
+        except (TimeoutError, aiosmtplib.SMTPException, OSError, AssertionError):
+            self._drop(conn)
+        if code < 500:
+            return Outcome("deferred", reply)
+        return Outcome("bounced" if stage in ("rcpt", "data") else "failed", reply)
+
+    def _drop(self, conn: _Connection) -> None:
+        if conn.client is not None:
+            conn.client.close()
+        conn.client = None
+
+    async def close(self) -> None:
+        while not self._pool.empty():
+            conn = self._pool.get_nowait()
+            if conn.client is not None:
+                await _quit(conn.client)
+                conn.client = None
+
+
+class _Unreachable(Exception):
+    pass
+
+
+class _Fatal(Exception):
+    pass
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    try:
+        if client.is_connected:
+            await client.quit()
+    except (TimeoutError, aiosmtplib.SMTPException, OSError):
+        pass
+    finally:
+        client.close()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _reply(exc.code, exc.message)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate not trusted ({exc.verify_message})"
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
