@@ -147,8 +147,9 @@ class Outbox:
         return DeliveryState.DEFERRED, utcnow() + min(delay, MAX_BACKOFF)
 
     def apply(self, sending: list[int], results: list[Result],
-              skipped: list[tuple[int, str]]) -> set[int]:
-        """One transaction: mark `sending` (attempts + 1), record `results` and skips.
+              skipped: list[tuple[int, str]], released: list[int] = ()) -> set[int]:
+        """One transaction: mark `sending` (attempts + 1), record `results` and skips,
+        and put `released` rows (marked, then not sent) back.
         Returns the ids actually marked: only rows still queued or deferred are, so a
         delivery cancelled meanwhile (or taken by another sender) is not sent."""
         now = utcnow()
@@ -188,4 +189,10 @@ class Outbox:
                         state=DeliveryState.SKIPPED, last_reply=sa.bindparam("_reply"),
                         updated_at=sa.bindparam("_at")),
                     [{"_id": i, "_reply": why, "_at": now} for i, why in skipped])
+            if released:  # marked, then not sent (the run stopped): as they were
+                conn.execute(D.update().where(D.c.id.in_(list(released)),
+                                              D.c.state == DeliveryState.SENDING).values(
+                    state=sa.case((D.c.attempts > 1, DeliveryState.DEFERRED),
+                                  else_=DeliveryState.QUEUED),
+                    attempts=D.c.attempts - 1, updated_at=sa.literal(now, Timestamp())))
         return marked

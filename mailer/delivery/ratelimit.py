@@ -64,6 +64,8 @@ from mailer.errors import InvalidInput, MailerError
 
 __all__ = ["Limits", "QuotaExhausted", "RateLimiter", "domain_key"]
 
+WINDOW_GUARD = 0.05  # seconds added to the burst's 1-second window (see _Pace)
+
 BUCKETS = 3600  # per quota window: the hour in seconds, the day in 24-second steps
 
 
@@ -164,7 +166,7 @@ class _Pace:
     """One rate and burst: a GCRA ("theoretical arrival time") for the average rate, and
     the last `burst` send times, so that a new one is at least 1 s after the burst-th last."""
 
-    __slots__ = ("interval", "tolerance", "burst", "tat", "recent")
+    __slots__ = ("interval", "tolerance", "burst", "tat", "recent", "window")
 
     def __init__(self, rate: float, burst: int) -> None:
         self.interval = 1.0 / rate
@@ -172,12 +174,17 @@ class _Pace:
         self.burst = burst
         self.tat = -math.inf  # when the next message is due on the even schedule
         self.recent: deque[float] = deque(maxlen=burst)
+        # The burst is kept over a little more than a second, so the small differences in
+        # how long messages take to reach the receiver (connection set-up, scheduling)
+        # cannot put more than `burst` into one of *its* seconds. Only bursts feel it:
+        # at the even pace the burst-th last message is older than this anyway.
+        self.window = 1.0 + min(WINDOW_GUARD, self.tolerance / 2)
 
     def earliest(self) -> float:
         """The earliest time the next message may go."""
         allowed = self.tat - self.tolerance
         if len(self.recent) == self.burst:
-            return max(allowed, self.recent[0] + 1.0)
+            return max(allowed, self.recent[0] + self.window)
         return allowed
 
     def record(self, t: float, ready: float) -> None:

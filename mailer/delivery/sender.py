@@ -63,6 +63,10 @@ class SendReport:
         return sent / self.seconds if self.seconds else 0.0
 
 
+class _NotSent(Exception):
+    """The run stopped between marking a delivery and sending it."""
+
+
 class _StatusWriter:
     """Group commit: marks and results wait for the next round's transaction."""
 
@@ -71,6 +75,7 @@ class _StatusWriter:
         self._marks: list[tuple[int, asyncio.Future[bool]]] = []
         self._results: list[tuple[Result, asyncio.Future[None]]] = []
         self._skips: list[tuple[int, str, asyncio.Future[None]]] = []
+        self._releases: list[tuple[int, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._closing = False
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -84,6 +89,13 @@ class _StatusWriter:
     async def record(self, result: Result) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._results.append((result, future))
+        self._wake.set()
+        await future
+
+    async def release(self, delivery_id: int) -> None:
+        """Undo a mark whose message was not sent after all (the run is stopping)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._releases.append((delivery_id, future))
         self._wake.set()
         await future
 
@@ -101,21 +113,23 @@ class _StatusWriter:
             marks, self._marks = self._marks, []
             results, self._results = self._results, []
             skips, self._skips = self._skips, []
-            if not (marks or results or skips):
+            releases, self._releases = self._releases, []
+            if not (marks or results or skips or releases):
                 if self._closing:
                     return
                 continue
             try:
                 marked = await loop.run_in_executor(
                     self._db, self._outbox.apply, [i for i, _ in marks],
-                    [r for r, _ in results], [(i, why) for i, why, _ in skips])
+                    [r for r, _ in results], [(i, why) for i, why, _ in skips],
+                    [i for i, _ in releases])
             except Exception as exc:  # noqa: BLE001 - handed to every waiting worker
                 for future in [*(f for _, f in marks), *(f for _, f in results),
-                               *(f for _, _, f in skips)]:
+                               *(f for _, _, f in skips), *(f for _, f in releases)]:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for _, _, future in skips:
+            for future in [*(f for _, _, f in skips), *(f for _, f in releases)]:
                 if not future.done():
                     future.set_result(None)
             for delivery_id, future in marks:
@@ -260,16 +274,27 @@ class Sender:
                                            self.outbox.max_attempts))
                 self._count("failed", failed=True)
             return
-        domain = due.recipient.email.rpartition("@")[2].lower()
-        try:
-            await self.limiter.acquire(domain)
-        except QuotaExhausted as exc:
-            self.report.resume_at = exc.resume_at
-            self.stop("the hourly or daily quota is used up")
-            return
         if self._stop is not None or not await writer.mark(due.id):
             return
-        outcome = await self.transport.send(message)
+        # The pace is taken after the mark is committed and once a connection is open,
+        # right before the SMTP transaction: neither commit delays nor connection set-up
+        # can then bunch messages up at the receiver.
+        domain = due.recipient.email.rpartition("@")[2].lower()
+
+        async def pace() -> None:
+            try:
+                await self.limiter.acquire(domain)
+            except QuotaExhausted as exc:
+                self.report.resume_at = exc.resume_at
+                self.stop("the hourly or daily quota is used up")
+            if self._stop is not None:
+                raise _NotSent
+
+        try:
+            outcome = await self.transport.send(message, before=pace)
+        except _NotSent:
+            await writer.release(due.id)  # marked but not sent: back in the queue
+            return
         attempts = due.attempts + 1
         await writer.record(Result(due.id, outcome, attempts, message.message_id))
         state, _ = self.outbox.next_state(outcome, attempts)

@@ -24,6 +24,7 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
@@ -49,8 +50,17 @@ class Outcome:
         return self.kind == "sent"
 
 
+Before = Callable[[], Awaitable[None]] | None
+
+
 class Transport(Protocol):
-    async def send(self, message: Message) -> Outcome: ...
+    async def send(self, message: Message, *, before: Before = None) -> Outcome:
+        """Deliver `message`. `before` is awaited once the transport is ready to start
+        the transaction (a connection open): the sender paces there, so connection
+        set-up never bunches messages up at the receiver. If it raises, nothing is
+        sent and the exception propagates."""
+        ...
+
     async def close(self) -> None: ...
     def describe(self) -> str: ...
 
@@ -146,7 +156,9 @@ class MaildirTransport:
             (path / sub).mkdir(parents=True, exist_ok=True)
         self._host = socket.gethostname().replace("/", "_").replace(":", "_")
 
-    async def send(self, message: Message) -> Outcome:
+    async def send(self, message: Message, *, before: Before = None) -> Outcome:
+        if before is not None:
+            await before()
         name = f"{time.time_ns()}.P{os.getpid()}Q{next(_unique)}.{self._host}"
         tmp = self.path / "tmp" / name
         try:
@@ -170,7 +182,9 @@ class FileTransport:
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
 
-    async def send(self, message: Message) -> Outcome:
+    async def send(self, message: Message, *, before: Before = None) -> Outcome:
+        if before is not None:
+            await before()
         target = self.path / f"{message.message_id.replace('/', '_')}.eml"
         try:
             target.write_bytes(_local_copy(message))
@@ -239,6 +253,8 @@ class SmtpTransport:
                 timeout=self._timeout)
             try:
                 await client.connect()
+                if client.is_ehlo_or_helo_needed:  # now, not in the first (paced) send
+                    await client.ehlo()
                 if relay.user:
                     await client.login(relay.user, self._password or "")
             except aiosmtplib.SMTPAuthenticationError as exc:
@@ -254,14 +270,14 @@ class SmtpTransport:
             return client
         raise _Unreachable("; ".join(errors))
 
-    async def send(self, message: Message) -> Outcome:
+    async def send(self, message: Message, *, before: Before = None) -> Outcome:
         conn = await self._pool.get()
         try:
-            return await self._send(conn, message)
+            return await self._send(conn, message, before)
         finally:
             self._pool.put_nowait(conn)
 
-    async def _send(self, conn: _Connection, message: Message) -> Outcome:
+    async def _send(self, conn: _Connection, message: Message, before: Before) -> Outcome:
         if conn.client is not None and (conn.sent >= self._per_connection
                                         or not conn.client.is_connected):
             await _quit(conn.client)
@@ -274,6 +290,8 @@ class SmtpTransport:
             except _Fatal as exc:
                 return Outcome("failed", str(exc))
             conn.sent = 0
+        if before is not None:
+            await before()
         client = conn.client
         options = ["SMTPUTF8"] if message.smtputf8 else []
         try:
