@@ -1,8 +1,9 @@
 """`make demo`: the main job on the embedded defaults, narrated.
 
 Creates a fresh project in ./demo (SQLite), syncs the example list, imports the example
-subscribers (a Dutch Excel export with a duplicate and a broken address) and shows the
-result. Nothing is sent to anyone.
+subscribers (a Dutch Excel export with a duplicate and a broken address), checks and
+previews the newsletter, and sends a whole campaign through the project's default
+transport: a Maildir folder, demo/outbox/. Nobody real gets mail.
 """
 
 from __future__ import annotations
@@ -40,14 +41,28 @@ def main() -> None:
     _step(console, "2. Lists from lists/*.toml", "lists", "sync")
     _step(console, "3. Import consented subscribers", "subscribers", "import",
           "lists/nieuwsbrief.example.csv", "--list", "nieuwsbrief",
-          "--consent", "demo: example data, not real people")
+          "--consent", "demo: example data, not real people", "--confirmed")
     _step(console, "4. The lists", "lists", "ls")
-    _step(console, "5. Who is on the list", "subscribers", "ls", "--list", "nieuwsbrief")
-    _step(console, "6. One subscriber, with the consent history", "subscribers", "show",
-          "an.peeters@example.be")
+    _step(console, "5. Check the newsletter template", "templates", "check",
+          "templates/newsletter.html.j2")
+    _step(console, "6. Preview one subscriber's message", "preview", "--template",
+          "templates/newsletter.html.j2", "--subscriber", "an.peeters@example.be",
+          "--out", "preview")
+    _step(console, "7. A campaign", "campaign", "create", "dec-2026", "--list",
+          "nieuwsbrief", "--template", "templates/newsletter.html.j2", "--subject",
+          "{{ subscriber.first_name | default('Beste lezer') }}, ons nieuws van december")
+    _step(console, "8. A test send first", "campaign", "test", "dec-2026", "--to",
+          "redactie@example.be")
+    _step(console, "9. Send it (the default transport is a local folder)", "campaign",
+          "send", "dec-2026", "--yes")
+    _step(console, "10. The campaign afterwards", "campaign", "show", "dec-2026")
+    outbox = Path("outbox") / "new"
     console.rule()
-    console.print(f"The demo project is in {Path.cwd()}; try `cd {FOLDER}` and "
-                  "`../.venv/bin/mailer --help`.")
+    console.print(f"{len(list(outbox.iterdir()))} messages are in {outbox.resolve()} "
+                  "(a Maildir: open a file in a mail client, or point one at the folder).\n"
+                  f"The preview of one message is in {Path('preview').resolve()}.\n"
+                  f"The demo project is in {Path.cwd()}; try `cd {FOLDER}` and "
+                  "`../.venv/bin/mailer --help`.", highlight=False)
 
 
 if __name__ == "__main__":
