@@ -86,6 +86,9 @@ class Delivery(_Section):
     retry_after: float = 300.0  # seconds before the first retry; doubles each time, max 6 h
     pause_failure_rate: float = 0.2  # pause a campaign when this share of the last 200 fail
     test_addresses: list[str] = Field(default_factory=list)  # default for `campaign test`
+    # Helper processes that render and sign while the sender talks SMTP: -1 automatic
+    # (the cores but one, for sends of 2,000 messages or more), 0 none.
+    render_processes: int = -1
 
 
 class ImportSettings(_Section):

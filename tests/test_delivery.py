@@ -97,6 +97,32 @@ def test_every_confirmed_member_gets_one_personal_message(run, project, smtp, mo
     assert shown["state"] == "sent" and shown["counts"] == {"sent": 29, "skipped": 1}
 
 
+def test_helper_processes_render_and_sign_each_message_once(run, project, smtp, monkeypatch):
+    """A large send renders in helper processes: the same messages, DKIM-signed, once."""
+    import dkim
+
+    configure(monkeypatch, smtp, connections=3, render_processes=2)
+    result = run("dkim", "keygen", "--domain", "example.be", "--selector", "s1", "--json")
+    assert result.exit_code == 0, result.output
+    key = json.loads(result.stdout)
+    monkeypatch.setenv("MAILER_SENDING__DKIM_KEY", key["key_file"])
+    monkeypatch.setenv("MAILER_SENDING__DKIM_SELECTOR", "s1")
+    addresses = people(run, project, 150)
+    assert run("subscribers", "remove", addresses[7], "--list", "nieuwsbrief").exit_code == 0
+    create(run)
+    result = run("campaign", "send", "dec", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["sent"] == 149
+    received = smtp.messages()
+    assert sorted(r for m in received for r in m.recipients) == sorted(
+        a for a in addresses if a != addresses[7])
+    for m in received[::10]:
+        parsed = message_from_bytes(m.data)
+        assert parsed["Subject"].startswith("Naam" + m.recipients[0][1:].split("@")[0])
+        assert dkim.verify(m.data, dnsfunc=lambda name, timeout=5: key["value"].encode())
+    assert Counter(states(run).values()) == {"sent": 149}
+
+
 def test_illegal_transitions_are_refused_in_plain_words(run, project, smtp, monkeypatch):
     configure(monkeypatch, smtp)
     people(run, project, 2)

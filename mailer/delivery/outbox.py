@@ -7,7 +7,6 @@ before their SMTP transactions start, and the results of finished ones.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -151,48 +150,56 @@ class Outbox:
         """One transaction: mark `sending` (attempts + 1), record `results` and skips,
         and put `released` rows (marked, then not sent) back.
         Returns the ids actually marked: only rows still queued or deferred are, so a
-        delivery cancelled meanwhile (or taken by another sender) is not sent."""
+        delivery cancelled meanwhile (or taken by another sender) is not sent.
+
+        This runs for every few messages of a send, so it is plain SQL on the driver
+        (the same on SQLite and PostgreSQL), without building SQLAlchemy statements."""
         now = utcnow()
+        at = self._stamp(now)
+        q = self._placeholder
         marked: set[int] = set()
         with self.engine.begin() as conn:
+            run = conn.exec_driver_sql
             if sending:
-                marked = set(conn.execute(D.update().where(
-                    D.c.id.in_(sending),
-                    D.c.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED]))
-                    .values(state=DeliveryState.SENDING, attempts=D.c.attempts + 1,
-                            updated_at=sa.literal(now, Timestamp()))
-                    .returning(D.c.id)).scalars())
-            sent = [r for r in results if r.outcome.kind == DeliveryState.SENT]
+                marked = {row[0] for row in run(
+                    f"UPDATE delivery SET state = 'sending', attempts = attempts + 1, "
+                    f"updated_at = {q} WHERE id IN ({', '.join([q] * len(sending))}) "
+                    f"AND state IN ('queued', 'deferred') RETURNING id",
+                    (at, *sending))}
+            sent = [(r.message_id, r.outcome.reply[:500], at, at, r.id)
+                    for r in results if r.outcome.kind == DeliveryState.SENT]
             if sent:
-                conn.execute(
-                    D.update().where(D.c.id == sa.bindparam("_id")).values(
-                        state=DeliveryState.SENT, message_id=sa.bindparam("_mid"),
-                        last_reply=sa.bindparam("_reply"), sent_at=sa.bindparam("_at"),
-                        updated_at=sa.bindparam("_at"), next_attempt_at=None),
-                    [{"_id": r.id, "_mid": r.message_id, "_reply": r.outcome.reply[:500],
-                      "_at": now} for r in sent])
-            others: dict[tuple[str, datetime | None], list[Result]] = defaultdict(list)
+                run(f"UPDATE delivery SET state = 'sent', message_id = {q}, last_reply = {q}, "
+                    f"sent_at = {q}, updated_at = {q}, next_attempt_at = NULL "
+                    f"WHERE id = {q}", sent)
+            others: list[tuple[str, object, str, str | None, object, int]] = []
             for r in results:
                 if r.outcome.kind != DeliveryState.SENT:
-                    others[self.next_state(r.outcome, r.attempts)].append(r)
-            for (state, retry_at), group in others.items():
-                conn.execute(
-                    D.update().where(D.c.id == sa.bindparam("_id")).values(
-                        state=state, last_reply=sa.bindparam("_reply"),
-                        message_id=sa.bindparam("_mid"), next_attempt_at=retry_at,
-                        updated_at=sa.bindparam("_at")),
-                    [{"_id": r.id, "_reply": r.outcome.reply[:500], "_mid": r.message_id,
-                      "_at": now} for r in group])
+                    state, retry_at = self.next_state(r.outcome, r.attempts)
+                    others.append((str(state), self._stamp(retry_at), r.outcome.reply[:500],
+                                   r.message_id, at, r.id))
+            if others:
+                run(f"UPDATE delivery SET state = {q}, next_attempt_at = {q}, "
+                    f"last_reply = {q}, message_id = {q}, updated_at = {q} WHERE id = {q}",
+                    others)
             if skipped:
-                conn.execute(
-                    D.update().where(D.c.id == sa.bindparam("_id")).values(
-                        state=DeliveryState.SKIPPED, last_reply=sa.bindparam("_reply"),
-                        updated_at=sa.bindparam("_at")),
-                    [{"_id": i, "_reply": why, "_at": now} for i, why in skipped])
+                run(f"UPDATE delivery SET state = 'skipped', last_reply = {q}, "
+                    f"updated_at = {q} WHERE id = {q}",
+                    [(why[:500], at, i) for i, why in skipped])
             if released:  # marked, then not sent (the run stopped): as they were
-                conn.execute(D.update().where(D.c.id.in_(list(released)),
-                                              D.c.state == DeliveryState.SENDING).values(
-                    state=sa.case((D.c.attempts > 1, DeliveryState.DEFERRED),
-                                  else_=DeliveryState.QUEUED),
-                    attempts=D.c.attempts - 1, updated_at=sa.literal(now, Timestamp())))
+                run(f"UPDATE delivery SET state = CASE WHEN attempts > 1 THEN 'deferred' "
+                    f"ELSE 'queued' END, attempts = attempts - 1, updated_at = {q} "
+                    f"WHERE id IN ({', '.join([q] * len(released))}) AND state = 'sending'",
+                    (at, *released))
         return marked
+
+    @property
+    def _placeholder(self) -> str:
+        return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+
+    def _stamp(self, value: datetime | None) -> object:
+        """A timestamp as the driver takes it for a Timestamp column."""
+        return _TIMESTAMP.process_bind_param(value, self.engine.dialect)
+
+
+_TIMESTAMP = Timestamp()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from mailer.delivery.campaigns import get_campaign, snapshot_sources, start_camp
 from mailer.delivery.lock import run_lock
 from mailer.delivery.outbox import Outbox
 from mailer.delivery.ratelimit import Limits, RateLimiter
+from mailer.delivery.rendering import InlineRenderer, ProcessRenderer, Renderer
 from mailer.delivery.sender import Sender, SendReport
 from mailer.delivery.transports import Outcome, Transport, make_transport
 from mailer.errors import InvalidInput
@@ -27,8 +29,10 @@ from mailer.messages import dkim_signer, list_info, make_mailing, recipient
 from mailer.models import Campaign, CampaignState, Delivery, DeliveryState, MailingList, utcnow
 from mailer.project import Project
 
+PROCESS_THRESHOLD = 2000  # open deliveries from which helper processes render (automatic)
+
 __all__ = ["RunSummary", "prepare_start", "reopen_for_unknown", "run_due", "send_campaign",
-           "send_test", "transport_for"]
+           "mailings_for", "send_test", "transport_for"]
 
 
 def transport_for(project: Project) -> Transport:
@@ -94,7 +98,7 @@ def reopen_for_unknown(project: Project, slug: str) -> int:
         return int(unknown)
 
 
-def _mailings(project: Project, campaign: Campaign) -> Callable[[int], Mailing]:
+def mailings_for(project: Project, campaign: Campaign) -> Callable[[int], Mailing]:
     """One Mailing per list of the campaign, from the frozen snapshot."""
     sources = snapshot_sources(campaign)
     subject = (campaign.snapshot or {}).get("subject", campaign.subject)
@@ -118,6 +122,19 @@ def _mailings(project: Project, campaign: Campaign) -> Callable[[int], Mailing]:
                 dkim=dkim_signer(settings, domain))
         return cache[list_id]
     return mailing_for
+
+
+def _renderer(project: Project, campaign: Campaign, outbox: Outbox) -> Renderer:
+    """Helper processes for a large send on a machine with cores to spare, else inline."""
+    wanted = project.settings.delivery.render_processes
+    if wanted < 0:  # automatic
+        cores = os.cpu_count() or 1
+        wanted = cores - 1 if cores > 1 and outbox.open_count() >= PROCESS_THRESHOLD else 0
+    if wanted == 0:
+        return InlineRenderer(mailings_for(project, campaign))
+    config = project.settings.config_path
+    return ProcessRenderer(config=str(config) if config else None,
+                           campaign_id=campaign.id or 0, processes=wanted)
 
 
 def _campaign_state(project: Project, campaign_id: int) -> Callable[[], str]:
@@ -167,7 +184,7 @@ def send_campaign(project: Project, slug: str, *, deadline: float | None = None,
     d = project.settings.delivery
     outbox = Outbox(project.engine, campaign.id, project.hash_key,
                     max_attempts=d.max_attempts, retry_after=d.retry_after)
-    sender = Sender(outbox=outbox, mailing_for=_mailings(project, campaign),
+    sender = Sender(outbox=outbox, renderer=_renderer(project, campaign, outbox),
                     transport=transport_for(project),
                     limiter=limiter or RateLimiter(_limits(project), history=_history(project)),
                     connections=d.connections, deadline=deadline,

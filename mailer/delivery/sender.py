@@ -2,7 +2,7 @@
 
     producer ── due deliveries, in id order ──▶ queue ──▶ N workers, each:
         render + sign ─▶ wait for the rate limiter ─▶ mark "sending" (committed) ─▶ SMTP
-        ─▶ record the outcome (committed) ─▶ next
+        ─▶ record the outcome (committed with the worker's next mark) ─▶ next
 
 The promises, and what keeps them:
 
@@ -10,9 +10,9 @@ The promises, and what keeps them:
   SMTP transaction starts, and only if it is still queued or deferred (the UPDATE checks,
   so a cancelled campaign or a second sender cannot mark it again). After a crash, the
   rows still "sending" are the only ones that may or may not have arrived: they become
-  "unknown" and are not resent unless asked (`--retry-unknown`). A worker waits for its
-  result to be committed before it takes the next delivery, so at most `connections`
-  rows can ever be "sending".
+  "unknown" and are not resent unless asked (`--retry-unknown`). A worker's result is
+  written in the same transaction as its next mark, or an earlier one, so at most
+  `connections` rows can ever be "sending".
 - **Never skipped.** A delivery leaves the outbox only with an outcome: sent, bounced,
   failed (after `max_attempts` deferrals), or skipped with the reason (unsubscribed,
   suppressed, erased) checked at send time. Stopping (pause, cancel, --max-seconds, a
@@ -32,16 +32,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mailer.content.environment import TemplateProblem
-from mailer.content.mailing import Mailing
+from mailer.content.mailing import Message
 from mailer.delivery.outbox import Due, Outbox, Result
 from mailer.delivery.ratelimit import QuotaExhausted, RateLimiter
+from mailer.delivery.rendering import Rendered, Renderer
 from mailer.delivery.transports import Outcome, Transport
 from mailer.models import DeliveryState
 
 __all__ = ["SendReport", "Sender"]
 
-BATCH = 500
+BATCH = 500  # deliveries read from the outbox at a time
+CHUNK = 64  # rendered together (one round trip to a helper process)
+AHEAD = 3  # chunks being rendered ahead of the workers
 FAILURE_WINDOW = 200
 FAILURE_MINIMUM = 50
 
@@ -73,7 +75,9 @@ class _StatusWriter:
     def __init__(self, outbox: Outbox, db: ThreadPoolExecutor) -> None:
         self._outbox, self._db = outbox, db
         self._marks: list[tuple[int, asyncio.Future[bool]]] = []
-        self._results: list[tuple[Result, asyncio.Future[None]]] = []
+        self._results: list[tuple[Result, None]] = []
+        self._flushes: list[asyncio.Future[None]] = []
+        self.failed: BaseException | None = None  # a transaction failed: nothing more
         self._skips: list[tuple[int, str, asyncio.Future[None]]] = []
         self._releases: list[tuple[int, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
@@ -81,14 +85,24 @@ class _StatusWriter:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def mark(self, delivery_id: int) -> bool:
+        if self.failed is not None:
+            raise self.failed
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._marks.append((delivery_id, future))
         self._wake.set()
         return await future
 
-    async def record(self, result: Result) -> None:
+    def record(self, result: Result) -> None:
+        """Queue a result for the next transaction, without waiting for it: the worker's
+        next mark is committed in the same transaction or a later one, and a failed
+        transaction fails every later mark (`failed`)."""
+        self._results.append((result, None))
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._results.append((result, future))
+        self._flushes.append(future)
         self._wake.set()
         await future
 
@@ -108,13 +122,21 @@ class _StatusWriter:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
+            if not self._closing:
+                await self._wake.wait()
             self._wake.clear()
             marks, self._marks = self._marks, []
             results, self._results = self._results, []
             skips, self._skips = self._skips, []
             releases, self._releases = self._releases, []
-            if not (marks or results or skips or releases):
+            flushes, self._flushes = self._flushes, []
+            if self.failed is not None or not (marks or results or skips or releases):
+                for future in [*(f for _, f in marks), *(f for _, _, f in skips),
+                               *(f for _, f in releases), *flushes]:
+                    if self.failed is not None:
+                        future.set_exception(self.failed)
+                    else:
+                        future.set_result(None)
                 if self._closing:
                     return
                 continue
@@ -124,20 +146,18 @@ class _StatusWriter:
                     [r for r, _ in results], [(i, why) for i, why, _ in skips],
                     [i for i, _ in releases])
             except Exception as exc:  # noqa: BLE001 - handed to every waiting worker
-                for future in [*(f for _, f in marks), *(f for _, f in results),
-                               *(f for _, _, f in skips), *(f for _, f in releases)]:
+                self.failed = exc
+                for future in [*(f for _, f in marks), *(f for _, _, f in skips),
+                               *(f for _, f in releases), *flushes]:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for future in [*(f for _, _, f in skips), *(f for _, f in releases)]:
+            for future in [*(f for _, _, f in skips), *(f for _, f in releases), *flushes]:
                 if not future.done():
                     future.set_result(None)
             for delivery_id, future in marks:
                 if not future.done():
                     future.set_result(delivery_id in marked)
-            for _, future in results:
-                if not future.done():
-                    future.set_result(None)
 
     async def close(self) -> None:
         self._closing = True
@@ -148,14 +168,14 @@ class _StatusWriter:
 class Sender:
     """Drains one campaign's outbox through a transport."""
 
-    def __init__(self, *, outbox: Outbox, mailing_for: Callable[[int], Mailing],
-                 transport: Transport, limiter: RateLimiter, connections: int,
+    def __init__(self, *, outbox: Outbox, renderer: Renderer, transport: Transport,
+                 limiter: RateLimiter, connections: int,
                  deadline: float | None = None, pause_failure_rate: float = 0.2,
                  campaign_state: Callable[[], str] | None = None,
                  pause: Callable[[str], None] | None = None,
                  progress: Callable[[SendReport], None] | None = None) -> None:
         self.outbox = outbox
-        self.mailing_for = mailing_for
+        self.renderer = renderer
         self.transport = transport
         self.limiter = limiter
         self.connections = max(1, connections)
@@ -181,7 +201,8 @@ class Sender:
                 db, lambda: self.outbox.recover(retry_unknown=retry_unknown))
             self.report.unknown_found, self.report.unknown_requeued = found, requeued
             writer = _StatusWriter(self.outbox, db)
-            queue: asyncio.Queue[Due | None] = asyncio.Queue(maxsize=self.connections * 4)
+            queue: asyncio.Queue[Rendered | None] = asyncio.Queue(
+                maxsize=max(self.connections * 4, CHUNK))
             workers = [loop.create_task(self._worker(queue, writer))
                        for _ in range(self.connections)]
             watcher = loop.create_task(self._watch(db))
@@ -196,45 +217,70 @@ class Sender:
                 for task in workers:
                     if not task.cancelled() and task.exception() is not None:
                         raise task.exception()  # type: ignore[misc]
+                if writer.failed is not None:
+                    raise writer.failed
             self.report.open_left = await loop.run_in_executor(db, self.outbox.open_count)
         finally:
             await self.transport.close()
+            self.renderer.close()
             db.shutdown(wait=True)
             self.report.seconds = time.monotonic() - started
             self.report.stopped = self._stop
         return self.report
 
-    async def _produce(self, queue: asyncio.Queue[Due | None], writer: _StatusWriter,
+    async def _produce(self, queue: asyncio.Queue[Rendered | None], writer: _StatusWriter,
                        db: ThreadPoolExecutor) -> None:
-        """Passes over the due deliveries in id order. A pass that finds something is
-        followed by another from the start (for deliveries deferred meanwhile and due
-        again), once everything of the pass is settled; a pass that finds nothing ends."""
+        """Passes over the due deliveries in id order, rendering them in chunks a few
+        chunks ahead of the workers. A pass that finds something is followed by another
+        from the start (for deliveries deferred meanwhile and due again), once everything
+        of the pass is settled; a pass that finds nothing ends."""
         loop = asyncio.get_running_loop()
         cursor, found = 0, False
         skips: list[asyncio.Future[None]] = []
-        while self._stop is None:
-            if self.deadline is not None and time.monotonic() >= self.deadline:
-                self.stop("time limit reached")
-                break
-            batch = await loop.run_in_executor(db, self.outbox.due, cursor, BATCH,
-                                               datetime.now(UTC))
-            if not batch:
-                if not found:
+        ahead: deque[asyncio.Task[list[Rendered]]] = deque()
+
+        async def settle(limit: int) -> None:
+            while len(ahead) > limit:
+                for item in await ahead.popleft():
+                    if self._stop is not None:
+                        return
+                    await queue.put(item)
+
+        try:
+            while self._stop is None:
+                if self.deadline is not None and time.monotonic() >= self.deadline:
+                    self.stop("time limit reached")
                     break
-                await queue.join()  # the pass's deliveries all have their outcome
-                await asyncio.gather(*skips)
-                cursor, found, skips = 0, False, []
-                continue
-            found = True
-            for due in batch:
-                cursor = due.id
-                if due.recipient is None:
-                    skips.append(writer.skip(due.id, due.skip_reason or "skipped"))
-                    self.report.counts[DeliveryState.SKIPPED] += 1
+                batch = await loop.run_in_executor(db, self.outbox.due, cursor, BATCH,
+                                                   datetime.now(UTC))
+                if not batch:
+                    if not found:
+                        break
+                    await settle(0)
+                    await queue.join()  # the pass's deliveries all have their outcome
+                    await asyncio.gather(*skips)
+                    await writer.flush()  # ... committed, before the next pass reads
+                    cursor, found, skips = 0, False, []
                     continue
-                await queue.put(due)
-                if self._stop is not None:
-                    break
+                found = True
+                cursor = batch[-1].id
+                sendable = []
+                for due in batch:
+                    if due.recipient is None:
+                        skips.append(writer.skip(due.id, due.skip_reason or "skipped"))
+                        self.report.counts[DeliveryState.SKIPPED] += 1
+                    else:
+                        sendable.append(due)
+                for start in range(0, len(sendable), CHUNK):
+                    ahead.append(loop.create_task(
+                        self.renderer.render(sendable[start:start + CHUNK])))
+                    await settle(AHEAD)
+                    if self._stop is not None:
+                        break
+            await settle(0)
+        finally:
+            for task in ahead:
+                task.cancel()
         await queue.join()
         await asyncio.gather(*skips)
 
@@ -252,26 +298,26 @@ class Sender:
             if self.progress is not None:
                 self.progress(self.report)
 
-    async def _worker(self, queue: asyncio.Queue[Due | None], writer: _StatusWriter) -> None:
+    async def _worker(self, queue: asyncio.Queue[Rendered | None],
+                      writer: _StatusWriter) -> None:
         while True:
-            due = await queue.get()
+            item = await queue.get()
             try:
-                if due is None:
+                if item is None:
                     return
                 if self._stop is None:
-                    await self._deliver(due, writer)
+                    await self._deliver(*item, writer)
             finally:
                 queue.task_done()
 
-    async def _deliver(self, due: Due, writer: _StatusWriter) -> None:
+    async def _deliver(self, due: Due, message: Message | None, error: str | None,
+                       writer: _StatusWriter) -> None:
         assert due.recipient is not None
-        try:
-            message = self.mailing_for(due.list_id).message(due.recipient)
-        except TemplateProblem as exc:
+        if message is None:
             # The same template renders for everyone else: this person's data breaks it.
             if await writer.mark(due.id):
-                await writer.record(Result(due.id, Outcome("failed", f"template: {exc}"),
-                                           self.outbox.max_attempts))
+                writer.record(Result(due.id, Outcome("failed", error or "template"),
+                                     self.outbox.max_attempts))
                 self._count("failed", failed=True)
             return
         if self._stop is not None or not await writer.mark(due.id):
@@ -296,7 +342,7 @@ class Sender:
             await writer.release(due.id)  # marked but not sent: back in the queue
             return
         attempts = due.attempts + 1
-        await writer.record(Result(due.id, outcome, attempts, message.message_id))
+        writer.record(Result(due.id, outcome, attempts, message.message_id))
         state, _ = self.outbox.next_state(outcome, attempts)
         self._count(state, failed=outcome.kind != DeliveryState.SENT, reply=outcome.reply)
 

@@ -293,13 +293,8 @@ class SmtpTransport:
         if before is not None:
             await before()
         client = conn.client
-        options = ["SMTPUTF8"] if message.smtputf8 else []
         try:
-            errors, reply = await client.sendmail(message.envelope_from, [message.recipient],
-                                                  message.data, mail_options=options)
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            first = exc.recipients[0]
-            return await self._refused(conn, first.code, first.message, stage="rcpt")
+            reply = await _transaction(client, message, self._timeout)
         except aiosmtplib.SMTPRecipientRefused as exc:
             return await self._refused(conn, exc.code, exc.message, stage="rcpt")
         except aiosmtplib.SMTPDataError as exc:
@@ -312,10 +307,7 @@ class SmtpTransport:
             self._drop(conn)
             return Outcome("deferred", f"connection lost: {_describe(exc)}")
         conn.sent += 1
-        if errors:  # one recipient only: refused recipients raise above; be safe anyway
-            code, text = next(iter(errors.values()))
-            return await self._refused(conn, code, text, stage="rcpt")
-        return Outcome("sent", reply.strip() if isinstance(reply, str) else str(reply))
+        return Outcome("sent", _reply(reply.code, reply.message))
 
     async def _refused(self, conn: _Connection, code: int, text: str,
                        stage: str) -> Outcome:
@@ -343,6 +335,49 @@ class SmtpTransport:
             if conn.client is not None:
                 await _quit(conn.client)
                 conn.client = None
+
+
+async def _transaction(client: aiosmtplib.SMTP, message: Message,
+                       timeout: float) -> aiosmtplib.SMTPResponse:
+    """MAIL, RCPT and DATA for one message, through aiosmtplib's command layer.
+
+    Not `sendmail()`: for one recipient it parses both addresses twice with the stdlib's
+    address parser and runs three regular expressions over the whole message (line-end
+    normalisation twice, dot-stuffing), ~270 us for a 15 KB newsletter, as much as
+    rendering and signing it. Our addresses are validated and normalised before they get
+    here, and our messages are CRLF throughout with no line starting with a dot (headers,
+    base64 and MIME boundaries never do), which is checked; anything else goes through
+    the library's own DATA, which stuffs dots."""
+    encoding = "utf-8" if message.smtputf8 else "ascii"
+    options = [b"SMTPUTF8"] if message.smtputf8 else []
+    sender = message.envelope_from.encode(encoding)
+    response = await client.execute_command(b"MAIL", b"FROM:<" + sender + b">", *options)
+    if response.code != 250:
+        raise aiosmtplib.SMTPSenderRefused(response.code, response.message,
+                                           message.envelope_from)
+    recipient = message.recipient.encode(encoding)
+    response = await client.execute_command(b"RCPT", b"TO:<" + recipient + b">")
+    if response.code not in (250, 251):
+        raise aiosmtplib.SMTPRecipientRefused(response.code, response.message,
+                                              message.recipient)
+    data = message.data
+    if data.startswith(b".") or b"\n." in data or not data.endswith(b"\r\n"):
+        return await client.data(data)
+    response = await client.execute_command(b"DATA")
+    if response.code != 354:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    protocol.write(data + b".\r\n")
+    try:
+        response = await protocol.read_response(timeout=timeout)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        client.close()
+        raise
+    if response.code != 250:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    return response
 
 
 class _Unreachable(Exception):
