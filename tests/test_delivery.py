@@ -23,8 +23,9 @@ SUBJECT = "{{ subscriber.first_name | default('Beste lezer') }}, ons nieuws"
 
 
 @pytest.fixture
-def smtp():  # noqa: ANN201
-    with SmtpServer() as server:
+def smtp(request):  # noqa: ANN001, ANN201
+    """The test server; `indirect` parametrisation turns PIPELINING off with False."""
+    with SmtpServer(pipelining=getattr(request, "param", True)) as server:
         yield server
 
 
@@ -153,6 +154,8 @@ def test_a_send_asks_first_and_shows_who_and_how_many(run, project, smtp, monkey
     assert json.loads(run("campaign", "show", "dec", "--json").stdout)["state"] == "draft"
 
 
+@pytest.mark.parametrize("smtp", [True, False], indirect=True,
+                         ids=["pipelining", "one-command-at-a-time"])
 def test_faults_are_deferred_and_retried_or_bounced_never_skipped(run, project, smtp,
                                                                   monkeypatch):
     configure(monkeypatch, smtp, connections=2, pause_failure_rate=0.9)

@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiosmtplib
 
 from mailer.content.mailing import Message
+from mailer.delivery.smtpsession import Session
 from mailer.errors import ConfigError
 
 __all__ = ["FileTransport", "MaildirTransport", "Outcome", "Relay", "SmtpTransport",
@@ -206,9 +207,10 @@ def _reply(code: int, text: str) -> str:
 
 
 class _Connection:
+    """A place in the pool: a session, or none yet (opened at its first message)."""
+
     def __init__(self) -> None:
-        self.client: aiosmtplib.SMTP | None = None
-        self.sent = 0
+        self.session: Session | None = None
 
 
 class SmtpTransport:
@@ -278,23 +280,22 @@ class SmtpTransport:
             self._pool.put_nowait(conn)
 
     async def _send(self, conn: _Connection, message: Message, before: Before) -> Outcome:
-        if conn.client is not None and (conn.sent >= self._per_connection
-                                        or not conn.client.is_connected):
-            await _quit(conn.client)
-            conn.client = None
-        if conn.client is None:
+        if conn.session is not None and (conn.session.sent >= self._per_connection
+                                         or not conn.session.connected):
+            await conn.session.quit()
+            conn.session = None
+        if conn.session is None:
             try:
-                conn.client = await self._connect()
+                conn.session = Session(await self._connect(), self._timeout)
             except _Unreachable as exc:
                 return Outcome("deferred", f"no relay reachable: {exc}")
             except _Fatal as exc:
                 return Outcome("failed", str(exc))
-            conn.sent = 0
         if before is not None:
             await before()
-        client = conn.client
+        session = conn.session
         try:
-            reply = await _transaction(client, message, self._timeout)
+            reply = await session.send(message)
         except aiosmtplib.SMTPRecipientRefused as exc:
             return await self._refused(conn, exc.code, exc.message, stage="rcpt")
         except aiosmtplib.SMTPDataError as exc:
@@ -306,7 +307,7 @@ class SmtpTransport:
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             self._drop(conn)
             return Outcome("deferred", f"connection lost: {_describe(exc)}")
-        conn.sent += 1
+        session.sent += 1
         return Outcome("sent", _reply(reply.code, reply.message))
 
     async def _refused(self, conn: _Connection, code: int, text: str,
@@ -316,8 +317,8 @@ class SmtpTransport:
             self._drop(conn)
             return Outcome("deferred", reply)
         try:  # the connection stays usable after a refusal: reset the transaction
-            assert conn.client is not None
-            await conn.client.rset()
+            assert conn.session is not None
+            await conn.session.reset()
         except (TimeoutError, aiosmtplib.SMTPException, OSError, AssertionError):
             self._drop(conn)
         if code < 500:
@@ -325,59 +326,16 @@ class SmtpTransport:
         return Outcome("bounced" if stage in ("rcpt", "data") else "failed", reply)
 
     def _drop(self, conn: _Connection) -> None:
-        if conn.client is not None:
-            conn.client.close()
-        conn.client = None
+        if conn.session is not None:
+            conn.session.close()
+        conn.session = None
 
     async def close(self) -> None:
         while not self._pool.empty():
             conn = self._pool.get_nowait()
-            if conn.client is not None:
-                await _quit(conn.client)
-                conn.client = None
-
-
-async def _transaction(client: aiosmtplib.SMTP, message: Message,
-                       timeout: float) -> aiosmtplib.SMTPResponse:
-    """MAIL, RCPT and DATA for one message, through aiosmtplib's command layer.
-
-    Not `sendmail()`: for one recipient it parses both addresses twice with the stdlib's
-    address parser and runs three regular expressions over the whole message (line-end
-    normalisation twice, dot-stuffing), ~270 us for a 15 KB newsletter, as much as
-    rendering and signing it. Our addresses are validated and normalised before they get
-    here, and our messages are CRLF throughout with no line starting with a dot (headers,
-    base64 and MIME boundaries never do), which is checked; anything else goes through
-    the library's own DATA, which stuffs dots."""
-    encoding = "utf-8" if message.smtputf8 else "ascii"
-    options = [b"SMTPUTF8"] if message.smtputf8 else []
-    sender = message.envelope_from.encode(encoding)
-    response = await client.execute_command(b"MAIL", b"FROM:<" + sender + b">", *options)
-    if response.code != 250:
-        raise aiosmtplib.SMTPSenderRefused(response.code, response.message,
-                                           message.envelope_from)
-    recipient = message.recipient.encode(encoding)
-    response = await client.execute_command(b"RCPT", b"TO:<" + recipient + b">")
-    if response.code not in (250, 251):
-        raise aiosmtplib.SMTPRecipientRefused(response.code, response.message,
-                                              message.recipient)
-    data = message.data
-    if data.startswith(b".") or b"\n." in data or not data.endswith(b"\r\n"):
-        return await client.data(data)
-    response = await client.execute_command(b"DATA")
-    if response.code != 354:
-        raise aiosmtplib.SMTPDataError(response.code, response.message)
-    protocol = client.protocol
-    if protocol is None:
-        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-    protocol.write(data + b".\r\n")
-    try:
-        response = await protocol.read_response(timeout=timeout)
-    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
-        client.close()
-        raise
-    if response.code != 250:
-        raise aiosmtplib.SMTPDataError(response.code, response.message)
-    return response
+            if conn.session is not None:
+                await conn.session.quit()
+                conn.session = None
 
 
 class _Unreachable(Exception):
@@ -386,16 +344,6 @@ class _Unreachable(Exception):
 
 class _Fatal(Exception):
     pass
-
-
-async def _quit(client: aiosmtplib.SMTP) -> None:
-    try:
-        if client.is_connected:
-            await client.quit()
-    except (TimeoutError, aiosmtplib.SMTPException, OSError):
-        pass
-    finally:
-        client.close()
 
 
 def _describe(exc: BaseException) -> str:

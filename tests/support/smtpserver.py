@@ -33,6 +33,8 @@ What a client sees and what is recorded:
   client has authenticated. When STARTTLS is offered, AUTH is only offered (and accepted)
   after STARTTLS, like a real submission server; without TLS, or with implicit TLS, it is
   offered at once. Without `auth`, AUTH is not advertised.
+* PIPELINING (RFC 2920) is advertised, like Postfix does, unless `pipelining=False`:
+  aiosmtpd answers pipelined commands in order.
 * Faults with `times` fire for that many matching events and then expire (`times=None`:
   until `clear_faults()`). When several faults of one kind match, the oldest one fires.
   `match` is an address or "@domain" (that domain only, not its subdomains), compared
@@ -319,6 +321,8 @@ class _Handler:
         session.host_name = hostname  # aiosmtpd leaves this to the hook when there is one
         if self.owner._auth is None:
             responses = [r for r in responses if not r[4:].upper().startswith("AUTH")]
+        if self.owner.pipelining:  # aiosmtpd reads commands in order: it can (RFC 2920)
+            responses = [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
 
     async def handle_MAIL(self, conn: _Connection, session: Session, envelope: Envelope,
@@ -383,7 +387,7 @@ class SmtpServer:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, starttls: bool = False,
                  require_starttls: bool = False, implicit_tls: bool = False,
-                 auth: tuple[str, str] | None = None) -> None:
+                 auth: tuple[str, str] | None = None, pipelining: bool = True) -> None:
         if implicit_tls and (starttls or require_starttls):
             raise ValueError("implicit_tls and STARTTLS exclude each other")
         self.host = host
@@ -392,6 +396,7 @@ class SmtpServer:
         self.require_starttls = require_starttls
         self.implicit_tls = implicit_tls
         self._auth = auth
+        self.pipelining = pipelining  # advertised in the EHLO reply
         self.cafile = ""
         self.received: list[Received] = []
         self.sessions = 0

@@ -1,0 +1,133 @@
+"""The per-message SMTP transaction (mailer/delivery/smtpsession.py), pipelined and one
+command at a time, against the aiosmtpd test server: what arrives, and how each refusal
+and hang-up is reported."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiosmtplib
+import pytest
+
+from mailer.content.mailing import Message
+from mailer.delivery.smtpsession import Session
+from tests.support.smtpserver import SmtpServer
+
+MODES = pytest.mark.parametrize("pipelining", [True, False],
+                                ids=["pipelining", "one-command-at-a-time"])
+
+
+def message(to: str = "an@example.be", body: bytes = b"Dag An\r\n") -> Message:
+    data = (b"From: <news@example.be>\r\nTo: <" + to.encode() + b">\r\nSubject: x\r\n"
+            b"Message-ID: <1@example.be>\r\n\r\n" + body)
+    return Message(data=data, envelope_from="bounces+x@example.be", recipient=to,
+                   message_id="1@example.be", smtputf8=False)
+
+
+async def session_with(server: SmtpServer) -> Session:
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, start_tls=False,
+                             timeout=5)
+    await client.connect()
+    await client.ehlo()
+    return Session(client, timeout=5)
+
+
+@MODES
+def test_messages_arrive_whole_with_lines_that_start_with_a_dot(pipelining):
+    bodies = [b"Dag An\r\n", b".\r\n..twee\r\n.drie", b".begin\r\nmidden\r\n.\r\n"]
+
+    async def go(server: SmtpServer) -> list[str]:
+        session = await session_with(server)
+        assert (session._replies is not None) is pipelining
+        replies = [(await session.send(message(body=body))).code for body in bodies]
+        await session.quit()
+        return replies
+
+    with SmtpServer(pipelining=pipelining) as server:
+        assert asyncio.run(go(server)) == [250, 250, 250]
+        received = [m.data.split(b"\r\n\r\n", 1)[1] for m in server.messages()]
+    # DATA ends a message with CRLF (RFC 5321 4.5.2): the one without gets it
+    assert received == [b"Dag An\r\n", b".\r\n..twee\r\n.drie\r\n", bodies[2]]
+    assert all(m.envelope_from == "bounces+x@example.be" for m in server.messages())
+
+
+@MODES
+def test_each_refusal_is_reported_for_its_stage_and_the_session_goes_on(pipelining):
+    async def go(server: SmtpServer) -> list[tuple[str, int]]:
+        session = await session_with(server)
+        outcomes = []
+        for to in ("bad@example.be", "full@example.be", "ok@example.be"):
+            try:
+                reply = await session.send(message(to))
+                outcomes.append(("sent", reply.code))
+            except aiosmtplib.SMTPResponseException as exc:
+                outcomes.append((type(exc).__name__, exc.code))
+                await session.reset()
+        await session.quit()
+        return outcomes
+
+    with SmtpServer(pipelining=pipelining) as server:
+        server.reply_to_rcpt("bad@example.be", 550, "5.1.1 No such user")
+        server.reply_to_data(452, "4.3.1 Full", match="full@example.be")
+        assert asyncio.run(go(server)) == [("SMTPRecipientRefused", 550),
+                                           ("SMTPDataError", 452), ("sent", 250)]
+        assert server.recipients() == ["ok@example.be"]
+
+
+@MODES
+def test_a_421_before_hanging_up_is_reported_with_its_code(pipelining):
+    async def go(server: SmtpServer) -> tuple[int, bool]:
+        session = await session_with(server)
+        await session.send(message())
+        with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
+            await session.send(message("b@example.be"))
+        await asyncio.sleep(0.05)
+        return refused.value.code, session.connected
+
+    with SmtpServer(pipelining=pipelining) as server:
+        server.max_messages_per_session(1)
+        assert asyncio.run(go(server)) == (421, False)
+        assert server.recipients() == ["an@example.be"]
+
+
+@MODES
+def test_a_connection_dropped_during_data_is_a_disconnect(pipelining):
+    async def go(server: SmtpServer) -> None:
+        session = await session_with(server)
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+            await session.send(message())
+        assert not session.connected
+
+    with SmtpServer(pipelining=pipelining) as server:
+        server.drop_during_data()
+        asyncio.run(go(server))
+        assert server.messages() == []
+
+
+def test_a_silent_server_times_out():
+    async def go(server: SmtpServer) -> None:
+        session = await session_with(server)
+        session.timeout = 0.3
+        with pytest.raises((TimeoutError, aiosmtplib.SMTPTimeoutError)):
+            await session.send(message())
+        session.close()
+
+    with SmtpServer() as server:
+        server.stall(2.0)
+        asyncio.run(go(server))
+
+
+def test_multiline_replies_are_read_as_one():
+    """The pipelined reader takes a reply of several lines (250-… 250 …) as one."""
+    async def go(server: SmtpServer) -> tuple[int, list[str], int]:
+        session = await session_with(server)
+        assert session._replies is not None
+        session._replies.write(b"EHLO again.example.be\r\nNOOP\r\n")
+        ehlo, noop = await session._replies.read(2, 5)
+        await session.quit()
+        return ehlo.code, ehlo.message.split("\n"), noop.code
+
+    with SmtpServer() as server:
+        code, lines, noop = asyncio.run(go(server))
+    assert code == 250 and noop == 250
+    assert len(lines) >= 4 and "PIPELINING" in lines and lines[-1] == "HELP"
