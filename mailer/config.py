@@ -91,6 +91,17 @@ class Delivery(_Section):
     render_processes: int = -1
 
 
+class Web(_Section):
+    """`mailer serve`: the subscribers' pages and endpoints."""
+
+    # Forwarded headers (X-Forwarded-For/-Proto) are believed from these addresses only.
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    confirm_days: int = Field(default=7, ge=1)  # how long a confirmation link works
+    max_body: int = Field(default=65536, ge=1024)  # bytes; larger requests get 413
+    signups_per_ip: int = Field(default=20, ge=1)  # per hour, from one address
+    signups_per_address: int = Field(default=3, ge=1)  # per day, for one e-mail address
+
+
 class ImportSettings(_Section):
     """Defaults for CSV imports."""
 
@@ -137,6 +148,7 @@ class Settings(_Section):
     organisation: Organisation = Field(default_factory=Organisation)
     sending: Sending = Field(default_factory=Sending)
     delivery: Delivery = Field(default_factory=Delivery)
+    web: Web = Field(default_factory=Web)
     imports: ImportSettings = Field(default_factory=ImportSettings, alias="import")
 
     # Not from the file: where it was found, and the secrets.

@@ -107,13 +107,14 @@ def _register() -> None:
         dkimcmd,
         initcmd,
         listscmd,
+        servecmd,
         subscriberscmd,
         suppressioncmd,
         templatescmd,
     )
 
     for module in (initcmd, dbcmd, configcmd, listscmd, subscriberscmd, suppressioncmd,
-                   templatescmd, campaigncmd, dkimcmd):
+                   templatescmd, campaigncmd, dkimcmd, servecmd):
         cli.add_command(module.command)
     cli.add_command(templatescmd.preview)
     cli.add_command(campaigncmd.run)

@@ -1,0 +1,51 @@
+"""`mailer serve`: the subscribers' pages and endpoints, over HTTP."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from mailer.cli import State, pass_state
+from mailer.cli.output import err
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; keep 127.0.0.1 behind a reverse proxy.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Processes serving requests.")
+@pass_state
+def command(state: State, host: str, port: int, workers: int) -> None:
+    """Serve the pages subscribers reach from their mail.
+
+    One-click unsubscribe (RFC 8058) and its confirmation page. Links in mail point at
+    `public_url` from mailer.toml; put this behind the organisation's reverse proxy (TLS
+    there), whose address is in `[web] trusted_proxies` so the visitor's address is
+    recorded.
+
+    \b
+    Example:
+        mailer serve --host 127.0.0.1 --port 8080
+    """
+    import uvicorn
+
+    from mailer.web.app import create_app
+
+    project = state.project
+    project.engine  # noqa: B018 - a database that is behind stops here, in one line
+    project.signer  # noqa: B018 - and so does a missing secret key
+    settings = project.settings
+    options = {"host": host, "port": port, "proxy_headers": True,
+               "forwarded_allow_ips": settings.web.trusted_proxies, "server_header": False,
+               "log_level": "warning", "access_log": False, "timeout_keep_alive": 5}
+    err().print(f"Serving on http://{host}:{port} for {settings.public_url} "
+                f"({workers} process{'es' if workers > 1 else ''}); Ctrl+C stops.")
+    if workers == 1:
+        uvicorn.run(create_app(project), **options)  # type: ignore[arg-type]
+        return
+    if settings.config_path is not None:
+        os.environ["MAILER_CONFIG"] = str(settings.config_path)
+    uvicorn.run("mailer.web.app:from_environment", factory=True, workers=workers,
+                **options)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""The subscribers' side: pages and endpoints served by `mailer serve`."""
