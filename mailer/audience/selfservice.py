@@ -10,15 +10,8 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from mailer.audience.consent import record_consent
-from mailer.models import (
-    ConsentAction,
-    MailingList,
-    Subscriber,
-    Subscription,
-    SubscriptionStatus,
-    utcnow,
-)
+from mailer.audience.subscribers import unsubscribe_member
+from mailer.models import MailingList, Subscriber, Subscription
 
 __all__ = ["Member", "find_member", "unsubscribe_member"]
 
@@ -44,19 +37,3 @@ def find_member(session: Session, subscriber_id: int, list_id: int) -> Member | 
     membership = session.get(Subscription, (subscriber_id, list_id))
     return Member(subscriber_id, list_id, sub.language, ml.name, ml.language,
                   membership.status if membership is not None else None)
-
-
-def unsubscribe_member(session: Session, subscriber_id: int, list_id: int, *, source: str,
-                       ip: str | None = None, user_agent: str | None = None) -> bool:
-    """Unsubscribe from one list at once. False when there was nothing to do (not a
-    member, already unsubscribed, erased): a second click changes nothing."""
-    membership = session.get(Subscription, (subscriber_id, list_id))
-    if membership is None or membership.status == SubscriptionStatus.UNSUBSCRIBED:
-        return False
-    now = utcnow()
-    membership.status = SubscriptionStatus.UNSUBSCRIBED
-    membership.unsubscribed_at = now
-    membership.updated_at = now
-    record_consent(session, subscriber_id, ConsentAction.UNSUBSCRIBE, list_id=list_id,
-                   source=source, ip=ip, user_agent=user_agent)
-    return True

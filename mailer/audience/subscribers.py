@@ -40,6 +40,7 @@ __all__ = [
     "remove_subscriber",
     "subscriber_details",
     "unsubscribe",
+    "unsubscribe_member",
     "validate_address",
 ]
 
@@ -208,16 +209,25 @@ def unsubscribe(session: Session, email: str, slug: str, *, source: str = "cli")
     """Unsubscribe from one list; False if not a member or already unsubscribed."""
     sub = get_subscriber(session, email)
     ml = get_list(session, slug)
-    membership = session.get(Subscription, (sub.id, ml.id))
+    assert sub.id is not None and ml.id is not None
+    changed = unsubscribe_member(session, sub.id, ml.id, source=source)
+    session.flush()
+    return changed
+
+
+def unsubscribe_member(session: Session, subscriber_id: int, list_id: int, *, source: str,
+                       ip: str | None = None, user_agent: str | None = None) -> bool:
+    """Unsubscribe a member from one list, logged as consent. False when there was nothing
+    to do (not a member, already unsubscribed): a second click changes nothing."""
+    membership = session.get(Subscription, (subscriber_id, list_id))
     if membership is None or membership.status == SubscriptionStatus.UNSUBSCRIBED:
         return False
     now = utcnow()
     membership.status = SubscriptionStatus.UNSUBSCRIBED
     membership.unsubscribed_at = now
     membership.updated_at = now
-    assert sub.id is not None
-    record_consent(session, sub.id, ConsentAction.UNSUBSCRIBE, list_id=ml.id, source=source)
-    session.flush()
+    record_consent(session, subscriber_id, ConsentAction.UNSUBSCRIBE, list_id=list_id,
+                   source=source, ip=ip, user_agent=user_agent)
     return True
 
 
