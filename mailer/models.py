@@ -269,3 +269,33 @@ class Delivery(SQLModel, table=True):
     queued_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
     sent_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+
+
+class NoticeKind(enum.StrEnum):
+    CONFIRM = "confirm"  # the double opt-in mail with the confirmation link
+    WELCOME = "welcome"  # after a single opt-in sign-up (or a confirmation, when wanted)
+
+
+class Notice(SQLModel, table=True):
+    """A mail to one person that is not a campaign: a confirmation or a welcome. Queued by
+    the web app in the same transaction as the sign-up, sent by its background sender
+    (or the next `mailer run`) through the transport and the rate limits; its states are
+    a delivery's. Erasing the person deletes it."""
+
+    __tablename__ = "notice"
+    __table_args__ = (Index("ix_notice_state", "state", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(sa_column=Column(String(16), nullable=False))
+    subscriber_id: int = Field(sa_column=Column(
+        Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False))
+    list_id: int = Field(sa_column=Column(
+        Integer, ForeignKey("mailing_list.id", ondelete="CASCADE"), nullable=False))
+    state: str = Field(default=DeliveryState.QUEUED,
+                       sa_column=Column(String(12), nullable=False))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    next_attempt_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))
+    last_reply: str | None = Field(default=None, sa_column=Column(Text))
+    message_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    queued_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+    sent_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))

@@ -48,6 +48,14 @@ class ListDefinition(BaseModel):
     from_address: str
     reply_to: str | None = None
     public: bool = False
+    # What the sign-up form asks people to agree to, and its version: both are stored
+    # with their consent. Empty: the built-in text of the list's language.
+    consent_text: str = ""
+    consent_version: str = "1"
+
+    def stored(self) -> dict[str, object]:
+        """The fields the mailing_list table keeps (the consent text lives in the file)."""
+        return self.model_dump(exclude={"consent_text", "consent_version"})
 
     @field_validator("from_address", "reply_to")
     @classmethod
@@ -111,7 +119,7 @@ def sync_lists(session: Session, definitions: list[ListDefinition]) -> SyncResul
     for d in definitions:
         row = existing.pop(d.slug, None)
         if row is None:
-            session.add(MailingList(**d.model_dump()))
+            session.add(MailingList(**d.stored()))
             result.created.append(d.slug)
             continue
         changed = False

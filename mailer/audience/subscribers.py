@@ -33,6 +33,7 @@ from mailer.models import (
 __all__ = [
     "LANGUAGES",
     "add_subscriber",
+    "clean_name",
     "edit_subscriber",
     "get_subscriber",
     "iter_subscribers",
@@ -54,7 +55,7 @@ def validate_address(raw: str) -> str:
         raise InvalidInput(f"{raw.strip()!r} is not a valid address: {exc}") from None
 
 
-def _clean_name(value: str | None, what: str) -> str | None:
+def clean_name(value: str | None, what: str) -> str | None:
     if value is None:
         return None
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
@@ -123,8 +124,8 @@ def add_subscriber(
         raise InvalidInput("Name at least one list: --list SLUG.")
     sub = session.exec(select(Subscriber).where(Subscriber.email == address)).first()
     if sub is None:
-        sub = Subscriber(email=address, first_name=_clean_name(first_name, "first name"),
-                         last_name=_clean_name(last_name, "last name"),
+        sub = Subscriber(email=address, first_name=clean_name(first_name, "first name"),
+                         last_name=clean_name(last_name, "last name"),
                          language=_check_language(language), attributes=attributes or {})
         session.add(sub)
         session.flush()
@@ -175,8 +176,8 @@ def edit_subscriber(
     """Change name, language, attributes or global status; logged as a preference event."""
     sub = get_subscriber(session, email)
     changed: list[str] = []
-    for field, value in (("first_name", _clean_name(first_name, "first name")),
-                         ("last_name", _clean_name(last_name, "last name")),
+    for field, value in (("first_name", clean_name(first_name, "first name")),
+                         ("last_name", clean_name(last_name, "last name")),
                          ("language", _check_language(language))):
         if value is not None and getattr(sub, field) != value:
             setattr(sub, field, value)

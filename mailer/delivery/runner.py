@@ -19,6 +19,7 @@ from mailer.content.mailing import CampaignInfo, Mailing, Recipient
 from mailer.db import session_scope
 from mailer.delivery.campaigns import get_campaign, snapshot_sources, start_campaign, transition
 from mailer.delivery.lock import run_lock
+from mailer.delivery.notices import NoticeReport, send_notices
 from mailer.delivery.outbox import Outbox
 from mailer.delivery.ratelimit import Limits, RateLimiter
 from mailer.delivery.rendering import InlineRenderer, ProcessRenderer, Renderer
@@ -31,8 +32,8 @@ from mailer.project import Project
 
 PROCESS_THRESHOLD = 2000  # open deliveries from which helper processes render (automatic)
 
-__all__ = ["RunSummary", "prepare_start", "reopen_for_unknown", "run_due", "send_campaign",
-           "mailings_for", "send_test", "transport_for"]
+__all__ = ["RunSummary", "limiter_for", "mailings_for", "prepare_start", "reopen_for_unknown",
+           "run_due", "send_campaign", "send_test", "transport_for"]
 
 
 def transport_for(project: Project) -> Transport:
@@ -54,6 +55,11 @@ def _limits(project: Project) -> Limits:
                   per_domain={k.lower(): (float(v[0]), int(v[1] if len(v) > 1 else
                                                           math.ceil(v[0])))
                               for k, v in d.per_domain.items()})
+
+
+def limiter_for(project: Project) -> RateLimiter:
+    """The project's rate limits, with the last day's sends for the quotas."""
+    return RateLimiter(_limits(project), history=_history(project))
 
 
 def _history(project: Project) -> list[float]:
@@ -201,10 +207,11 @@ class RunSummary:
     campaigns: dict[str, dict[str, Any]] = field(default_factory=dict)
     finished: list[str] = field(default_factory=list)
     stopped: str | None = None
+    notices: dict[str, int] = field(default_factory=dict)  # confirmation/welcome mails
 
     @property
     def idle(self) -> bool:
-        return not self.started and not any(
+        return not self.started and not any(self.notices.values()) and not any(
             c["sent"] or c["deferred"] or c["failed"] or c["bounced"] or c["skipped"]
             for c in self.campaigns.values())
 
@@ -229,7 +236,11 @@ def run_due(project: Project, *, max_seconds: float | None = None,
         with session_scope(project.engine) as session:
             sending = [c.slug for c in session.exec(select(Campaign).where(
                 Campaign.state == CampaignState.SENDING).order_by(Campaign.id)).all()]
-        limiter = RateLimiter(_limits(project), history=_history(project))
+        limiter = limiter_for(project)
+        # Confirmation and welcome mails the web app could not send (stopped, relay down)
+        notices = asyncio.run(_send_notices(project, limiter))
+        result.notices = {"sent": notices.sent, "deferred": notices.deferred,
+                          "failed": notices.failed}
         for slug in sending:
             if deadline is not None and time.monotonic() >= deadline:
                 result.stopped = "time limit reached"
@@ -245,6 +256,14 @@ def run_due(project: Project, *, max_seconds: float | None = None,
                 result.stopped = report.stopped
                 break
     return result
+
+
+async def _send_notices(project: Project, limiter: RateLimiter) -> NoticeReport:
+    transport = transport_for(project)
+    try:
+        return await send_notices(project, transport, limiter)
+    finally:
+        await transport.close()
 
 
 def send_test(project: Project, slug: str, addresses: list[str]) -> list[tuple[str, Outcome]]:

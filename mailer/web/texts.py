@@ -23,6 +23,33 @@ _TEXTS: dict[str, dict[str, str]] = {
         "error_text": "Probeer het later opnieuw.",
         "too_large": "Dit verzoek is te groot.",
         "privacy": "Privacy",
+        "subscribe_title": "Inschrijven op {list}",
+        "email": "E-mailadres",
+        "first_name": "Voornaam",
+        "optional": "niet verplicht",
+        "language": "Taal van de e-mails",
+        "subscribe_button": "Inschrijven",
+        "default_consent": ("Ja, ik wil {list} ontvangen. Ik kan me altijd uitschrijven. "
+                            "Mijn gegevens worden alleen hiervoor gebruikt."),
+        "need_consent": "Vink het vakje aan om je in te schrijven.",
+        "bad_address": "Dit e-mailadres klopt niet: {reason}",
+        "check_mail_title": "Kijk in je mailbox",
+        "check_mail_text": ("Als dit adres nog niet was ingeschreven, krijg je binnen enkele "
+                            "minuten een e-mail. Klik op de knop in die e-mail om je "
+                            "inschrijving te bevestigen."),
+        "too_many_title": "Even geduld",
+        "too_many_text": "Er kwamen te veel inschrijvingen van hier. Probeer het later opnieuw.",
+        "confirm_title": "Bevestig je inschrijving op {list}",
+        "confirm_text": "Klik op de knop om je inschrijving te bevestigen.",
+        "confirm_button": "Ja, schrijf me in",
+        "confirmed_title": "Je inschrijving is bevestigd",
+        "confirmed_text": "Welkom! Je ontvangt voortaan {list}.",
+        "confirm_left_text": ("Je bent intussen uitgeschreven van {list}. Wil je toch "
+                              "inschrijven, doe dat dan opnieuw via het formulier."),
+        "expired_title": "Deze link is verlopen",
+        "expired_text": ("Een bevestigingslink werkt {days} dagen. Schrijf je opnieuw in; "
+                         "je krijgt dan een nieuwe e-mail."),
+        "signup_again": "Opnieuw inschrijven",
     },
     "en": {
         "unsubscribe_title": "Unsubscribe",
@@ -40,6 +67,33 @@ _TEXTS: dict[str, dict[str, str]] = {
         "error_text": "Please try again later.",
         "too_large": "This request is too large.",
         "privacy": "Privacy",
+        "subscribe_title": "Subscribe to {list}",
+        "email": "E-mail address",
+        "first_name": "First name",
+        "optional": "optional",
+        "language": "Language of the e-mails",
+        "subscribe_button": "Subscribe",
+        "default_consent": ("Yes, I want to receive {list}. I can unsubscribe at any time. "
+                            "My data is used for this only."),
+        "need_consent": "Tick the box to subscribe.",
+        "bad_address": "This e-mail address is not right: {reason}",
+        "check_mail_title": "Check your mailbox",
+        "check_mail_text": ("If this address was not subscribed yet, you will get an e-mail "
+                            "within a few minutes. Click the button in it to confirm your "
+                            "subscription."),
+        "too_many_title": "Please wait",
+        "too_many_text": "Too many sign-ups came from here. Please try again later.",
+        "confirm_title": "Confirm your subscription to {list}",
+        "confirm_text": "Click the button to confirm your subscription.",
+        "confirm_button": "Yes, subscribe me",
+        "confirmed_title": "Your subscription is confirmed",
+        "confirmed_text": "Welcome! From now on you will receive {list}.",
+        "confirm_left_text": ("You have unsubscribed from {list} since. To subscribe after "
+                              "all, please use the form again."),
+        "expired_title": "This link has expired",
+        "expired_text": ("A confirmation link works for {days} days. Please sign up again; "
+                         "you will get a new e-mail."),
+        "signup_again": "Sign up again",
     },
 }
 

@@ -1,0 +1,171 @@
+"""Confirmation and welcome mails: queued with the sign-up, sent soon after.
+
+A sign-up writes its `notice` row in the same transaction as the membership, so a
+confirmation mail cannot be lost between the two; the web app's background sender sends
+it within moments, and `mailer run` sends whatever is left (the web app was stopped, the
+relay was down). They go through the project's transport and its rate limits, with the
+outbox's promises: marked "sending" (committed) before the SMTP transaction, deferred and
+retried with backoff, never sent twice.
+
+The confirmation link is a CONFIRM token (subscriber, list, minute issued); it expires
+after `[web] confirm_days`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import or_, update
+from sqlmodel import Session, col, select
+
+from mailer.content.mailing import CampaignInfo, Mailing, Message
+from mailer.delivery.ratelimit import QuotaExhausted, RateLimiter
+from mailer.delivery.transports import Outcome, Transport
+from mailer.messages import make_mailing, recipient
+from mailer.models import (
+    DeliveryState,
+    MailingList,
+    Notice,
+    NoticeKind,
+    Subscriber,
+    utcnow,
+)
+from mailer.project import Project
+from mailer.tokens import Purpose
+
+__all__ = ["NoticeReport", "confirm_url", "send_notices"]
+
+SUBJECTS = {NoticeKind.CONFIRM: "{{ t.confirm_subject | replace('{list}', list.name) }}",
+            NoticeKind.WELCOME: "{{ t.welcome_subject | replace('{list}', list.name) }}"}
+TEMPLATES = {NoticeKind.CONFIRM: "confirm.html.j2", NoticeKind.WELCOME: "welcome.html.j2"}
+MAX_ATTEMPTS = 8
+RETRY_AFTER = timedelta(minutes=1)  # doubles each time
+
+
+@dataclass
+class NoticeReport:
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+
+
+def confirm_url(project: Project, subscriber_id: int, list_id: int) -> str:
+    token = project.signer.make(Purpose.CONFIRM, subscriber_id, list_id)
+    return f"{project.settings.public_url.rstrip('/')}/c/{token}"
+
+
+def _mailings(project: Project) -> Callable[[str, MailingList], Mailing]:
+    cache: dict[tuple[str, int | None], Mailing] = {}
+
+    def mailing(kind: str, mailing_list: MailingList) -> Mailing:
+        key = (kind, mailing_list.id)
+        if key not in cache:
+            cache[key] = make_mailing(
+                project, template=TEMPLATES[NoticeKind(kind)], subject=SUBJECTS[NoticeKind(kind)],
+                mailing_list=mailing_list, campaign=CampaignInfo(id=0, slug=kind, title=kind))
+        return cache[key]
+    return mailing
+
+
+def _claim(project: Project, limit: int) -> list[tuple[int, Message | None]]:
+    """Claim up to `limit` due notices: each is marked "sending" (committed) only if it is
+    still queued or deferred, so two senders (the web app's workers, `mailer run`) never
+    both take one. Returns (id, message), message None for a person or list gone."""
+    now = utcnow()
+    with Session(project.engine) as session:
+        ids = session.exec(select(Notice.id).where(
+            or_(col(Notice.state) == DeliveryState.QUEUED,
+                (col(Notice.state) == DeliveryState.DEFERRED)
+                & (col(Notice.next_attempt_at) <= now)))
+            .order_by(col(Notice.id)).limit(limit)).all()
+        claimed = [i for i in ids if session.execute(
+            update(Notice).where(col(Notice.id) == i, col(Notice.state).in_(
+                [DeliveryState.QUEUED, DeliveryState.DEFERRED]))
+            .values(state=DeliveryState.SENDING, attempts=col(Notice.attempts) + 1)
+        ).rowcount == 1]  # type: ignore[attr-defined]
+        session.commit()
+    mailing = _mailings(project)
+    out: list[tuple[int, Message | None]] = []
+    with Session(project.engine) as session:
+        for notice_id in claimed:
+            notice = session.get(Notice, notice_id)
+            assert notice is not None and notice.id is not None
+            person = session.get(Subscriber, notice.subscriber_id)
+            mailing_list = session.get(MailingList, notice.list_id)
+            if person is None or mailing_list is None:
+                out.append((notice.id, None))
+                continue
+            extra = ({"confirm": confirm_url(project, notice.subscriber_id, notice.list_id)}
+                     if notice.kind == NoticeKind.CONFIRM else None)
+            out.append((notice.id, mailing(notice.kind, mailing_list).message(
+                recipient(person), extra_urls=extra)))
+    return out
+
+
+def _release(project: Project, notice_ids: list[int]) -> None:
+    """Claimed, then not sent (a quota ran out): back in the queue as they were."""
+    with Session(project.engine) as session:
+        for notice_id in notice_ids:
+            session.execute(update(Notice).where(
+                col(Notice.id) == notice_id, col(Notice.state) == DeliveryState.SENDING)
+                .values(state=DeliveryState.QUEUED, attempts=col(Notice.attempts) - 1))
+        session.commit()
+
+
+def _record(project: Project, notice_id: int, outcome: Outcome,
+            message_id: str | None) -> str:
+    with Session(project.engine) as session:
+        notice = session.get(Notice, notice_id)
+        assert notice is not None
+        notice.last_reply = outcome.reply[:500]
+        notice.message_id = message_id
+        state = outcome.kind
+        if state == DeliveryState.DEFERRED:
+            if notice.attempts >= MAX_ATTEMPTS:
+                state = DeliveryState.FAILED
+            else:
+                notice.next_attempt_at = utcnow() + RETRY_AFTER * 2 ** (notice.attempts - 1)
+        notice.state = state
+        if state == DeliveryState.SENT:
+            notice.sent_at = utcnow()
+        session.add(notice)
+        session.commit()
+        return state
+
+
+async def send_notices(project: Project, transport: Transport, limiter: RateLimiter, *,
+                       batch: int = 50) -> NoticeReport:
+    """Send every due notice; returns what happened."""
+    report = NoticeReport()
+    while True:  # the database work in a thread: the web app's loop serves meanwhile
+        claimed = await asyncio.to_thread(_claim, project, batch)
+        if not claimed:
+            return report
+        for index, (notice_id, message) in enumerate(claimed):
+            if message is None:
+                await asyncio.to_thread(_record, project, notice_id,
+                                        Outcome("skipped", "the person or list is gone"), None)
+                continue
+            domain = message.recipient.rpartition("@")[2].lower()
+
+            async def pace(domain: str = domain) -> None:
+                await limiter.acquire(domain)
+
+            try:
+                outcome = await transport.send(message, before=pace)
+            except QuotaExhausted:
+                await asyncio.to_thread(_release, project, [i for i, _ in claimed[index:]])
+                return report
+            state = await asyncio.to_thread(_record, project, notice_id, outcome,
+                                            message.message_id)
+            if state == DeliveryState.SENT:
+                report.sent += 1
+            elif state == DeliveryState.DEFERRED:
+                report.deferred += 1
+            else:
+                report.failed += 1
+        if len(claimed) < batch:
+            return report

@@ -1,0 +1,206 @@
+"""Signing up (form and JSON) and confirming (double opt-in).
+
+    GET  /subscribe/SLUG        the form of a public list: address, optional first name,
+                                language, the list's consent text (stored with its
+                                version), a honeypot
+    POST /subscribe/SLUG        the form (also from a copy embedded in another site)
+    POST /api/subscribe/SLUG    {"email": …, "first_name": …, "language": …, "consent": true}
+    GET  /c/TOKEN               a page with a button (a GET changes nothing)
+    POST /c/TOKEN               confirms, records the consent event; idempotent
+
+Whatever an address's state, a sign-up answers the same: a stranger cannot learn who is
+subscribed. A bot that fills the honeypot, an address signed up too often today and a
+suppressed address get that same answer, and nothing happens. Too many sign-ups from one
+client address get 429.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlmodel import Session
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from mailer.audience.addresses import InvalidAddress
+from mailer.audience.selfservice import SignUp, confirm_member, sign_up
+from mailer.errors import InvalidInput
+from mailer.models import MailingList
+from mailer.tokens import Purpose, TokenData, TokenError
+from mailer.web.security import client_ip
+from mailer.web.site import Site
+from mailer.web.texts import page_texts
+
+__all__ = ["routes"]
+
+MAX_FIELD = 320
+
+
+def routes(site: Site) -> list[Route]:
+    def consent_of(ml: MailingList, language: str) -> tuple[str, str]:
+        definition = site.definitions.get(ml.slug)
+        text = definition.consent_text if definition else ""
+        version = definition.consent_version if definition else "1"
+        return (text or page_texts(language)["default_consent"].format(list=ml.name),
+                version)
+
+    def form_page(request: Request, ml: MailingList, *, status: int = 200,
+                  error: str | None = None, values: dict[str, str] | None = None,
+                  language: str | None = None) -> HTMLResponse:
+        language = language or site.language(request, None, ml.language)
+        t = page_texts(language)
+        text, version = consent_of(ml, language)
+        html = site.pages.render(
+            language, template="subscribe.html.j2",
+            title=t["subscribe_title"].format(list=ml.name), intro=ml.description,
+            error=error, action=f"/subscribe/{ml.slug}", consent_text=text,
+            consent_version=version, values={"email": "", "first_name": "", **(values or {})})
+        return HTMLResponse(html, status_code=status)
+
+    async def attempt(request: Request, ml: MailingList, fields: dict[str, Any],
+                      language: str) -> tuple[str, str | None]:
+        """("ok" | "invalid" | "consent" | "busy", message) for a sign-up attempt."""
+        t = page_texts(language)
+        if not site.per_ip.allow(client_ip(request) or "?"):
+            return "busy", None
+        if str(fields.get("website") or ""):  # the honeypot: a bot
+            return "ok", None
+        if fields.get("consent") not in ("yes", "on", True, "true"):
+            return "consent", t["need_consent"]
+        email = str(fields.get("email") or "").strip()[:MAX_FIELD]
+        first_name = str(fields.get("first_name") or "").strip()[:100] or None
+        wanted = str(fields.get("language") or language)
+        text, version = consent_of(ml, language)
+        if not site.per_address.allow(email.lower()):
+            return "ok", None
+        ip, agent = client_ip(request), request.headers.get("user-agent")
+
+        def change(session: Session) -> SignUp:
+            return sign_up(session, site.project.hash_key, email=email, mailing_list=ml,
+                           consent=f"{version}: {text}", first_name=first_name,
+                           language=wanted, ip=ip, user_agent=agent)
+
+        try:
+            done = await site.writer(change)
+        except (InvalidInput, InvalidAddress) as exc:
+            return "invalid", t["bad_address"].format(reason=str(exc))
+        if done.notice is not None:
+            site.notices_queued()
+        return "ok", None
+
+    async def form_get(request: Request) -> Response:
+        ml = site.public_list(request.path_params["slug"])
+        if ml is None:
+            return site.not_found(request)
+        return form_page(request, ml)
+
+    async def form_post(request: Request) -> Response:
+        ml = site.public_list(request.path_params["slug"])
+        if ml is None:
+            return site.not_found(request)
+        async with request.form(max_files=0, max_fields=20, max_part_size=4096) as form:
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        language = fields.get("language") if fields.get("language") in ("nl", "en") \
+            else site.language(request, None, ml.language)
+        outcome, message = await attempt(request, ml, fields, language)
+        if outcome == "busy":
+            return site.page(request, status=429, title_key="too_many_title",
+                             text_key="too_many_text", language=language)
+        if outcome != "ok":
+            return form_page(request, ml, status=400, error=message, language=language,
+                             values={"email": fields.get("email", "")[:MAX_FIELD],
+                                     "first_name": fields.get("first_name", "")[:100]})
+        return site.page(request, title_key="check_mail_title", text_key="check_mail_text",
+                         language=language)
+
+    async def api_post(request: Request) -> Response:
+        ml = site.public_list(request.path_params["slug"])
+        if ml is None:
+            return JSONResponse({"error": "no such list"}, status_code=404, headers=CORS)
+        try:
+            fields = json.loads(await request.body())
+            if not isinstance(fields, dict):
+                raise ValueError
+        except ValueError:
+            return JSONResponse({"error": "send a JSON object"}, status_code=400,
+                                headers=CORS)
+        language = fields.get("language") if fields.get("language") in ("nl", "en") \
+            else ml.language
+        outcome, message = await attempt(request, ml, fields, language)
+        if outcome == "busy":
+            return JSONResponse({"error": "too many sign-ups, try later"}, status_code=429,
+                                headers=CORS)
+        if outcome != "ok":
+            return JSONResponse({"error": message}, status_code=400, headers=CORS)
+        return JSONResponse({"status": "check your mailbox"}, status_code=202, headers=CORS)
+
+    async def api_options(request: Request) -> Response:
+        return Response(status_code=204, headers={
+            **CORS, "Access-Control-Allow-Methods": "POST",
+            "Access-Control-Allow-Headers": "Content-Type", "Access-Control-Max-Age": "86400"})
+
+    def read_confirm(request: Request) -> TokenData | Response:
+        """The confirmation token's data, or the page for a bad or expired one."""
+        token = request.path_params["token"]
+        try:
+            return site.signer.read(token, Purpose.CONFIRM, max_age=site.confirm_max_age)
+        except TokenError as exc:
+            if not exc.expired:
+                return site.not_found(request)
+        data = site.signer.read(token, Purpose.CONFIRM)
+        ml = site.list_by_id(data.list_id)
+        links = [(f"/subscribe/{ml.slug}", "signup_again")] if ml and ml.public else []
+        return site.page(request, status=410, title_key="expired_title",
+                         text_key="expired_text", days=site.settings.web.confirm_days,
+                         list_name=ml.name if ml else "", links=links)
+
+    async def confirm_get(request: Request) -> Response:
+        data = read_confirm(request)
+        if isinstance(data, Response):
+            return data
+        member = site.member(data)
+        if member is None:
+            return site.page(request, status=404, title_key="gone_title",
+                             text_key="gone_text")
+        if member.status == "confirmed":
+            return site.page(request, member=member, title_key="confirmed_title",
+                             text_key="confirmed_text")
+        token = request.path_params["token"]
+        return site.page(request, member=member, title_key="confirm_title",
+                         text_key="confirm_text",
+                         form={"action": f"/c/{token}", "fields": [],
+                               "button_key": "confirm_button"})
+
+    async def confirm_post(request: Request) -> Response:
+        data = read_confirm(request)
+        if isinstance(data, Response):
+            return data
+        ip, agent = client_ip(request), request.headers.get("user-agent")
+        subscriber_id, list_id = data.subscriber_id, data.list_id
+
+        def change(session: Session) -> str | None:
+            return confirm_member(session, subscriber_id, list_id, ip=ip, user_agent=agent)
+
+        status = await site.writer(change)
+        member = site.member(data)
+        if status is None or member is None:
+            return site.page(request, status=404, title_key="gone_title",
+                             text_key="gone_text")
+        if status == "unsubscribed":
+            return site.page(request, member=member, title_key="unsubscribed_title",
+                             text_key="confirm_left_text")
+        return site.page(request, member=member, title_key="confirmed_title",
+                         text_key="confirmed_text")
+
+    return [Route("/subscribe/{slug}", form_get, methods=["GET", "HEAD"]),
+            Route("/subscribe/{slug}", form_post, methods=["POST"]),
+            Route("/api/subscribe/{slug}", api_post, methods=["POST"]),
+            Route("/api/subscribe/{slug}", api_options, methods=["OPTIONS"]),
+            Route("/c/{token}", confirm_get, methods=["GET", "HEAD"]),
+            Route("/c/{token}", confirm_post, methods=["POST"])]
+
+
+# The JSON endpoint is for other sites' pages: any origin may call it, without cookies.
+CORS = {"Access-Control-Allow-Origin": "*"}

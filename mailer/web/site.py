@@ -1,0 +1,135 @@
+"""What every handler of the web app shares: the project, its pages, lists and tokens,
+the database writer, and the background sender of confirmation mails."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from sqlmodel import Session, select
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from mailer.audience.lists import ListDefinition, load_definitions
+from mailer.audience.selfservice import Member, find_member
+from mailer.models import MailingList
+from mailer.project import Project
+from mailer.tokens import Purpose, TokenData, TokenError
+from mailer.web.pages import Pages
+from mailer.web.texts import page_texts, pick_language
+from mailer.web.throttle import Throttle
+from mailer.web.writes import Writer
+
+__all__ = ["Site"]
+
+log = logging.getLogger("mailer.web")
+NOTICE_POLL = 30.0  # seconds between looks for notices queued elsewhere (or deferred)
+
+
+class Site:
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.settings = project.settings
+        self.engine = project.engine
+        self.signer = project.signer
+        self.pages = Pages(project.settings)
+        self.writer = Writer(self.engine)
+        self.definitions: dict[str, ListDefinition] = {
+            d.slug: d for d in load_definitions(self.settings.lists_path)}
+        web = self.settings.web
+        self.per_ip = Throttle(web.signups_per_ip, 3600)
+        self.per_address = Throttle(web.signups_per_address, 86400)
+        self.confirm_max_age = timedelta(days=web.confirm_days)
+        self._notices_due = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+
+    # -- tokens and people ----------------------------------------------------------------
+
+    def read_token(self, token: str, *purposes: Purpose) -> TokenData | None:
+        for purpose in purposes:
+            try:
+                return self.signer.read(token, purpose)
+            except TokenError:
+                continue
+        return None
+
+    def member(self, data: TokenData) -> Member | None:
+        with Session(self.engine) as session:
+            return find_member(session, data.subscriber_id, data.list_id)
+
+    def public_list(self, slug: str) -> MailingList | None:
+        """A list offered on the sign-up form (`public = true`), or None."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            row = session.exec(select(MailingList).where(MailingList.slug == slug)).first()
+        return row if row is not None and row.public else None
+
+    def list_by_id(self, list_id: int) -> MailingList | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(MailingList, list_id)
+
+    # -- pages ------------------------------------------------------------------------------
+
+    def language(self, request: Request, *preferred: str | None) -> str:
+        return pick_language(*preferred,
+                             accept_language=request.headers.get("accept-language", ""))
+
+    def page(self, request: Request, *, title_key: str, text_key: str | None = None,
+             member: Member | None = None, list_name: str = "", status: int = 200,
+             links: list[tuple[str, str]] = (),  # type: ignore[assignment]
+             form: dict[str, object] | None = None, language: str | None = None,
+             **values: object) -> HTMLResponse:
+        """A page of one title, one paragraph, an optional button and links; texts by key
+        in the visitor's language, `{list}` and other `values` filled in."""
+        if language is None:
+            language = self.language(request, member.language if member else None,
+                                     member.list_language if member else None)
+        t = page_texts(language)
+        fill = {"list": member.list_name if member else list_name, **values}
+        if form is not None:
+            form = {**form, "button": t[str(form.pop("button_key"))]}
+        html = self.pages.render(
+            language, title=t[title_key].format(**fill),
+            lines=[t[text_key].format(**fill)] if text_key else [], form=form,
+            links=[(href, t[key]) for href, key in links])
+        return HTMLResponse(html, status_code=status)
+
+    def not_found(self, request: Request) -> HTMLResponse:
+        return self.page(request, status=404, title_key="invalid_title",
+                         text_key="invalid_text")
+
+    # -- confirmation and welcome mails -------------------------------------------------------
+
+    def notices_queued(self) -> None:
+        self._notices_due.set()
+
+    async def start(self) -> None:
+        self._sender = asyncio.create_task(self._send_notices())
+
+    async def stop(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+        self.writer.close()
+
+    async def _send_notices(self) -> None:
+        """Send queued notices soon after a sign-up, and look every NOTICE_POLL seconds
+        for ones queued by other workers or deferred."""
+        from mailer.delivery.notices import send_notices
+        from mailer.delivery.runner import limiter_for, transport_for
+
+        limiter = await asyncio.to_thread(limiter_for, self.project)
+        transport = transport_for(self.project)
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._notices_due.wait(), NOTICE_POLL)
+                self._notices_due.clear()
+                try:
+                    await send_notices(self.project, transport, limiter)
+                except Exception:  # noqa: BLE001 - keep serving; the next round retries
+                    log.exception("sending confirmation mails failed")
+        finally:
+            await transport.close()

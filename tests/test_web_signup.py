@@ -1,0 +1,230 @@
+"""Sign-up (form and JSON) and double opt-in confirmation over real HTTP against uvicorn,
+the confirmation mail caught by the test SMTP server, the database checked at each step;
+on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+from sqlalchemy import text
+
+from mailer.project import Project
+from mailer.tokens import Purpose
+from mailer.web.app import create_app
+from tests.support.smtpserver import SmtpServer
+from tests.support.webserver import WebServer
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest.fixture
+def smtp():  # noqa: ANN201
+    with SmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def site(run, project: Path, smtp: SmtpServer, monkeypatch):  # noqa: ANN001, ANN201
+    monkeypatch.setenv("MAILER_DELIVERY__TRANSPORT", f"smtp://127.0.0.1:{smtp.port}?tls=none")
+    monkeypatch.setenv("MAILER_PUBLIC_URL", "https://nieuws.example.be")
+    monkeypatch.setenv("MAILER_WEB__SIGNUPS_PER_IP", "8")
+    app_project = Project.load()
+    with WebServer(create_app(app_project)) as web:
+        web.project = app_project  # type: ignore[attr-defined]
+        yield web
+    app_project.close()
+
+
+def signup(site: WebServer, email: str, **extra: str):  # noqa: ANN201
+    fields = {"email": email, "first_name": "Lotte", "language": "nl", "consent": "yes",
+              "consent_version": "2026-11", "website": "", **extra}
+    return site.request("POST", "/subscribe/nieuwsbrief", body=urlencode(fields).encode(),
+                        headers=FORM)
+
+
+def membership(project: Project, email: str) -> str | None:
+    with project.engine.connect() as conn:
+        return conn.execute(text(
+            "SELECT m.status FROM subscription m JOIN subscriber s ON s.id = m.subscriber_id "
+            "WHERE s.email = :e"), {"e": email}).scalar()
+
+
+def consent_events(project: Project, email: str) -> list[tuple]:
+    with project.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(
+            "SELECT e.action, e.consent, e.confirmed, e.ip, e.user_agent FROM consent_event e "
+            "JOIN subscriber s ON s.id = e.subscriber_id WHERE s.email = :e ORDER BY e.id"),
+            {"e": email})]
+
+
+def wait_for_mail(smtp: SmtpServer, to: str, count: int = 1, timeout: float = 10) -> list:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        mails = [m for m in smtp.messages() if to in m.recipients]
+        if len(mails) >= count:
+            return mails
+        time.sleep(0.05)
+    raise AssertionError(f"no mail for {to} within {timeout} s")
+
+
+def confirm_link(raw: bytes) -> str:
+    message = message_from_bytes(raw)
+    html = next(p for p in message.walk() if p.get_content_type() == "text/html")
+    body = html.get_payload(decode=True).decode()
+    return re.search(r'href="(https://nieuws\.example\.be/c/[^"]+)"', body).group(1)
+
+
+def test_the_form_is_in_the_house_style_with_the_lists_consent_text(site):
+    page = site.request("GET", "/subscribe/nieuwsbrief")
+    assert page.status == 200 and 'lang="nl"' in page.text
+    assert "Inschrijven op Nieuwsbrief" in page.text
+    assert "Ja, ik wil de nieuwsbrief van Voorbeeld vzw ontvangen" in page.text
+    assert 'name="website"' in page.text and 'class="hp"' in page.text
+    assert '<link rel="stylesheet" href="/static/site.css">' in page.text
+    english = site.request("GET", "/subscribe/nieuwsbrief", headers={"Accept-Language": "en"})
+    assert "Subscribe to Nieuwsbrief" in english.text
+    assert site.request("GET", "/subscribe/no-such-list").status == 404
+
+
+def test_double_opt_in_from_form_to_confirmed_with_the_consent_recorded(site, smtp):
+    project, email = site.project, "lotte@example.be"
+    response = signup(site, email)
+    assert response.status == 200 and "Kijk in je mailbox" in response.text
+    assert membership(project, email) == "pending"
+    [mail] = wait_for_mail(smtp, email)
+    parsed = message_from_bytes(mail.data)
+    assert parsed["Subject"] == "Bevestig je inschrijving op Nieuwsbrief"
+    link = confirm_link(mail.data)
+    path = urlsplit(link).path
+    page = site.request("GET", path)  # a mail scanner or the person: nothing changes yet
+    assert page.status == 200 and f'action="{path}"' in page.text
+    assert membership(project, email) == "pending"
+    done = site.request("POST", path, headers={"User-Agent": "Firefox/140"})
+    assert done.status == 200 and "Je inschrijving is bevestigd" in done.text
+    assert membership(project, email) == "confirmed"
+    again = site.request("POST", path)  # idempotent
+    assert again.status == 200 and membership(project, email) == "confirmed"
+    events = consent_events(project, email)
+    assert [e[0] for e in events] == ["subscribe", "confirm"]
+    consent = "2026-11: Ja, ik wil de nieuwsbrief van Voorbeeld vzw ontvangen."
+    assert events[0][1].startswith(consent) and events[1][1] == events[0][1]
+    assert events[1][2] in (True, 1) and events[1][3] == "127.0.0.1"
+    assert events[1][4] == "Firefox/140"
+
+
+def test_the_answer_never_tells_whether_an_address_was_subscribed(site, smtp, run):
+    assert run("subscribers", "add", "known@example.be", "--list", "nieuwsbrief",
+               "--consent", "test", "--confirmed").exit_code == 0
+    known, new = signup(site, "known@example.be"), signup(site, "new@example.be")
+    assert known.status == new.status == 200
+    strip = re.compile(r"\s+")
+    assert strip.sub(" ", known.text) == strip.sub(" ", new.text)
+    wait_for_mail(smtp, "new@example.be")
+    time.sleep(0.3)
+    assert not [m for m in smtp.messages() if "known@example.be" in m.recipients]
+    assert membership(site.project, "known@example.be") == "confirmed"
+
+
+def test_a_bot_filling_the_honeypot_gets_the_same_answer_and_nothing_happens(site, smtp):
+    response = signup(site, "bot@example.be", website="http://spam.example")
+    assert response.status == 200 and "Kijk in je mailbox" in response.text
+    assert membership(site.project, "bot@example.be") is None
+
+
+def test_consent_is_required_and_a_bad_address_is_explained(site):
+    response = signup(site, "lotte@example.be", consent="")
+    assert response.status == 400 and "Vink het vakje aan" in response.text
+    assert 'value="lotte@example.be"' in response.text  # kept in the form
+    bad = signup(site, "not-an-address")
+    assert bad.status == 400 and "Dit e-mailadres klopt niet" in bad.text
+    assert membership(site.project, "lotte@example.be") is None
+
+
+def test_sign_ups_are_limited_per_client_and_per_address(site, smtp):
+    for _ in range(5):
+        assert signup(site, "same@example.be").status == 200
+    time.sleep(0.5)
+    # three a day for one address: the fourth and fifth did nothing (and said nothing)
+    assert len(wait_for_mail(smtp, "same@example.be", count=3)) == 3
+    time.sleep(0.5)
+    assert len([m for m in smtp.messages() if "same@example.be" in m.recipients]) == 3
+    statuses = [signup(site, f"p{i}@example.be").status for i in range(4)]
+    assert statuses == [200, 200, 200, 429]  # eight per client address (set for the test)
+
+
+def test_the_json_endpoint_signs_up_too(site, smtp):
+    body = json.dumps({"email": "json@example.be", "consent": True, "language": "en"})
+    response = site.request("POST", "/api/subscribe/nieuwsbrief", body=body.encode(),
+                            headers={"Content-Type": "application/json",
+                                     "Origin": "https://www.example.be"})
+    assert response.status == 202 and json.loads(response.body) == {
+        "status": "check your mailbox"}
+    assert response.headers["access-control-allow-origin"] == "*"
+    [mail] = wait_for_mail(smtp, "json@example.be")
+    assert message_from_bytes(mail.data)["Subject"] == (
+        "Please confirm your subscription to Nieuwsbrief")
+    no_consent = site.request("POST", "/api/subscribe/nieuwsbrief",
+                              body=b'{"email": "x@example.be"}',
+                              headers={"Content-Type": "application/json"})
+    assert no_consent.status == 400 and "error" in json.loads(no_consent.body)
+    assert site.request("POST", "/api/subscribe/nieuwsbrief", body=b"[1",
+                        headers={"Content-Type": "application/json"}).status == 400
+
+
+def test_an_expired_confirmation_link_explains_how_to_sign_up_again(site):
+    project = site.project
+    assert signup(site, "late@example.be").status == 200
+    with project.engine.connect() as conn:
+        sid, lid = conn.execute(text(
+            "SELECT m.subscriber_id, m.list_id FROM subscription m JOIN subscriber s "
+            "ON s.id = m.subscriber_id WHERE s.email = 'late@example.be'")).one()
+    old = project.signer.make(Purpose.CONFIRM, sid, lid,
+                              now=datetime.now(UTC) - timedelta(days=8))
+    for method in ("GET", "POST"):
+        page = site.request(method, f"/c/{old}")
+        assert page.status == 410 and "Deze link is verlopen" in page.text
+        assert 'href="/subscribe/nieuwsbrief"' in page.text
+    assert membership(project, "late@example.be") == "pending"
+    assert site.request("POST", f"/c/{old[:-2]}").status == 404
+
+
+def test_an_old_confirmation_link_does_not_bring_back_who_unsubscribed(site, smtp, run):
+    assert signup(site, "gone@example.be").status == 200
+    path = urlsplit(confirm_link(wait_for_mail(smtp, "gone@example.be")[0].data)).path
+    assert site.request("POST", path).status == 200
+    assert run("subscribers", "remove", "gone@example.be", "--list",
+               "nieuwsbrief").exit_code == 0
+    page = site.request("POST", path)
+    assert page.status == 200 and "intussen uitgeschreven" in page.text
+    assert membership(site.project, "gone@example.be") == "unsubscribed"
+
+
+def test_mailer_run_sends_the_confirmations_the_web_app_left(run, project, smtp, monkeypatch):
+    """Queued with the sign-up, in the same transaction: if the web app stops before it
+    sends, the next `mailer run` does."""
+    monkeypatch.setenv("MAILER_DELIVERY__TRANSPORT", f"smtp://127.0.0.1:{smtp.port}?tls=none")
+    from sqlmodel import Session, select
+
+    from mailer.audience.selfservice import sign_up
+    from mailer.models import MailingList, Notice
+
+    app_project = Project.load()
+    with Session(app_project.engine) as session:
+        ml = session.exec(select(MailingList)).one()
+        sign_up(session, app_project.hash_key, email="queued@example.be", mailing_list=ml,
+                consent="test")
+        session.commit()
+    result = run("run", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["notices"] == {"sent": 1, "deferred": 0, "failed": 0}
+    assert [m.recipients for m in smtp.messages()] == [("queued@example.be",)]
+    with Session(app_project.engine) as session:
+        assert [n.state for n in session.exec(select(Notice))] == ["sent"]
+    assert json.loads(run("run", "--json").stdout)["notices"]["sent"] == 0
