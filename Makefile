@@ -3,19 +3,29 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The browser tests drive Debian's Chromium: Playwright's own browser download cannot work here.
+CHROMIUM := /usr/bin/chromium
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 
 .PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# Only the tests need it (order-only: installed when missing, never a reason to rebuild).
+# CI runs as root and installs it (updating apt's lists only if the install fails); anyone
+# else is asked to.
+$(CHROMIUM):
+	@[ "$$(id -u)" = 0 ] || { echo "$(CHROMIUM) is missing: install the Debian package chromium" >&2; exit 1; }
+	$(APT_INSTALL) chromium || { apt-get update && $(APT_INSTALL) chromium; }
 
 demo: $(STAMP)
 	$(BIN)/python -m mailer.demo
 
-test: $(STAMP)
+test: $(STAMP) | $(CHROMIUM)
 	$(BIN)/ruff check mailer tests bench
 	$(BIN)/pytest -q
 

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from playwright.sync_api import Browser, Page
 
 from mailer.cli import cli
 from mailer.db import make_engine, upgrade
 from mailer.scaffold import create_project
+from tests.support.browser import SharedBrowser
 from tests.support.pgserver import PgServer, start_postgres
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -88,3 +90,47 @@ def run(project: Path):  # noqa: ANN201
 
     run("lists", "sync")
     return run
+
+
+# Browser tests: Debian's Chromium, headless, driven by Playwright (tests/support/browser.py).
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[SharedBrowser]:
+    """One Chromium for the whole session, started by the first test that needs it."""
+    shared = SharedBrowser()
+    yield shared
+    shared.close()
+
+
+@pytest.fixture
+def browser(chromium: SharedBrowser) -> Iterator[Browser]:
+    """The session's Chromium, lent to this test: between tests it is kept out of the way
+    of the tests that run asyncio (see `SharedBrowser`)."""
+    with chromium.lend() as lent:
+        yield lent
+
+
+@pytest.fixture
+def page_locale() -> str:
+    """The locale of `page` (navigator.language, Accept-Language); a test picks another
+    with @pytest.mark.parametrize("page_locale", ["nl-BE"])."""
+    return "en-US"
+
+
+@pytest.fixture
+def page(browser: Browser, page_locale: str) -> Iterator[Page]:
+    """A page in a fresh context: no cookies or storage from other tests, and no service
+    workers (a cached worker would answer instead of the server under test)."""
+    context = browser.new_context(locale=page_locale, service_workers="block")
+    context.set_default_timeout(10_000)  # a stuck test fails in 10 s, not Playwright's 30
+    yield context.new_page()
+    context.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """An empty folder for this test's screenshots (see `shot`)."""
+    folder = tmp_path / "screenshots"
+    folder.mkdir()
+    return folder

@@ -39,6 +39,9 @@ def create_app(project: Project) -> Starlette:
         return Response(site.pages.css, media_type="text/css",
                         headers={"Cache-Control": "public, max-age=3600"})
 
+    async def favicon(request: Request) -> Response:  # browsers ask; there is none
+        return Response(status_code=204, headers={"Cache-Control": "public, max-age=86400"})
+
     async def missing(request: Request, exc: Exception) -> Response:
         return site.not_found(request)
 
@@ -52,6 +55,7 @@ def create_app(project: Project) -> Starlette:
 
     app = Starlette(
         routes=[Route("/healthz", healthz), Route("/static/site.css", stylesheet),
+                Route("/favicon.ico", favicon),
                 *unsubscribe.routes(site), *signup.routes(site)],
         exception_handlers={404: missing, 405: missing}, lifespan=lifespan)
     app.add_middleware(SecurityHeaders, max_body=site.settings.web.max_body,

@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import socket
 import threading
 import time
 from dataclasses import dataclass
 
 import uvicorn
 
-__all__ = ["Response", "WebServer"]
+__all__ = ["Response", "WebServer", "free_port"]
+
+
+def free_port() -> int:
+    """A loopback port free now (for a server whose address must be known before it
+    starts, e.g. the public_url that mails link to)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclass
@@ -33,8 +42,9 @@ class Response:
 
 
 class WebServer:
-    def __init__(self, app: object, *, forwarded_allow_ips: list[str] | None = None) -> None:
-        self.config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+    def __init__(self, app: object, *, port: int = 0,
+                 forwarded_allow_ips: list[str] | None = None) -> None:
+        self.config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                      access_log=False, lifespan="on", proxy_headers=True,
                                      server_header=False,
                                      forwarded_allow_ips=forwarded_allow_ips or ["127.0.0.1"])
