@@ -1,7 +1,8 @@
 """A subscriber's whole path in a real browser (headless Debian Chromium): sign up through
-the form, confirm from the mail the test SMTP server caught, receive a newsletter, and
-unsubscribe from its link; the database is checked after each step and every page is
-saved as a screenshot under the test's temp dir (screenshots/)."""
+the form, confirm from the mail the test SMTP server caught, receive a newsletter,
+unsubscribe from its link, and come back through the preferences page; the database is
+checked after each step and every page is saved as a screenshot under the test's temp dir
+(screenshots/)."""
 
 from __future__ import annotations
 
@@ -106,8 +107,17 @@ def test_sign_up_confirm_receive_and_unsubscribe_in_a_browser(
             page.get_by_text("Je ontvangt geen e-mails van Nieuwsbrief meer").wait_for()
             shot(page, screenshots, "6-unsubscribed")
             assert status(app_project, "lotte@example.be") == "unsubscribed"
+
+            # 4. changed her mind: the preferences page, from the same page
+            page.get_by_role("link", name="Je voorkeuren aanpassen").click()
+            page.get_by_label("Nieuwsbrief").check()
+            page.get_by_label("Achternaam").fill("Janssens")
+            page.get_by_role("button", name="Bewaren").click()
+            page.get_by_text("Je voorkeuren zijn bewaard.").wait_for()
+            shot(page, screenshots, "7-preferences")
+            assert status(app_project, "lotte@example.be") == "confirmed"
         app_project.close()
     assert elsewhere == []  # no third-party request from any page
     assert problems == []  # no console errors: nothing the CSP had to block
     shots = sorted(p.name for p in screenshots.iterdir())
-    assert len(shots) == 6 and all((screenshots / n).stat().st_size > 1000 for n in shots)
+    assert len(shots) == 7 and all((screenshots / n).stat().st_size > 1000 for n in shots)

@@ -32,8 +32,8 @@ from mailer.models import (
     utcnow,
 )
 
-__all__ = ["Member", "SignUp", "confirm_member", "find_member", "sign_up",
-           "unsubscribe_member"]
+__all__ = ["ListChoice", "Member", "Preferences", "SignUp", "confirm_member", "find_member",
+           "preferences", "sign_up", "unsubscribe_member", "update_preferences"]
 
 
 @dataclass(frozen=True)
@@ -139,3 +139,83 @@ def confirm_member(session: Session, subscriber_id: int, list_id: int, *,
                    user_agent=user_agent)
     session.flush()
     return SubscriptionStatus.CONFIRMED
+
+
+@dataclass(frozen=True)
+class ListChoice:
+    list_id: int
+    name: str
+    description: str
+    subscribed: bool  # confirmed (or pending: asked, not yet confirmed)
+
+
+@dataclass(frozen=True)
+class Preferences:
+    subscriber_id: int
+    first_name: str | None
+    last_name: str | None
+    language: str | None
+    lists: list[ListChoice]
+
+
+def preferences(session: Session, subscriber_id: int) -> Preferences | None:
+    """What the preferences page shows: name, language, and the lists one can be on (the
+    public ones and any one is or was on). None when the person is gone."""
+    sub = session.get(Subscriber, subscriber_id)
+    if sub is None:
+        return None
+    memberships = {m.list_id: m.status for m in session.exec(
+        select(Subscription).where(Subscription.subscriber_id == subscriber_id))}
+    lists = session.exec(select(MailingList).order_by(col(MailingList.name))).all()
+    choices = [ListChoice(ml.id, ml.name, ml.description,  # type: ignore[arg-type]
+                          memberships.get(ml.id) in (SubscriptionStatus.CONFIRMED,
+                                                     SubscriptionStatus.PENDING))
+               for ml in lists if ml.public or ml.id in memberships]
+    return Preferences(subscriber_id, sub.first_name, sub.last_name, sub.language, choices)
+
+
+def update_preferences(session: Session, subscriber_id: int, *, first_name: str | None,
+                       last_name: str | None, language: str | None, wanted: set[int],
+                       ip: str | None = None, user_agent: str | None = None) -> bool:
+    """Apply the preferences form: names and language, then each list shown: ticked and
+    not on it → subscribed (confirmed: the link came to this mailbox), unticked and on it
+    → unsubscribed; each change a consent event. False when the person is gone."""
+    current = preferences(session, subscriber_id)
+    sub = session.get(Subscriber, subscriber_id)
+    if current is None or sub is None:
+        return False
+    changed = []
+    for field, value in (("first_name", clean_name(first_name, "first name")),
+                         ("last_name", clean_name(last_name, "last name")),
+                         ("language", language if language in LANGUAGES else sub.language)):
+        if getattr(sub, field) != value:
+            setattr(sub, field, value)
+            changed.append(field)
+    if changed:
+        sub.updated_at = utcnow()
+        session.add(sub)
+        record_consent(session, subscriber_id, ConsentAction.PREFERENCE,
+                       source=f"preferences page: {', '.join(changed)}", ip=ip,
+                       user_agent=user_agent)
+    now = utcnow()
+    for choice in current.lists:
+        if choice.list_id in wanted and not choice.subscribed:
+            membership = session.get(Subscription, (subscriber_id, choice.list_id))
+            if membership is None:
+                membership = Subscription(subscriber_id=subscriber_id, list_id=choice.list_id,
+                                          status=SubscriptionStatus.CONFIRMED,
+                                          source="preferences page", created_at=now,
+                                          updated_at=now)
+            membership.status = SubscriptionStatus.CONFIRMED
+            membership.confirmed_at = membership.updated_at = now
+            membership.unsubscribed_at = None
+            session.add(membership)
+            record_consent(session, subscriber_id, ConsentAction.SUBSCRIBE,
+                           list_id=choice.list_id, source="preferences page",
+                           consent="ticked on the preferences page", confirmed=True, ip=ip,
+                           user_agent=user_agent)
+        elif choice.list_id not in wanted and choice.subscribed:
+            unsubscribe_member(session, subscriber_id, choice.list_id,
+                               source="preferences page", ip=ip, user_agent=user_agent)
+    session.flush()
+    return True

@@ -4,6 +4,7 @@
     /subscribe/SLUG       the sign-up form of a public list               signup.py
     /api/subscribe/SLUG   the same, as JSON
     /c/TOKEN              confirm a sign-up (double opt-in)
+    /p/TOKEN              preferences: name, language, lists, leave all  preferences.py
     /healthz              200 "ok", for the proxy and the load balancer
     /static/site.css      the house style
 
@@ -22,7 +23,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from mailer.project import Project
-from mailer.web import signup, unsubscribe
+from mailer.web import preferences, signup, unsubscribe
 from mailer.web.security import SecurityHeaders
 from mailer.web.site import Site
 
@@ -56,7 +57,8 @@ def create_app(project: Project) -> Starlette:
     app = Starlette(
         routes=[Route("/healthz", healthz), Route("/static/site.css", stylesheet),
                 Route("/favicon.ico", favicon),
-                *unsubscribe.routes(site), *signup.routes(site)],
+                *unsubscribe.routes(site), *signup.routes(site),
+                *preferences.routes(site)],
         exception_handlers={404: missing, 405: missing}, lifespan=lifespan)
     app.add_middleware(SecurityHeaders, max_body=site.settings.web.max_body,
                        public_url=site.settings.public_url,

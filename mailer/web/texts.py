@@ -50,6 +50,16 @@ _TEXTS: dict[str, dict[str, str]] = {
         "expired_text": ("Een bevestigingslink werkt {days} dagen. Schrijf je opnieuw in; "
                          "je krijgt dan een nieuwe e-mail."),
         "signup_again": "Opnieuw inschrijven",
+        "prefs_title": "Je voorkeuren",
+        "last_name": "Achternaam",
+        "prefs_lists": "Welke e-mails wil je ontvangen?",
+        "prefs_save": "Bewaren",
+        "prefs_saved": "Je voorkeuren zijn bewaard.",
+        "prefs_unsubscribe_all": "Schrijf me overal uit",
+        "prefs_data_title": "Je gegevens",
+        "prefs_data_text": ("Wil je een kopie van alles wat we over je bijhouden, of wil je "
+                            "dat we je gegevens wissen? Stuur een e-mail naar {email}. We "
+                            "antwoorden binnen een maand, zoals de AVG vraagt."),
     },
     "en": {
         "unsubscribe_title": "Unsubscribe",
@@ -94,6 +104,16 @@ _TEXTS: dict[str, dict[str, str]] = {
         "expired_text": ("A confirmation link works for {days} days. Please sign up again; "
                          "you will get a new e-mail."),
         "signup_again": "Sign up again",
+        "prefs_title": "Your preferences",
+        "last_name": "Last name",
+        "prefs_lists": "Which e-mails do you want to receive?",
+        "prefs_save": "Save",
+        "prefs_saved": "Your preferences are saved.",
+        "prefs_unsubscribe_all": "Unsubscribe me from everything",
+        "prefs_data_title": "Your data",
+        "prefs_data_text": ("Would you like a copy of everything we keep about you, or "
+                            "would you like us to erase your data? Send an e-mail to {email}. "
+                            "We answer within a month, as the GDPR asks."),
     },
 }
 
