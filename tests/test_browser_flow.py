@@ -121,3 +121,32 @@ def test_sign_up_confirm_receive_and_unsubscribe_in_a_browser(
     assert problems == []  # no console errors: nothing the CSP had to block
     shots = sorted(p.name for p in screenshots.iterdir())
     assert len(shots) == 7 and all((screenshots / n).stat().st_size > 1000 for n in shots)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_pages_fit_a_phone_and_can_be_used_with_the_keyboard(run, project: Path, browser,
+                                                                 screenshots: Path, db_url):
+    app_project = Project.load()
+    context = browser.new_context(viewport={"width": 360, "height": 740}, locale="en-GB",
+                                  device_scale_factor=2, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        with WebServer(create_app(app_project)) as web:
+            page.goto(f"{web.url}/subscribe/nieuwsbrief")
+            assert page.title().startswith("Subscribe to Nieuwsbrief")
+            # nothing wider than the screen: no sideways scrolling on a phone
+            assert page.evaluate("document.documentElement.scrollWidth") <= 360
+            button = page.get_by_role("button", name="Subscribe").bounding_box()
+            assert button is not None and button["height"] >= 44  # a finger's size
+            shot(page, screenshots, "phone-form")
+            # every field has its label, and the keyboard reaches them in order
+            page.get_by_label("E-mail address").focus()
+            page.keyboard.press("Tab")
+            assert page.evaluate("document.activeElement.id") == "first_name"
+            page.keyboard.press("Tab")
+            assert page.evaluate("document.activeElement.id") == "language"
+            page.keyboard.press("Tab")  # the honeypot is skipped (tabindex=-1)
+            assert page.evaluate("document.activeElement.id") == "consent"
+    finally:
+        context.close()
+        app_project.close()

@@ -228,3 +228,25 @@ def test_mailer_run_sends_the_confirmations_the_web_app_left(run, project, smtp,
     with Session(app_project.engine) as session:
         assert [n.state for n in session.exec(select(Notice))] == ["sent"]
     assert json.loads(run("run", "--json").stdout)["notices"]["sent"] == 0
+
+
+def test_a_single_opt_in_list_confirms_at_once_and_sends_the_welcome(run, project, smtp,
+                                                                    monkeypatch):
+    (project / "lists" / "activiteiten.toml").write_text(
+        'name = "Activiteiten"\nlanguage = "nl"\noptin = "single"\n'
+        'from_name = "Voorbeeld vzw"\nfrom_address = "nieuws@example.be"\npublic = true\n')
+    assert run("lists", "sync").exit_code == 0
+    monkeypatch.setenv("MAILER_DELIVERY__TRANSPORT", f"smtp://127.0.0.1:{smtp.port}?tls=none")
+    app_project = Project.load()
+    with WebServer(create_app(app_project)) as web:
+        fields = {"email": "solo@example.be", "consent": "yes", "language": "nl"}
+        response = web.request("POST", "/subscribe/activiteiten",
+                               body=urlencode(fields).encode(), headers=FORM)
+        assert response.status == 200
+        [mail] = wait_for_mail(smtp, "solo@example.be")
+    assert message_from_bytes(mail.data)["Subject"] == "Welkom bij Activiteiten"
+    assert membership(app_project, "solo@example.be") == "confirmed"
+    assert [e[:3] for e in consent_events(app_project, "solo@example.be")] == [
+        ("subscribe", "1: Ja, ik wil Activiteiten ontvangen. Ik kan me altijd uitschrijven. "
+                      "Mijn gegevens worden alleen hiervoor gebruikt.", True)]
+    app_project.close()

@@ -225,3 +225,18 @@ def test_only_the_message_and_unsubscribe_purposes_unsubscribe(site, members):
     assert site.request("POST", f"/u/{confirm}", body=ONE_CLICK, headers=FORM).status == 404
     assert status(project, an) == "confirmed"
 
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["trusted-proxy", "untrusted"])
+def test_the_visitors_address_comes_from_a_trusted_proxy_only(project, members, trusted):
+    app_project = Project.load()
+    proxies = ["127.0.0.1"] if trusted else ["10.9.9.9"]
+    with WebServer(create_app(app_project), forwarded_allow_ips=proxies) as web:
+        response = web.request("POST", f"/u/{token_for(app_project, members['an@example.be'])}",
+                               body=ONE_CLICK, headers={**FORM,
+                                                        "X-Forwarded-For": "203.0.113.7"})
+    assert response.status == 200
+    expected = "203.0.113.7" if trusted else "127.0.0.1"
+    assert events(app_project, members["an@example.be"]) == [
+        ("unsubscribe", "one-click link", expected)]
+    app_project.close()
