@@ -83,20 +83,25 @@ class Outbox:
     def due(self, after_id: int, limit: int, now: datetime) -> list[Due]:
         """The next deliveries to send, in id order, with the checks of send time:
         erased, blocklisted, unsubscribed from the list, or suppressed: skipped."""
-        query = (
+        base = (
             sa.select(D.c.id, D.c.list_id, D.c.attempts, D.c.subscriber_id, P.c.email,
                       P.c.first_name, P.c.last_name, P.c.language, P.c.attributes,
                       P.c.status.label("person_status"), S.c.status.label("member_status"))
             .select_from(D.outerjoin(P, P.c.id == D.c.subscriber_id).outerjoin(
                 S, sa.and_(S.c.subscriber_id == D.c.subscriber_id,
                            S.c.list_id == D.c.list_id)))
-            .where(D.c.campaign_id == self.campaign_id, D.c.id > after_id,
-                   sa.or_(D.c.state == DeliveryState.QUEUED,
-                          sa.and_(D.c.state == DeliveryState.DEFERRED,
-                                  D.c.next_attempt_at <= sa.literal(now, Timestamp()))))
+            .where(D.c.campaign_id == self.campaign_id, D.c.id > after_id)
             .order_by(D.c.id).limit(limit))
+        # Queued and due deferred rows are read apart and merged: each query then walks the
+        # (campaign, state, id) index in order and stops after `limit` rows. One query with
+        # OR made SQLite collect and sort every open row at each call: quadratic in the
+        # campaign's size (a million-recipient send slowed to a crawl).
+        queued = base.where(D.c.state == DeliveryState.QUEUED)
+        deferred = base.where(D.c.state == DeliveryState.DEFERRED,
+                              D.c.next_attempt_at <= sa.literal(now, Timestamp()))
         with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
+            rows = sorted([*conn.execute(queued).all(), *conn.execute(deferred).all()],
+                          key=lambda row: row.id)[:limit]
             hashes = {row.id: address_hash(self.hash_key, row.email)
                       for row in rows if row.email}
             suppressed = set()
