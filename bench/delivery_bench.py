@@ -181,6 +181,8 @@ def main() -> None:
     parser.add_argument("--dkim", choices=["ed25519", "rsa"], default="ed25519")
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--skip-bare", action="store_true")
+    parser.add_argument("--render-processes", type=int, default=None,
+                        help="[delivery] render_processes for the engine (default: automatic)")
     args = parser.parse_args()
     if "--bare" in sys.argv:
         return
@@ -202,6 +204,8 @@ def main() -> None:
               f"{'PostgreSQL' if db_url else 'SQLite'}")
         t = time.perf_counter()
         env = make_project(tmp / "project", n, port, args.dkim, db_url)
+        if args.render_processes is not None:
+            env["MAILER_DELIVERY__RENDER_PROCESSES"] = str(args.render_processes)
         print(f"(setup: project, import, campaign: {time.perf_counter() - t:.0f} s)\n")
         results = {}
         if not args.skip_bare:

@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, DateTime
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-__all__ = ["Timestamp"]
+__all__ = ["Timestamp", "placeholder", "stamp"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -48,3 +48,16 @@ class Timestamp(TypeDecorator[datetime]):
         if dialect.name == "sqlite":
             return EPOCH + value * MICROSECOND
         return value.astimezone(UTC)
+
+
+_TIMESTAMP = Timestamp()
+
+
+def placeholder(dialect: Dialect) -> str:
+    """The driver's parameter marker, for plain SQL on hot paths (sqlite3: ?, psycopg: %s)."""
+    return "?" if dialect.paramstyle == "qmark" else "%s"
+
+
+def stamp(value: datetime | None, dialect: Dialect) -> Any:
+    """A timestamp as the driver takes it for a Timestamp column (plain SQL)."""
+    return _TIMESTAMP.process_bind_param(value, dialect)

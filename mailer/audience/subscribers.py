@@ -17,6 +17,7 @@ from mailer.audience.addresses import InvalidAddress, normalise_address
 from mailer.audience.consent import record_consent
 from mailer.audience.lists import get_list
 from mailer.audience.suppression import is_suppressed
+from mailer.dbtypes import placeholder, stamp
 from mailer.errors import InvalidInput, NotFound
 from mailer.models import (
     ConsentAction,
@@ -219,16 +220,26 @@ def unsubscribe(session: Session, email: str, slug: str, *, source: str = "cli")
 def unsubscribe_member(session: Session, subscriber_id: int, list_id: int, *, source: str,
                        ip: str | None = None, user_agent: str | None = None) -> bool:
     """Unsubscribe a member from one list, logged as consent. False when there was nothing
-    to do (not a member, already unsubscribed): a second click changes nothing."""
-    membership = session.get(Subscription, (subscriber_id, list_id))
-    if membership is None or membership.status == SubscriptionStatus.UNSUBSCRIBED:
+    to do (not a member, already unsubscribed): a second click changes nothing.
+
+    Plain SQL on the session's connection: this is what every one-click POST does, many
+    a second (and the ORM cost five times as much). Changes the session holds are flushed
+    first, so the consent log keeps the order things happened in."""
+    session.flush()
+    conn = session.connection()
+    dialect = conn.dialect
+    q, now = placeholder(dialect), stamp(utcnow(), dialect)
+    changed = conn.exec_driver_sql(
+        f"UPDATE subscription SET status = 'unsubscribed', unsubscribed_at = {q}, "
+        f"updated_at = {q} WHERE subscriber_id = {q} AND list_id = {q} "
+        f"AND status <> 'unsubscribed'", (now, now, subscriber_id, list_id)).rowcount
+    if not changed:
         return False
-    now = utcnow()
-    membership.status = SubscriptionStatus.UNSUBSCRIBED
-    membership.unsubscribed_at = now
-    membership.updated_at = now
-    record_consent(session, subscriber_id, ConsentAction.UNSUBSCRIBE, list_id=list_id,
-                   source=source, ip=ip, user_agent=user_agent)
+    conn.exec_driver_sql(
+        f"INSERT INTO consent_event (subscriber_id, list_id, action, at, source, confirmed, "
+        f"ip, user_agent) VALUES ({q}, {q}, 'unsubscribe', {q}, {q}, {q}, {q}, {q})",
+        (subscriber_id, list_id, now, source[:200], False, ip,
+         (user_agent or None) and user_agent[:400]))
     return True
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from mailer.audience.hashing import address_hash
 from mailer.content.mailing import Recipient
-from mailer.dbtypes import Timestamp
+from mailer.dbtypes import Timestamp, placeholder, stamp
 from mailer.delivery.transports import Outcome
 from mailer.models import (
     Delivery,
@@ -160,8 +160,9 @@ class Outbox:
         This runs for every few messages of a send, so it is plain SQL on the driver
         (the same on SQLite and PostgreSQL), without building SQLAlchemy statements."""
         now = utcnow()
-        at = self._stamp(now)
-        q = self._placeholder
+        dialect = self.engine.dialect
+        at = stamp(now, dialect)
+        q = placeholder(dialect)
         marked: set[int] = set()
         with self.engine.begin() as conn:
             run = conn.exec_driver_sql
@@ -181,7 +182,7 @@ class Outbox:
             for r in results:
                 if r.outcome.kind != DeliveryState.SENT:
                     state, retry_at = self.next_state(r.outcome, r.attempts)
-                    others.append((str(state), self._stamp(retry_at), r.outcome.reply[:500],
+                    others.append((str(state), stamp(retry_at, dialect), r.outcome.reply[:500],
                                    r.message_id, at, r.id))
             if others:
                 run(f"UPDATE delivery SET state = {q}, next_attempt_at = {q}, "
@@ -197,14 +198,3 @@ class Outbox:
                     f"WHERE id IN ({', '.join([q] * len(released))}) AND state = 'sending'",
                     (at, *released))
         return marked
-
-    @property
-    def _placeholder(self) -> str:
-        return "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-
-    def _stamp(self, value: datetime | None) -> object:
-        """A timestamp as the driver takes it for a Timestamp column."""
-        return _TIMESTAMP.process_bind_param(value, self.engine.dialect)
-
-
-_TIMESTAMP = Timestamp()

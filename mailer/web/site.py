@@ -42,6 +42,7 @@ class Site:
         self.per_ip = Throttle(web.signups_per_ip, 3600)
         self.per_address = Throttle(web.signups_per_address, 86400)
         self.confirm_max_age = timedelta(days=web.confirm_days)
+        self._list_names: dict[int, tuple[str, str]] = {}
         self._notices_due = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
 
@@ -58,6 +59,17 @@ class Site:
     def member(self, data: TokenData) -> Member | None:
         with Session(self.engine) as session:
             return find_member(session, data.subscriber_id, data.list_id)
+
+    def list_names(self, list_id: int) -> tuple[str, str] | None:
+        """(name, language) of a list, cached: the one-click path must not query for it."""
+        names = self._list_names.get(list_id)
+        if names is None:
+            with Session(self.engine) as session:
+                ml = session.get(MailingList, list_id)
+            if ml is None:
+                return None
+            names = self._list_names[list_id] = (ml.name, ml.language)
+        return names
 
     def public_list(self, slug: str) -> MailingList | None:
         """A list offered on the sign-up form (`public = true`), or None."""

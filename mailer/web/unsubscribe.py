@@ -17,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from mailer.audience.selfservice import Member, find_member, unsubscribe_member
+from mailer.audience.selfservice import Member, unsubscribe_member
+from mailer.dbtypes import placeholder
 from mailer.tokens import Purpose
 from mailer.web.security import client_ip
 from mailer.web.site import Site
@@ -58,15 +59,22 @@ def routes(site: Site) -> list[Route]:
                                      status_code=400)
         ip, agent = client_ip(request), request.headers.get("user-agent")
         subscriber_id, list_id = data.subscriber_id, data.list_id
+        q = placeholder(site.engine.dialect)
 
-        def change(session: Session) -> Member | None:
+        def change(session: Session) -> tuple[bool, str | None] | None:
+            """(found, the person's language); None when the person is gone."""
             unsubscribe_member(session, subscriber_id, list_id, source="one-click link",
                                ip=ip, user_agent=agent)
-            return find_member(session, subscriber_id, list_id)
+            row = session.connection().exec_driver_sql(
+                f"SELECT language FROM subscriber WHERE id = {q}", (subscriber_id,)).first()
+            return None if row is None else (True, row[0])
 
-        member = await site.writer(change)
-        if member is None:  # erased meanwhile: nothing left to unsubscribe
+        person = await site.writer(change)
+        names = site.list_names(list_id)
+        if person is None or names is None:  # erased meanwhile: nothing left to unsubscribe
             return site.page(request, title_key="unsubscribed_title")
+        member = Member(subscriber_id, list_id, person[1], names[0], names[1],
+                        "unsubscribed")
         return site.page(request, member=member, title_key="unsubscribed_title",
                          text_key="unsubscribed_text",
                          links=[(f"/p/{token}", "preferences_link")])
