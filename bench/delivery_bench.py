@@ -139,6 +139,20 @@ def bare_client(port: int, n: int, connections: int = 16) -> None:
 
 # -- A: the engine ----------------------------------------------------------------------------
 
+def add_people(folder: Path, n: int, env: dict[str, str]) -> None:
+    """Sync the project's lists and import n confirmed members of nieuwsbrief."""
+    mailer = [sys.executable, "-m", "mailer"]
+    run = {"cwd": folder, "env": env, "check": True, "capture_output": True}
+    subprocess.run([*mailer, "lists", "sync"], **run)
+    csv = folder / "people.csv"
+    with csv.open("w") as fh:
+        fh.write("email,first_name,last_name,language,city,since\n")
+        for i in range(n):
+            fh.write(f"person.{i}@example.be,Naam{i},Peeters,nl,Gent,2019\n")
+    subprocess.run([*mailer, "subscribers", "import", str(csv), "--list", "nieuwsbrief",
+                    "--consent", "bench", "--confirmed"], **run)
+
+
 def make_project(folder: Path, n: int, port: int, dkim: str, db_url: str | None) -> dict[str, str]:
     from mailer.cli import cli  # noqa: F401 - imported to fail early
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
@@ -155,14 +169,7 @@ def make_project(folder: Path, n: int, port: int, dkim: str, db_url: str | None)
     run = {"cwd": folder, "env": env, "check": True, "capture_output": True}
     subprocess.run([*mailer, "dkim", "keygen", "--domain", "example.be", "--selector", "bench",
                     "--algorithm", dkim, "--out", str(folder / "dkim.pem")], **run)
-    subprocess.run([*mailer, "lists", "sync"], **run)
-    csv = folder / "people.csv"
-    with csv.open("w") as fh:
-        fh.write("email,first_name,last_name,language,city,since\n")
-        for i in range(n):
-            fh.write(f"person.{i}@example.be,Naam{i},Peeters,nl,Gent,2019\n")
-    subprocess.run([*mailer, "subscribers", "import", str(csv), "--list", "nieuwsbrief",
-                    "--consent", "bench", "--confirmed"], **run)
+    add_people(folder, n, env)
     (folder / "templates" / "bench.html.j2").write_text(
         (ROOT / "templates" / "newsletter.html.j2").read_text().replace(
             "<h2>Agenda</h2>", "<h2>Agenda</h2>\n" + ("<p>Deze maand organiseren we een open "

@@ -60,20 +60,14 @@ GRACE = 10.0  # seconds an answer may still take after the measured phase ends
 
 def make_project(folder: Path, n: int, db_url: str | None) -> dict[str, str]:
     """A project with one list, `nieuwsbrief`, of n confirmed subscribers; its environment."""
+    from bench.delivery_bench import add_people
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
     if db_url:
         env["MAILER_DATABASE_URL"] = db_url
-    mailer = [sys.executable, "-m", "mailer"]
-    subprocess.run([*mailer, "init", str(folder)], check=True, env=env, capture_output=True)
-    run = {"cwd": folder, "env": env, "check": True, "capture_output": True}
-    subprocess.run([*mailer, "lists", "sync"], **run)
-    csv = folder / "people.csv"
-    with csv.open("w") as fh:
-        fh.write("email,first_name,last_name,language,city,since\n")
-        for i in range(n):
-            fh.write(f"person.{i}@example.be,Naam{i},Peeters,nl,Gent,2019\n")
-    subprocess.run([*mailer, "subscribers", "import", str(csv), "--list", "nieuwsbrief",
-                    "--consent", "bench", "--confirmed"], **run)
+    subprocess.run([sys.executable, "-m", "mailer", "init", str(folder)], check=True,
+                   env=env, capture_output=True)
+    add_people(folder, n, env)
     return env
 
 
