@@ -188,6 +188,9 @@ def main() -> None:
     parser.add_argument("--dkim", choices=["ed25519", "rsa"], default="ed25519")
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--skip-bare", action="store_true")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="pace the engine at this many messages/s (default burst) and "
+                             "report the rate it achieved (default: unlimited)")
     parser.add_argument("--render-processes", type=int, default=None,
                         help="[delivery] render_processes for the engine (default: automatic)")
     args = parser.parse_args()
@@ -211,6 +214,8 @@ def main() -> None:
               f"{'PostgreSQL' if db_url else 'SQLite'}")
         t = time.perf_counter()
         env = make_project(tmp / "project", n, port, args.dkim, db_url)
+        if args.rate:
+            env["MAILER_DELIVERY__RATE"] = str(args.rate)  # the burst: its default
         if args.render_processes is not None:
             env["MAILER_DELIVERY__RENDER_PROCESSES"] = str(args.render_processes)
         print(f"(setup: project, import, campaign: {time.perf_counter() - t:.0f} s)\n")
@@ -223,6 +228,10 @@ def main() -> None:
         if report["sent"] != n:
             raise SystemExit(f"the engine sent {report['sent']:,} of {n:,}: {report}")
         results["A"] = a
+        if args.rate:
+            print(f"paced at {args.rate:,.0f} msgs/s: the engine sent at {report['rate']:,.1f} "
+                  f"msgs/s from its first message to its last "
+                  f"({report['rate'] / args.rate:.1%} of the rate)")
         print(f"{'':<44}{'msgs/s':>10}{'CPU s':>9}{'peak RSS':>11}{'largest':>10}")
         for key, label in (("A", f"A engine ({args.dkim}, status to "
                                   f"{'PostgreSQL' if db_url else 'SQLite'})"),

@@ -75,7 +75,7 @@ class Delivery(_Section):
     # (failover, in order) as a list. The SMTP password is the secret `smtp_password`.
     transport: str | list[str] = "maildir:outbox"
     rate: float = 10.0  # messages per second
-    burst: int = 0  # most messages in any 1-second window; 0: the rate
+    burst: int = 0  # most messages in any 1-second window; 0: the rate + 10 %
     hourly: int = 0  # sliding-window quotas; 0: none
     daily: int = 0
     per_domain: dict[str, list[float]] = Field(default_factory=dict)  # {"gmail.com": [20, 20]}

@@ -49,12 +49,18 @@ def transport_for(project: Project) -> Transport:
 
 def _limits(project: Project) -> Limits:
     d = project.settings.delivery
-    return Limits(rate=d.rate or None,
-                  burst=d.burst or (math.ceil(d.rate) if d.rate else None),
+    return Limits(rate=d.rate or None, burst=d.burst or default_burst(d.rate),
                   hourly=d.hourly or None, daily=d.daily or None,
                   per_domain={k.lower(): (float(v[0]), int(v[1] if len(v) > 1 else
                                                           math.ceil(v[0])))
                               for k, v in d.per_domain.items()})
+
+
+def default_burst(rate: float) -> int | None:
+    """The burst when none is set: a tenth above the rate (at least one message). With
+    none above it, every late wake-up of the sender would be time lost for good and the
+    pace would fall short of the rate."""
+    return max(math.ceil(rate * 1.1), math.ceil(rate) + 1) if rate else None
 
 
 def limiter_for(project: Project) -> RateLimiter:

@@ -58,10 +58,16 @@ class SendReport:
     paused_reason: str | None = None  # the sender paused the campaign itself
     resume_at: float | None = None  # wall clock, when a quota allows the next message
     open_left: int = 0  # deliveries still queued or deferred
+    first_sent: float | None = None  # time.monotonic() of the first and last 250 reply
+    last_sent: float | None = None
 
     @property
     def rate(self) -> float:
+        """Messages a second from the first sent to the last (start-up not counted)."""
         sent = self.counts[DeliveryState.SENT]
+        if sent > 1 and self.first_sent is not None and self.last_sent is not None \
+                and self.last_sent > self.first_sent:
+            return (sent - 1) / (self.last_sent - self.first_sent)
         return sent / self.seconds if self.seconds else 0.0
 
 
@@ -342,6 +348,10 @@ class Sender:
             await writer.release(due.id)  # marked but not sent: back in the queue
             return
         attempts = due.attempts + 1
+        if outcome.kind == DeliveryState.SENT:
+            self.report.last_sent = time.monotonic()
+            if self.report.first_sent is None:
+                self.report.first_sent = self.report.last_sent
         writer.record(Result(due.id, outcome, attempts, message.message_id))
         state, _ = self.outbox.next_state(outcome, attempts)
         self._count(state, failed=outcome.kind != DeliveryState.SENT, reply=outcome.reply)
