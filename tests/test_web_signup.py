@@ -250,3 +250,31 @@ def test_a_single_opt_in_list_confirms_at_once_and_sends_the_welcome(run, projec
         ("subscribe", "1: Ja, ik wil Activiteiten ontvangen. Ik kan me altijd uitschrijven. "
                       "Mijn gegevens worden alleen hiervoor gebruikt.", True)]
     app_project.close()
+
+
+def test_a_confirmation_claimed_by_a_sender_that_died_goes_out_later(run, project, smtp,
+                                                                    monkeypatch):
+    monkeypatch.setenv("MAILER_DELIVERY__TRANSPORT", f"smtp://127.0.0.1:{smtp.port}?tls=none")
+    from sqlmodel import Session, select
+
+    from mailer.audience.selfservice import sign_up
+    from mailer.models import MailingList, Notice
+
+    app_project = Project.load()
+    with Session(app_project.engine) as session:
+        ml = session.exec(select(MailingList)).one()
+        sign_up(session, app_project.hash_key, email="limbo@example.be", mailing_list=ml,
+                consent="test")
+        notice = session.exec(select(Notice)).one()
+        notice.state, notice.attempts = "sending", 1  # claimed, then the sender was killed
+        notice.next_attempt_at = datetime.now(UTC) + timedelta(minutes=5)
+        session.commit()
+    assert json.loads(run("run", "--json").stdout)["notices"]["sent"] == 0  # still held
+    with Session(app_project.engine) as session:
+        notice = session.exec(select(Notice)).one()
+        notice.next_attempt_at = datetime.now(UTC) - timedelta(seconds=1)  # the hold is over
+        session.add(notice)
+        session.commit()
+    assert json.loads(run("run", "--json").stdout)["notices"]["sent"] == 1
+    assert [m.recipients for m in smtp.messages()] == [("limbo@example.be",)]
+    app_project.close()

@@ -43,6 +43,7 @@ SUBJECTS = {NoticeKind.CONFIRM: "{{ t.confirm_subject | replace('{list}', list.n
 TEMPLATES = {NoticeKind.CONFIRM: "confirm.html.j2", NoticeKind.WELCOME: "welcome.html.j2"}
 MAX_ATTEMPTS = 8
 RETRY_AFTER = timedelta(minutes=1)  # doubles each time
+CLAIM_HOLD = timedelta(minutes=10)  # a claimed notice not sent by then is due again
 
 
 @dataclass
@@ -72,19 +73,21 @@ def _mailings(project: Project) -> Callable[[str, MailingList], Mailing]:
 
 def _claim(project: Project, limit: int) -> list[tuple[int, Message | None]]:
     """Claim up to `limit` due notices: each is marked "sending" (committed) only if it is
-    still queued or deferred, so two senders (the web app's workers, `mailer run`) never
-    both take one. Returns (id, message), message None for a person or list gone."""
+    still due, so two senders (the web app's workers, `mailer run`) never both take one.
+    A claim holds for CLAIM_HOLD: a notice still "sending" after that was taken by a
+    sender that died, and is due again (a confirmation twice beats none at all).
+    Returns (id, message), message None for a person or list gone."""
     now = utcnow()
+    due = or_(col(Notice.state) == DeliveryState.QUEUED,
+              col(Notice.state).in_([DeliveryState.DEFERRED, DeliveryState.SENDING])
+              & (col(Notice.next_attempt_at) <= now))
     with Session(project.engine) as session:
-        ids = session.exec(select(Notice.id).where(
-            or_(col(Notice.state) == DeliveryState.QUEUED,
-                (col(Notice.state) == DeliveryState.DEFERRED)
-                & (col(Notice.next_attempt_at) <= now)))
-            .order_by(col(Notice.id)).limit(limit)).all()
+        ids = session.exec(select(Notice.id).where(due).order_by(col(Notice.id))
+                           .limit(limit)).all()
         claimed = [i for i in ids if session.execute(
-            update(Notice).where(col(Notice.id) == i, col(Notice.state).in_(
-                [DeliveryState.QUEUED, DeliveryState.DEFERRED]))
-            .values(state=DeliveryState.SENDING, attempts=col(Notice.attempts) + 1)
+            update(Notice).where(col(Notice.id) == i, due)
+            .values(state=DeliveryState.SENDING, attempts=col(Notice.attempts) + 1,
+                    next_attempt_at=now + CLAIM_HOLD)
         ).rowcount == 1]  # type: ignore[attr-defined]
         session.commit()
     mailing = _mailings(project)
@@ -129,6 +132,8 @@ def _record(project: Project, notice_id: int, outcome: Outcome,
             else:
                 notice.next_attempt_at = utcnow() + RETRY_AFTER * 2 ** (notice.attempts - 1)
         notice.state = state
+        if state != DeliveryState.DEFERRED:
+            notice.next_attempt_at = None
         if state == DeliveryState.SENT:
             notice.sent_at = utcnow()
         session.add(notice)
