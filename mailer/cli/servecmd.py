@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import click
 
 from mailer.cli import State, pass_state
 from mailer.cli.output import err
+from mailer.errors import InvalidInput
 
 
 @click.command("serve")
@@ -33,6 +35,7 @@ def command(state: State, host: str, port: int, workers: int) -> None:
 
     from mailer.web.app import create_app
 
+    _check_free(host, port)
     project = state.project
     project.engine  # noqa: B018 - a database that is behind stops here, in one line
     project.signer  # noqa: B018 - and so does a missing secret key
@@ -49,3 +52,15 @@ def command(state: State, host: str, port: int, workers: int) -> None:
         os.environ["MAILER_CONFIG"] = str(settings.config_path)
     uvicorn.run("mailer.web.app:from_environment", factory=True, workers=workers,
                 **options)  # type: ignore[arg-type]
+
+
+def _check_free(host: str, port: int) -> None:
+    """A taken port (or an address not on this machine) in one line, before anything."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
+    except OSError as exc:
+        raise InvalidInput(f"Cannot listen on {host}:{port}: {exc.strerror or exc}.",
+                           hint="Pick another --port, or stop what uses it.") from None
