@@ -47,10 +47,6 @@ from mailer.content.environment import (
     make_environment,
     render,
 )
-from mailer.content.flatten import flatten
-from mailer.content.inline import inline_css
-from mailer.content.markdown import is_markdown, markdown_template
-from mailer.content.textpart import html_to_text
 from mailer.content.texts import LANGUAGES, texts
 from mailer.tokens import MessageToken
 from mailer.tokens import Signer as TokenSigner
@@ -130,7 +126,15 @@ class TemplateSources:
 
 def load_sources(folder: Path, name: str) -> TemplateSources:
     """Flatten (or convert from Markdown), inline CSS once, and derive the text part,
-    unless a `<name>.txt.j2` beside the template gives its own."""
+    unless a `<name>.txt.j2` beside the template gives its own.
+
+    (Imported here, not at the top: premailer, lxml and Markdown weigh ~30 MB, and the
+    processes that only render prepared sources never need them.)"""
+    from mailer.content.flatten import flatten
+    from mailer.content.inline import inline_css
+    from mailer.content.markdown import is_markdown, markdown_template
+    from mailer.content.textpart import html_to_text
+
     path = (folder / name)
     if is_markdown(name):
         try:

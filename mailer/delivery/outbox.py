@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from mailer.audience.hashing import address_hash
 from mailer.content.mailing import Recipient
 from mailer.dbtypes import Timestamp, placeholder, stamp
+from mailer.delivery.rendering import Due
 from mailer.delivery.transports import Outcome
 from mailer.models import (
     Delivery,
@@ -34,15 +35,6 @@ MAX_BACKOFF = timedelta(hours=6)
 D = Delivery.__table__  # type: ignore[attr-defined]
 P = Subscriber.__table__  # type: ignore[attr-defined]
 S = Subscription.__table__  # type: ignore[attr-defined]
-
-
-@dataclass(frozen=True)
-class Due:
-    id: int
-    list_id: int
-    attempts: int
-    recipient: Recipient | None  # None: skip, for `skip_reason`
-    skip_reason: str | None = None
 
 
 @dataclass(frozen=True)

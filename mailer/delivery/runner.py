@@ -22,7 +22,12 @@ from mailer.delivery.lock import run_lock
 from mailer.delivery.notices import NoticeReport, send_notices
 from mailer.delivery.outbox import Outbox
 from mailer.delivery.ratelimit import Limits, RateLimiter
-from mailer.delivery.rendering import InlineRenderer, ProcessRenderer, Renderer
+from mailer.delivery.rendering import (
+    InlineRenderer,
+    MailingRecipe,
+    ProcessRenderer,
+    Renderer,
+)
 from mailer.delivery.sender import Sender, SendReport
 from mailer.delivery.transports import Outcome, Transport, make_transport
 from mailer.errors import InvalidInput
@@ -110,30 +115,31 @@ def reopen_for_unknown(project: Project, slug: str) -> int:
         return int(unknown)
 
 
-def mailings_for(project: Project, campaign: Campaign) -> Callable[[int], Mailing]:
-    """One Mailing per list of the campaign, from the frozen snapshot."""
-    sources = snapshot_sources(campaign)
-    subject = (campaign.snapshot or {}).get("subject", campaign.subject)
-    info = CampaignInfo(campaign.id or 0, campaign.slug, campaign.title)
-    cache: dict[int, Mailing] = {}
+def recipe_for(project: Project, campaign: Campaign) -> MailingRecipe:
+    """What it takes to make the campaign's messages, from its frozen snapshot."""
     settings = project.settings
     with session_scope(project.engine) as session:
         lists = {ml.id: list_info(ml) for ml in session.exec(select(MailingList).where(
             MailingList.id.in_(campaign.list_ids)))}  # type: ignore[union-attr]
+    sending = settings.sending
+    if sending.dkim_key:
+        dkim_signer(settings, "check.invalid")  # a missing selector or key file: said here
+    current, previous = settings.secrets.signer_keys()
+    return MailingRecipe(
+        sources=snapshot_sources(campaign),
+        subject=(campaign.snapshot or {}).get("subject", campaign.subject),
+        campaign=CampaignInfo(campaign.id or 0, campaign.slug, campaign.title),
+        lists=lists, organisation=settings.organisation.model_dump(),
+        public_url=settings.public_url, token_keys=(current, tuple(previous)),
+        sending_domain=sending.domain, bounce_domain=sending.bounce_domain,
+        feedback_sender=sending.feedback_id or settings.project,
+        dkim_key=str(settings.path(sending.dkim_key)) if sending.dkim_key else None,
+        dkim_selector=sending.dkim_selector or None)
 
-    def mailing_for(list_id: int) -> Mailing:
-        if list_id not in cache:
-            ml = lists[list_id]
-            domain = (settings.sending.domain or ml.from_address.rpartition("@")[2]).lower()
-            cache[list_id] = Mailing(
-                sources=sources, subject=subject, mailing_list=ml, campaign=info,
-                organisation=settings.organisation.model_dump(),
-                public_url=settings.public_url, tokens=project.signer, domain=domain,
-                bounce_domain=settings.sending.bounce_domain,
-                feedback_sender=settings.sending.feedback_id or settings.project,
-                dkim=dkim_signer(settings, domain))
-        return cache[list_id]
-    return mailing_for
+
+def mailings_for(project: Project, campaign: Campaign) -> Callable[[int], Mailing]:
+    """One Mailing per list of the campaign, from the frozen snapshot."""
+    return recipe_for(project, campaign).mailing_for()
 
 
 def _renderer(project: Project, campaign: Campaign, outbox: Outbox) -> Renderer:
@@ -142,11 +148,10 @@ def _renderer(project: Project, campaign: Campaign, outbox: Outbox) -> Renderer:
     if wanted < 0:  # automatic
         cores = os.cpu_count() or 1
         wanted = cores - 1 if cores > 1 and outbox.open_count() >= PROCESS_THRESHOLD else 0
+    recipe = recipe_for(project, campaign)
     if wanted == 0:
-        return InlineRenderer(mailings_for(project, campaign))
-    config = project.settings.config_path
-    return ProcessRenderer(config=str(config) if config else None,
-                           campaign_id=campaign.id or 0, processes=wanted)
+        return InlineRenderer(recipe.mailing_for())
+    return ProcessRenderer(recipe, processes=wanted)
 
 
 def _campaign_state(project: Project, campaign_id: int) -> Callable[[], str]:
