@@ -196,14 +196,61 @@ def test_an_expired_confirmation_link_explains_how_to_sign_up_again(site):
 
 
 def test_an_old_confirmation_link_does_not_bring_back_who_unsubscribed(site, smtp, run):
+    project = site.project
     assert signup(site, "gone@example.be").status == 200
     path = urlsplit(confirm_link(wait_for_mail(smtp, "gone@example.be")[0].data)).path
     assert site.request("POST", path).status == 200
+    with project.engine.connect() as conn:
+        sid, lid = conn.execute(text(
+            "SELECT m.subscriber_id, m.list_id FROM subscription m JOIN subscriber s "
+            "ON s.id = m.subscriber_id WHERE s.email = 'gone@example.be'")).one()
+    old = project.signer.make(Purpose.CONFIRM, sid, lid,
+                              now=datetime.now(UTC) - timedelta(minutes=3))
     assert run("subscribers", "remove", "gone@example.be", "--list",
                "nieuwsbrief").exit_code == 0
-    page = site.request("POST", path)
+    page = site.request("POST", f"/c/{old}")
     assert page.status == 200 and "intussen uitgeschreven" in page.text
-    assert membership(site.project, "gone@example.be") == "unsubscribed"
+    assert membership(project, "gone@example.be") == "unsubscribed"
+
+
+def test_a_stranger_cannot_undo_an_unsubscribe_only_the_mailbox_can(site, smtp, run):
+    project = site.project
+    assert run("subscribers", "add", "left@example.be", "--list", "nieuwsbrief",
+               "--consent", "test", "--confirmed").exit_code == 0
+    assert run("subscribers", "remove", "left@example.be", "--list",
+               "nieuwsbrief").exit_code == 0
+    # someone signs the address up again: nothing changes but a mail to the address
+    assert signup(site, "left@example.be").status == 200
+    assert membership(project, "left@example.be") == "unsubscribed"
+    assert run("subscribers", "add", "left@example.be", "--list", "nieuwsbrief",
+               "--consent", "test", "--confirmed").exit_code == 1  # still theirs alone
+    # the owner of the mailbox clicks: subscribed again, with the consent recorded
+    path = urlsplit(confirm_link(wait_for_mail(smtp, "left@example.be")[0].data)).path
+    assert "Ja, schrijf me in" in site.request("GET", path).text
+    assert site.request("POST", path).status == 200
+    assert membership(project, "left@example.be") == "confirmed"
+    assert [e[0] for e in consent_events(project, "left@example.be")][-2:] == [
+        "subscribe", "confirm"]
+
+
+def test_errors_never_depend_on_whether_an_address_is_known(site, run):
+    assert run("subscribers", "add", "known@example.be", "--list", "nieuwsbrief",
+               "--consent", "test", "--confirmed").exit_code == 0
+    for name in ("a\tb", "x\x01", "ok"):
+        known = signup(site, "known@example.be", first_name=name)
+        new = signup(site, "unknown@example.be", first_name=name)
+        assert (known.status, known.text.replace("known@", "")) == (
+            new.status, new.text.replace("unknown@", "")), name
+    assert membership(site.project, "known@example.be") == "confirmed"
+
+
+def test_the_consent_recorded_is_the_text_that_was_shown(site):
+    page = site.request("GET", "/subscribe/nieuwsbrief")
+    version = re.search(r'name="consent_version" value="([^"]+)"', page.text).group(1)
+    assert signup(site, "old@example.be", consent_version="2025-01").status == 400
+    assert membership(site.project, "old@example.be") is None
+    assert signup(site, "now@example.be", consent_version=version).status == 200
+    assert consent_events(site.project, "now@example.be")[0][1].startswith(f"{version}: Ja,")
 
 
 def test_mailer_run_sends_the_confirmations_the_web_app_left(run, project, smtp, monkeypatch):

@@ -7,6 +7,7 @@ form. Every change is a consent event with where it came from, the IP and user a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
@@ -71,18 +72,23 @@ class SignUp:
 def sign_up(session: Session, hash_key: bytes, *, email: str, mailing_list: MailingList,
             consent: str, first_name: str | None = None, language: str | None = None,
             ip: str | None = None, user_agent: str | None = None) -> SignUp:
-    """A sign-up from the web form or the JSON endpoint: pending (double opt-in, a
-    confirmation mail queued) or confirmed at once (single opt-in, a welcome mail).
-    Someone already confirmed, suppressed or blocklisted: nothing changes, nothing is
-    sent. Someone who unsubscribed may sign up again: it is their own request.
-    InvalidInput for an address that cannot be valid."""
+    """A sign-up from the web form or the JSON endpoint.
+
+    - New to the list of a double opt-in list: pending, a confirmation mail queued.
+    - New to a single opt-in list: confirmed at once, a welcome mail queued.
+    - Unsubscribed from the list before: nothing changes until the person confirms by
+      mail (a stranger must not undo someone's unsubscribe), whatever the list's opt-in.
+    - Already confirmed, suppressed or blocklisted: nothing changes, nothing is sent.
+    Every input is checked before the address is looked up (InvalidInput), so an error
+    never depends on whether the address is known."""
     address = validate_address(email)
+    name = clean_name(first_name, "first name")
     assert mailing_list.id is not None
     if is_suppressed(session, hash_key, address):
         return SignUp(None, None)
     sub = session.exec(select(Subscriber).where(Subscriber.email == address)).first()
     if sub is None:
-        sub = Subscriber(email=address, first_name=clean_name(first_name, "first name"),
+        sub = Subscriber(email=address, first_name=name,
                          language=language if language in LANGUAGES else None)
         session.add(sub)
         session.flush()
@@ -92,18 +98,20 @@ def sign_up(session: Session, hash_key: bytes, *, email: str, mailing_list: Mail
     membership = session.get(Subscription, (sub.id, mailing_list.id))
     if membership is not None and membership.status == SubscriptionStatus.CONFIRMED:
         return SignUp(sub.id, None)
-    single = mailing_list.optin == OptIn.SINGLE
+    returning = membership is not None and membership.status == SubscriptionStatus.UNSUBSCRIBED
+    single = mailing_list.optin == OptIn.SINGLE and not returning
     now = utcnow()
-    status = SubscriptionStatus.CONFIRMED if single else SubscriptionStatus.PENDING
     if membership is None:
         membership = Subscription(subscriber_id=sub.id, list_id=mailing_list.id,
-                                  status=status, source="web form", created_at=now,
-                                  updated_at=now)
-    membership.status, membership.updated_at = status, now
-    membership.unsubscribed_at = None
-    if single:
-        membership.confirmed_at = now
-    session.add(membership)
+                                  status=SubscriptionStatus.PENDING, source="web form",
+                                  created_at=now, updated_at=now)
+    if not returning:
+        membership.status = (SubscriptionStatus.CONFIRMED if single
+                             else SubscriptionStatus.PENDING)
+        membership.updated_at = now
+        if single:
+            membership.confirmed_at = now
+        session.add(membership)
     record_consent(session, sub.id, ConsentAction.SUBSCRIBE, list_id=mailing_list.id,
                    source="web form", consent=consent, confirmed=single, ip=ip,
                    user_agent=user_agent)
@@ -114,19 +122,28 @@ def sign_up(session: Session, hash_key: bytes, *, email: str, mailing_list: Mail
 
 
 def confirm_member(session: Session, subscriber_id: int, list_id: int, *,
-                   ip: str | None = None, user_agent: str | None = None) -> str | None:
-    """Confirm a pending membership, recording the consent event (with the consent text
-    the person agreed to when signing up). Returns the membership's status afterwards:
-    "confirmed" also when it already was (a second click is harmless), "unsubscribed"
-    when the person left meanwhile (an old link does not bring them back), None when
-    the person or the membership is gone."""
+                   issued_at: datetime, ip: str | None = None,
+                   user_agent: str | None = None) -> str | None:
+    """Confirm a membership from a confirmation link issued at `issued_at`, recording the
+    consent event (with the consent text the person agreed to when signing up).
+
+    Pending: confirmed. Unsubscribed: confirmed only by a link issued after the
+    unsubscribe (the person signed up again); an older link does not bring them back.
+    Returns the status afterwards ("confirmed" also when it already was: a second click
+    is harmless), None when the person or the membership is gone."""
     membership = session.get(Subscription, (subscriber_id, list_id))
     if membership is None:
         return None
-    if membership.status != SubscriptionStatus.PENDING:
+    if membership.status == SubscriptionStatus.UNSUBSCRIBED:
+        left = membership.unsubscribed_at
+        # tokens carry the minute they were issued in: a link of the same minute counts
+        if left is None or issued_at + timedelta(minutes=1) <= left:
+            return membership.status
+    elif membership.status != SubscriptionStatus.PENDING:
         return membership.status
     now = utcnow()
     membership.status = SubscriptionStatus.CONFIRMED
+    membership.unsubscribed_at = None
     membership.confirmed_at = membership.updated_at = now
     session.add(membership)
     agreed = session.exec(

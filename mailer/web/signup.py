@@ -16,16 +16,19 @@ client address get 429.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from mailer.audience.addresses import InvalidAddress
+from mailer.audience.addresses import InvalidAddress, normalise_address
 from mailer.audience.selfservice import SignUp, confirm_member, sign_up
+from mailer.audience.subscribers import clean_name
 from mailer.errors import InvalidInput
 from mailer.models import MailingList
 from mailer.tokens import Purpose, TokenData, TokenError
@@ -56,36 +59,52 @@ def routes(site: Site) -> list[Route]:
             language, template="subscribe.html.j2",
             title=t["subscribe_title"].format(list=ml.name), intro=ml.description,
             error=error, action=f"/subscribe/{ml.slug}", consent_text=text,
-            consent_version=version, values={"email": "", "first_name": "", **(values or {})})
+            consent_version=version, consent_language=language,
+            values={"email": "", "first_name": "", **(values or {})})
         return HTMLResponse(html, status_code=status)
 
     async def attempt(request: Request, ml: MailingList, fields: dict[str, Any],
                       language: str) -> tuple[str, str | None]:
-        """("ok" | "invalid" | "consent" | "busy", message) for a sign-up attempt."""
+        """("ok" | "invalid" | "consent" | "busy", message) for a sign-up attempt. Every
+        check that can fail is made before the address is looked up: the answer must
+        not depend on whether it is known."""
         t = page_texts(language)
-        if not site.per_ip.allow(client_ip(request) or "?"):
+        if not site.per_ip.allow(_client_key(client_ip(request))):
             return "busy", None
-        if str(fields.get("website") or ""):  # the honeypot: a bot
+        if fields.get("website"):  # the honeypot: a bot
             return "ok", None
-        if fields.get("consent") not in ("yes", "on", True, "true"):
+        consent = fields.get("consent")
+        if not (consent is True or consent in ("yes", "on", "true")):
             return "consent", t["need_consent"]
-        email = str(fields.get("email") or "").strip()[:MAX_FIELD]
-        first_name = str(fields.get("first_name") or "").strip()[:100] or None
-        wanted = str(fields.get("language") or language)
-        text, version = consent_of(ml, language)
-        if not site.per_address.allow(email.lower()):
+        email, first_name = fields.get("email"), fields.get("first_name") or None
+        wanted = fields.get("language") or language
+        if not isinstance(email, str) or not isinstance(first_name, str | None) \
+                or not isinstance(wanted, str):
+            return "invalid", t["bad_address"].format(reason="not text")
+        shown = fields.get("consent_language")
+        text, version = consent_of(ml, shown if shown in ("nl", "en") else language)
+        if fields.get("consent_version", version) != version:
+            return "consent", t["consent_changed"]  # the text changed since it was shown
+        try:
+            address = normalise_address(email.strip()[:MAX_FIELD])
+            name = clean_name(first_name and first_name.strip()[:100], "first name")
+        except InvalidAddress as exc:
+            return "invalid", t["bad_address"].format(reason=str(exc))
+        except InvalidInput as exc:
+            return "invalid", str(exc)
+        if not site.per_address.allow(address):
             return "ok", None
         ip, agent = client_ip(request), request.headers.get("user-agent")
 
         def change(session: Session) -> SignUp:
-            return sign_up(session, site.project.hash_key, email=email, mailing_list=ml,
-                           consent=f"{version}: {text}", first_name=first_name,
+            return sign_up(session, site.project.hash_key, email=address, mailing_list=ml,
+                           consent=f"{version}: {text}", first_name=name,
                            language=wanted, ip=ip, user_agent=agent)
 
         try:
             done = await site.writer(change)
-        except (InvalidInput, InvalidAddress) as exc:
-            return "invalid", t["bad_address"].format(reason=str(exc))
+        except IntegrityError:  # the same person signed up in another process just now
+            done = await site.writer(change)
         if done.notice is not None:
             site.notices_queued()
         return "ok", None
@@ -123,7 +142,7 @@ def routes(site: Site) -> list[Route]:
             fields = json.loads(await request.body())
             if not isinstance(fields, dict):
                 raise ValueError
-        except ValueError:
+        except (ValueError, RecursionError):
             return JSONResponse({"error": "send a JSON object"}, status_code=400,
                                 headers=CORS)
         language = fields.get("language") if fields.get("language") in ("nl", "en") \
@@ -181,7 +200,8 @@ def routes(site: Site) -> list[Route]:
         subscriber_id, list_id = data.subscriber_id, data.list_id
 
         def change(session: Session) -> str | None:
-            return confirm_member(session, subscriber_id, list_id, ip=ip, user_agent=agent)
+            return confirm_member(session, subscriber_id, list_id, issued_at=data.issued_at,
+                                  ip=ip, user_agent=agent)
 
         status = await site.writer(change)
         member = site.member(data)
@@ -200,6 +220,19 @@ def routes(site: Site) -> list[Route]:
             Route("/api/subscribe/{slug}", api_options, methods=["OPTIONS"]),
             Route("/c/{token}", confirm_get, methods=["GET", "HEAD"]),
             Route("/c/{token}", confirm_post, methods=["POST"])]
+
+
+def _client_key(ip: str | None) -> str:
+    """Whom the per-client limit counts: an IPv4 address, or an IPv6 /64 (one household or
+    server gets a whole /64, and would otherwise have 2^64 addresses to rotate through)."""
+    if ip is None:
+        return "?"
+    if ":" in ip:
+        try:
+            return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+        except ValueError:
+            return ip
+    return ip
 
 
 # The JSON endpoint is for other sites' pages: any origin may call it, without cookies.

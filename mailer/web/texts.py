@@ -32,6 +32,8 @@ _TEXTS: dict[str, dict[str, str]] = {
         "default_consent": ("Ja, ik wil {list} ontvangen. Ik kan me altijd uitschrijven. "
                             "Mijn gegevens worden alleen hiervoor gebruikt."),
         "need_consent": "Vink het vakje aan om je in te schrijven.",
+        "consent_changed": ("De tekst hieronder is intussen aangepast. Lees hem en vink het "
+                            "vakje opnieuw aan."),
         "bad_address": "Dit e-mailadres klopt niet: {reason}",
         "check_mail_title": "Kijk in je mailbox",
         "check_mail_text": ("Als dit adres nog niet was ingeschreven, krijg je binnen enkele "
@@ -86,6 +88,8 @@ _TEXTS: dict[str, dict[str, str]] = {
         "default_consent": ("Yes, I want to receive {list}. I can unsubscribe at any time. "
                             "My data is used for this only."),
         "need_consent": "Tick the box to subscribe.",
+        "consent_changed": ("The text below has changed since. Please read it and tick the "
+                            "box again."),
         "bad_address": "This e-mail address is not right: {reason}",
         "check_mail_title": "Check your mailbox",
         "check_mail_text": ("If this address was not subscribed yet, you will get an e-mail "

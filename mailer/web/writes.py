@@ -65,6 +65,12 @@ class Writer:
             self._apply(group)
 
     def _apply(self, group: list[tuple[Callable[[Session], Any], Future[Any]]]) -> None:
+        # A request that went away meanwhile (its task cancelled) is dropped, not run:
+        # setting a cancelled future's result would kill this thread.
+        group = [(change, future) for change, future in group
+                 if future.set_running_or_notify_cancel()]
+        if not group:
+            return
         if len(group) > 1:
             try:
                 with Session(self.engine, expire_on_commit=False) as session:
