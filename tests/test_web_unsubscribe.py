@@ -240,3 +240,35 @@ def test_the_visitors_address_comes_from_a_trusted_proxy_only(project, members, 
     assert events(app_project, members["an@example.be"]) == [
         ("unsubscribe", "one-click link", expected)]
     app_project.close()
+
+
+def test_odd_input_gets_a_4xx_never_a_500(site, members):
+    token = token_for(site.project, members["an@example.be"])
+    many = "&".join(f"a={i}" for i in range(30)).encode()
+    assert site.request("POST", f"/u/{token}", body=many, headers=FORM).status == 400
+    assert site.request("POST", "/api/subscribe/nieuwsbrief", body=b"[" * 50_000,
+                        headers={"Content-Type": "application/json"}).status == 400
+    for fields in ("action=save&first_name=a%09b", "action=save&list=%C2%B2",
+                   "action=sav&list=1", "action=save&list=99999999999999999999"):
+        response = site.request("POST", f"/p/{token}", body=fields.encode(), headers=FORM)
+        assert response.status in (303, 400), fields
+    # the bounce-address spelling of a message token, or a padded one, opens nothing
+    address = site.project.signer.message_token(members["an@example.be"],
+                                                list_id(site.project), 7).address
+    for bad in (address, f"%20{token}", f"{token}%0A"):
+        assert site.request("GET", f"/p/{bad}").status == 404
+        assert site.request("POST", f"/u/{bad}", body=ONE_CLICK,
+                            headers=FORM).status == 404
+
+
+def test_a_broken_database_is_a_page_with_the_headers_not_a_trace(project, members):
+    app_project = Project.load()
+    token = token_for(app_project, members["an@example.be"])
+    with WebServer(create_app(app_project)) as web:
+        with app_project.engine.begin() as conn:
+            conn.execute(text("DROP TABLE consent_event"))
+        response = web.request("POST", f"/u/{token}", body=ONE_CLICK, headers=FORM)
+    assert response.status == 500 and "Er ging iets mis" in response.text
+    assert "Traceback" not in response.text and "consent_event" not in response.text
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    app_project.close()

@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from mailer.project import Project
 from mailer.web import preferences, signup, unsubscribe
@@ -31,7 +32,7 @@ from mailer.web.site import Site
 __all__ = ["create_app", "from_environment"]
 
 
-def create_app(project: Project) -> Starlette:
+def create_app(project: Project) -> ASGIApp:
     site = Site(project)
 
     async def healthz(request: Request) -> Response:
@@ -46,6 +47,11 @@ def create_app(project: Project) -> Starlette:
 
     async def missing(request: Request, exc: Exception) -> Response:
         return site.not_found(request)
+
+    async def broken(request: Request, exc: Exception) -> Response:
+        """A bug or a database that went away: a page, never a trace (uvicorn logs it)."""
+        return site.page(request, status=500, title_key="error_title",
+                         text_key="error_text")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -64,14 +70,14 @@ def create_app(project: Project) -> Starlette:
                 Route("/favicon.ico", favicon),
                 *unsubscribe.routes(site), *signup.routes(site),
                 *preferences.routes(site)],
-        exception_handlers={404: missing, 405: missing}, lifespan=lifespan)
-    app.add_middleware(SecurityHeaders, max_body=site.settings.web.max_body,
-                       public_url=site.settings.public_url,
-                       logo_url=site.settings.organisation.logo_url)
-    app.state.site = site
-    return app
+        exception_handlers={404: missing, 405: missing, Exception: broken},
+        lifespan=lifespan)
+    # Outside everything, Starlette's error handling included: a 500 gets the headers too.
+    return SecurityHeaders(app, max_body=site.settings.web.max_body,
+                           public_url=site.settings.public_url,
+                           logo_url=site.settings.organisation.logo_url)
 
 
-def from_environment() -> Starlette:
+def from_environment() -> ASGIApp:
     """The app of the project named by $MAILER_CONFIG (for `mailer serve --workers`)."""
     return create_app(Project.load(None))

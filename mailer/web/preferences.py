@@ -19,6 +19,8 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from mailer.audience.selfservice import Preferences, preferences, update_preferences
+from mailer.audience.subscribers import clean_name
+from mailer.errors import InvalidInput
 from mailer.tokens import Purpose
 from mailer.web.security import client_ip
 from mailer.web.site import Site
@@ -77,10 +79,17 @@ def routes(site: Site) -> list[Route]:
         async with request.form(max_files=0, max_fields=200, max_part_size=4096) as form:
             action = str(form.get("action") or "save")
             wanted = {int(v) for v in form.getlist("list") if isinstance(v, str)
-                      and v.isdigit()} if action == "save" else set()
+                      and v.isascii() and v.isdigit() and len(v) < 10}
             names = {k: (str(form.get(k) or "").strip()[:100] or None)
                      for k in ("first_name", "last_name")}
             language = str(form.get("language") or "") or None
+        if action not in ("save", "unsubscribe-all"):
+            return PlainTextResponse("Unknown action.", status_code=400)
+        try:
+            for key, value in names.items():
+                clean_name(value, key.replace("_", " "))
+        except InvalidInput as exc:
+            return PlainTextResponse(str(exc), status_code=400)
         ip, agent = client_ip(request), request.headers.get("user-agent")
         subscriber_id = data.subscriber_id
 

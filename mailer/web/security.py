@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,8 +34,11 @@ def _origin(url: str) -> str | None:
     return None
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """Raised while the app reads a body that grew past the limit: Starlette answers 413."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "Request too large.")
 
 
 class SecurityHeaders:

@@ -163,6 +163,8 @@ def routes(site: Site) -> list[Route]:
     def read_confirm(request: Request) -> TokenData | Response:
         """The confirmation token's data, or the page for a bad or expired one."""
         token = request.path_params["token"]
+        if site.read_token(token, Purpose.CONFIRM) is None:
+            return site.not_found(request)
         try:
             return site.signer.read(token, Purpose.CONFIRM, max_age=site.confirm_max_age)
         except TokenError as exc:

@@ -25,6 +25,7 @@ from mailer.web.writes import Writer
 __all__ = ["Site"]
 
 log = logging.getLogger("mailer.web")
+LINK_TOKEN_LENGTH = 46  # base64url of a token (tokens.py)
 NOTICE_POLL = 30.0  # seconds between looks for notices queued elsewhere (or deferred)
 
 
@@ -49,6 +50,11 @@ class Site:
     # -- tokens and people ----------------------------------------------------------------
 
     def read_token(self, token: str, *purposes: Purpose) -> TokenData | None:
+        """The data of a link's token. Only the link spelling, exactly: the base32
+        spelling of the same token is the bounce address, which mail servers see, and
+        must not open anyone's pages."""
+        if len(token) != LINK_TOKEN_LENGTH:
+            return None
         for purpose in purposes:
             try:
                 return self.signer.read(token, purpose)

@@ -89,8 +89,12 @@ async def _one_click_value(request: Request) -> str | None:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/x-www-form-urlencoded":
         body = await request.body()
-        values = parse_qs(body.decode("latin-1"), max_num_fields=20).get("List-Unsubscribe")
-        return values[0] if values else None
+        try:
+            values = parse_qs(body.decode("latin-1"), max_num_fields=20)
+        except ValueError:  # more fields than any one-click body has
+            return None
+        found = values.get("List-Unsubscribe")
+        return found[0] if found else None
     if kind == "multipart/form-data":
         async with request.form(max_files=0, max_fields=20) as form:
             value = form.get("List-Unsubscribe")
