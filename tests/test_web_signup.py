@@ -270,7 +270,8 @@ def test_mailer_run_sends_the_confirmations_the_web_app_left(run, project, smtp,
         session.commit()
     result = run("run", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["notices"] == {"sent": 1, "deferred": 0, "failed": 0}
+    assert json.loads(result.stdout)["notices"] == {"sent": 1, "deferred": 0, "failed": 0,
+                                                    "skipped": 0}
     assert [m.recipients for m in smtp.messages()] == [("queued@example.be",)]
     with Session(app_project.engine) as session:
         assert [n.state for n in session.exec(select(Notice))] == ["sent"]
@@ -324,4 +325,30 @@ def test_a_confirmation_claimed_by_a_sender_that_died_goes_out_later(run, projec
         session.commit()
     assert json.loads(run("run", "--json").stdout)["notices"]["sent"] == 1
     assert [m.recipients for m in smtp.messages()] == [("limbo@example.be",)]
+    app_project.close()
+
+
+def test_a_queued_mail_is_checked_again_when_it_goes(run, project, smtp, monkeypatch):
+    """Suppressed (a bounce, a complaint) between the sign-up and the send: not sent."""
+    monkeypatch.setenv("MAILER_DELIVERY__TRANSPORT", f"smtp://127.0.0.1:{smtp.port}?tls=none")
+    from sqlmodel import Session, select
+
+    from mailer.audience.selfservice import sign_up
+    from mailer.models import MailingList, Notice
+
+    app_project = Project.load()
+    with Session(app_project.engine) as session:
+        ml = session.exec(select(MailingList)).one()
+        for email in ("bounced@example.be", "fine@example.be"):
+            sign_up(session, app_project.hash_key, email=email, mailing_list=ml,
+                    consent="test")
+        session.commit()
+    assert run("suppression", "add", "bounced@example.be", "--reason",
+               "hard_bounce").exit_code == 0
+    result = json.loads(run("run", "--json").stdout)["notices"]
+    assert result == {"sent": 1, "deferred": 0, "failed": 0, "skipped": 1}
+    assert [m.recipients for m in smtp.messages()] == [("fine@example.be",)]
+    with Session(app_project.engine) as session:
+        states = {n.state for n in session.exec(select(Notice))}
+    assert states == {"sent", "skipped"}
     app_project.close()

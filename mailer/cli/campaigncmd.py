@@ -414,7 +414,7 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
     if any(result.notices.values()):
         n = result.notices
         console.print(f"Confirmation and welcome mails: {n['sent']} sent, {n['deferred']} "
-                      f"deferred, {n['failed']} failed.")
+                      f"deferred, {n['failed']} failed, {n['skipped']} skipped.")
     for slug in result.started:
         console.print(f"{slug}: started (it was scheduled)")
     for slug, figures in result.campaigns.items():

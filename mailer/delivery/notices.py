@@ -14,6 +14,7 @@ after `[web] confirm_days`.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,16 +22,19 @@ from datetime import timedelta
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
+from mailer.audience.suppression import is_suppressed
 from mailer.content.mailing import CampaignInfo, Mailing, Message
 from mailer.delivery.ratelimit import QuotaExhausted, RateLimiter
 from mailer.delivery.transports import Outcome, Transport
 from mailer.messages import make_mailing, recipient
 from mailer.models import (
     DeliveryState,
+    GlobalStatus,
     MailingList,
     Notice,
     NoticeKind,
     Subscriber,
+    Subscription,
     utcnow,
 )
 from mailer.project import Project
@@ -51,11 +55,18 @@ class NoticeReport:
     sent: int = 0
     deferred: int = 0
     failed: int = 0
+    skipped: int = 0
 
 
 def confirm_url(project: Project, subscriber_id: int, list_id: int) -> str:
     token = project.signer.make(Purpose.CONFIRM, subscriber_id, list_id)
     return f"{project.settings.public_url.rstrip('/')}/c/{token}"
+
+
+# Per project, the templates prepared once (premailer takes ~30 ms): a running web app
+# picks up edited confirm/welcome templates when it restarts.
+_MAILINGS: weakref.WeakKeyDictionary[Project, Callable[[str, MailingList], Mailing]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _mailings(project: Project) -> Callable[[str, MailingList], Mailing]:
@@ -71,41 +82,56 @@ def _mailings(project: Project) -> Callable[[str, MailingList], Mailing]:
     return mailing
 
 
-def _claim(project: Project, limit: int) -> list[tuple[int, Message | None]]:
-    """Claim up to `limit` due notices: each is marked "sending" (committed) only if it is
-    still due, so two senders (the web app's workers, `mailer run`) never both take one.
-    A claim holds for CLAIM_HOLD: a notice still "sending" after that was taken by a
-    sender that died, and is due again (a confirmation twice beats none at all).
-    Returns (id, message), message None for a person or list gone."""
-    now = utcnow()
-    due = or_(col(Notice.state) == DeliveryState.QUEUED,
-              col(Notice.state).in_([DeliveryState.DEFERRED, DeliveryState.SENDING])
-              & (col(Notice.next_attempt_at) <= now))
+def _claim(project: Project) -> tuple[int, Message | str] | None:
+    """Claim the next due notice, right before it is sent: it is marked "sending"
+    (committed) only if it is still due, so two senders (the web app's workers, `mailer
+    run`) never both take one. A claim holds for CLAIM_HOLD: a notice still "sending"
+    after that was taken by a sender that died, and is due again (a confirmation twice
+    beats none at all). Returns (id, the message or why it is skipped), or None."""
+    while True:
+        now = utcnow()
+        due = or_(col(Notice.state) == DeliveryState.QUEUED,
+                  col(Notice.state).in_([DeliveryState.DEFERRED, DeliveryState.SENDING])
+                  & (col(Notice.next_attempt_at) <= now))
+        with Session(project.engine) as session:
+            notice_id = session.exec(select(Notice.id).where(due).order_by(col(Notice.id))
+                                     .limit(1)).first()
+            if notice_id is None:
+                return None
+            won = session.execute(
+                update(Notice).where(col(Notice.id) == notice_id, due)
+                .values(state=DeliveryState.SENDING, attempts=col(Notice.attempts) + 1,
+                        next_attempt_at=now + CLAIM_HOLD)).rowcount  # type: ignore[attr-defined]
+            session.commit()
+        if won:
+            return notice_id, _message(project, notice_id)
+
+
+def _message(project: Project, notice_id: int) -> Message | str:
+    """The notice's message, or why it must not go (checked now, at send time: the
+    person may have been erased, blocklisted or suppressed, or confirmed, since)."""
     with Session(project.engine) as session:
-        ids = session.exec(select(Notice.id).where(due).order_by(col(Notice.id))
-                           .limit(limit)).all()
-        claimed = [i for i in ids if session.execute(
-            update(Notice).where(col(Notice.id) == i, due)
-            .values(state=DeliveryState.SENDING, attempts=col(Notice.attempts) + 1,
-                    next_attempt_at=now + CLAIM_HOLD)
-        ).rowcount == 1]  # type: ignore[attr-defined]
-        session.commit()
-    mailing = _mailings(project)
-    out: list[tuple[int, Message | None]] = []
-    with Session(project.engine) as session:
-        for notice_id in claimed:
-            notice = session.get(Notice, notice_id)
-            assert notice is not None and notice.id is not None
-            person = session.get(Subscriber, notice.subscriber_id)
-            mailing_list = session.get(MailingList, notice.list_id)
-            if person is None or mailing_list is None:
-                out.append((notice.id, None))
-                continue
-            extra = ({"confirm": confirm_url(project, notice.subscriber_id, notice.list_id)}
-                     if notice.kind == NoticeKind.CONFIRM else None)
-            out.append((notice.id, mailing(notice.kind, mailing_list).message(
-                recipient(person), extra_urls=extra)))
-    return out
+        notice = session.get(Notice, notice_id)
+        assert notice is not None
+        person = session.get(Subscriber, notice.subscriber_id)
+        mailing_list = session.get(MailingList, notice.list_id)
+        membership = session.get(Subscription, (notice.subscriber_id, notice.list_id))
+        if person is None or mailing_list is None or membership is None:
+            return "the person or the list is gone"
+        if person.status != GlobalStatus.ACTIVE:
+            return f"the subscriber is {person.status}"
+        if is_suppressed(session, project.hash_key, person.email):
+            return "the address is on the suppression list"
+        if notice.kind == NoticeKind.CONFIRM and membership.status == "confirmed":
+            return "confirmed meanwhile"
+        if notice.kind == NoticeKind.WELCOME and membership.status != "confirmed":
+            return f"no longer subscribed ({membership.status})"
+        extra = ({"confirm": confirm_url(project, notice.subscriber_id, notice.list_id)}
+                 if notice.kind == NoticeKind.CONFIRM else None)
+        if project not in _MAILINGS:
+            _MAILINGS[project] = _mailings(project)
+        return _MAILINGS[project](notice.kind, mailing_list).message(
+            recipient(person), extra_urls=extra)
 
 
 def _release(project: Project, notice_ids: list[int]) -> None:
@@ -141,36 +167,35 @@ def _record(project: Project, notice_id: int, outcome: Outcome,
         return state
 
 
-async def send_notices(project: Project, transport: Transport, limiter: RateLimiter, *,
-                       batch: int = 50) -> NoticeReport:
-    """Send every due notice; returns what happened."""
+async def send_notices(project: Project, transport: Transport,
+                       limiter: RateLimiter) -> NoticeReport:
+    """Send every due notice, one claim at a time; returns what happened."""
     report = NoticeReport()
     while True:  # the database work in a thread: the web app's loop serves meanwhile
-        claimed = await asyncio.to_thread(_claim, project, batch)
-        if not claimed:
+        claimed = await asyncio.to_thread(_claim, project)
+        if claimed is None:
             return report
-        for index, (notice_id, message) in enumerate(claimed):
-            if message is None:
-                await asyncio.to_thread(_record, project, notice_id,
-                                        Outcome("skipped", "the person or list is gone"), None)
-                continue
-            domain = message.recipient.rpartition("@")[2].lower()
+        notice_id, message = claimed
+        if isinstance(message, str):
+            await asyncio.to_thread(_record, project, notice_id,
+                                    Outcome("skipped", message), None)
+            report.skipped += 1
+            continue
+        domain = message.recipient.rpartition("@")[2].lower()
 
-            async def pace(domain: str = domain) -> None:
-                await limiter.acquire(domain)
+        async def pace(domain: str = domain) -> None:
+            await limiter.acquire(domain)
 
-            try:
-                outcome = await transport.send(message, before=pace)
-            except QuotaExhausted:
-                await asyncio.to_thread(_release, project, [i for i, _ in claimed[index:]])
-                return report
-            state = await asyncio.to_thread(_record, project, notice_id, outcome,
-                                            message.message_id)
-            if state == DeliveryState.SENT:
-                report.sent += 1
-            elif state == DeliveryState.DEFERRED:
-                report.deferred += 1
-            else:
-                report.failed += 1
-        if len(claimed) < batch:
+        try:
+            outcome = await transport.send(message, before=pace)
+        except QuotaExhausted:
+            await asyncio.to_thread(_release, project, [notice_id])
             return report
+        state = await asyncio.to_thread(_record, project, notice_id, outcome,
+                                        message.message_id)
+        if state == DeliveryState.SENT:
+            report.sent += 1
+        elif state == DeliveryState.DEFERRED:
+            report.deferred += 1
+        else:
+            report.failed += 1

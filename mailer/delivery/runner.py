@@ -32,7 +32,15 @@ from mailer.delivery.sender import Sender, SendReport
 from mailer.delivery.transports import Outcome, Transport, make_transport
 from mailer.errors import InvalidInput
 from mailer.messages import dkim_signer, list_info, make_mailing, recipient
-from mailer.models import Campaign, CampaignState, Delivery, DeliveryState, MailingList, utcnow
+from mailer.models import (
+    Campaign,
+    CampaignState,
+    Delivery,
+    DeliveryState,
+    MailingList,
+    Notice,
+    utcnow,
+)
 from mailer.project import Project
 
 PROCESS_THRESHOLD = 2000  # open deliveries from which helper processes render (automatic)
@@ -79,11 +87,13 @@ def _history(project: Project) -> list[float]:
     if not (d.hourly or d.daily):
         return []
     since = utcnow() - timedelta(days=1)
-    table = Delivery.__table__  # type: ignore[attr-defined]
+    stamps: list[float] = []
     with project.engine.connect() as conn:
-        stamps = conn.execute(sa.select(table.c.sent_at).where(
-            table.c.state == DeliveryState.SENT, table.c.sent_at >= since)).scalars()
-        return [s.timestamp() for s in stamps]
+        for model in (Delivery, Notice):  # confirmation and welcome mails count too
+            table = model.__table__  # type: ignore[attr-defined]
+            stamps.extend(s.timestamp() for s in conn.execute(sa.select(table.c.sent_at).where(
+                table.c.state == DeliveryState.SENT, table.c.sent_at >= since)).scalars())
+    return sorted(stamps)
 
 
 def prepare_start(project: Project, session: Session, campaign: Campaign) -> int:
@@ -251,7 +261,7 @@ def run_due(project: Project, *, max_seconds: float | None = None,
         # Confirmation and welcome mails the web app could not send (stopped, relay down)
         notices = asyncio.run(_send_notices(project, limiter))
         result.notices = {"sent": notices.sent, "deferred": notices.deferred,
-                          "failed": notices.failed}
+                          "failed": notices.failed, "skipped": notices.skipped}
         for slug in sending:
             if deadline is not None and time.monotonic() >= deadline:
                 result.stopped = "time limit reached"

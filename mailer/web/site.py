@@ -138,7 +138,6 @@ class Site:
         from mailer.delivery.notices import send_notices
         from mailer.delivery.runner import limiter_for, transport_for
 
-        limiter = await asyncio.to_thread(limiter_for, self.project)
         transport = transport_for(self.project)
         try:
             while True:
@@ -146,6 +145,8 @@ class Site:
                     await asyncio.wait_for(self._notices_due.wait(), NOTICE_POLL)
                 self._notices_due.clear()
                 try:
+                    # the limits afresh each round: quotas count what others sent since
+                    limiter = await asyncio.to_thread(limiter_for, self.project)
                     await send_notices(self.project, transport, limiter)
                 except Exception:  # noqa: BLE001 - keep serving; the next round retries
                     log.exception("sending confirmation mails failed")
