@@ -61,6 +61,7 @@ def test_the_page_shows_name_language_and_the_lists(site):
     assert 'value="An"' in page.text
     assert f'name="list" value="{site.ids["nieuwsbrief"]}" checked' in page.text
     assert f'name="list" value="{site.ids["activiteiten"]}">' in page.text  # not ticked
+    assert "Ja, ik wil Activiteiten ontvangen." in page.text  # what ticking it agrees to
     assert "Je gegevens" in page.text and "info@example.be" in page.text
 
 
@@ -78,6 +79,11 @@ def test_saving_changes_names_language_and_lists_with_consent_events(site):
             "ORDER BY id"))]
     assert actions == [("preference", "preferences page: first_name, last_name, language"),
                        ("subscribe", "preferences page"), ("unsubscribe", "preferences page")]
+    with site.project.engine.connect() as conn:
+        consent = conn.execute(text("SELECT consent FROM consent_event WHERE action = "
+                                    "'subscribe' AND source = 'preferences page'")).scalar()
+    assert consent == "1: Ja, ik wil Activiteiten ontvangen. Ik kan me altijd uitschrijven. " \
+                      "Mijn gegevens worden alleen hiervoor gebruikt."  # as the page showed it
     after = site.request("GET", f"/p/{site.token}?saved=1")
     assert "Your preferences are saved." in after.text and 'lang="en"' in after.text
 

@@ -161,6 +161,7 @@ def confirm_member(session: Session, subscriber_id: int, list_id: int, *,
 @dataclass(frozen=True)
 class ListChoice:
     list_id: int
+    slug: str
     name: str
     description: str
     subscribed: bool  # confirmed (or pending: asked, not yet confirmed)
@@ -184,7 +185,7 @@ def preferences(session: Session, subscriber_id: int) -> Preferences | None:
     memberships = {m.list_id: m.status for m in session.exec(
         select(Subscription).where(Subscription.subscriber_id == subscriber_id))}
     lists = session.exec(select(MailingList).order_by(col(MailingList.name))).all()
-    choices = [ListChoice(ml.id, ml.name, ml.description,  # type: ignore[arg-type]
+    choices = [ListChoice(ml.id, ml.slug, ml.name, ml.description,  # type: ignore[arg-type]
                           memberships.get(ml.id) in (SubscriptionStatus.CONFIRMED,
                                                      SubscriptionStatus.PENDING))
                for ml in lists if ml.public or ml.id in memberships]
@@ -193,10 +194,12 @@ def preferences(session: Session, subscriber_id: int) -> Preferences | None:
 
 def update_preferences(session: Session, subscriber_id: int, *, first_name: str | None,
                        last_name: str | None, language: str | None, wanted: set[int],
-                       ip: str | None = None, user_agent: str | None = None) -> bool:
+                       consents: dict[int, str] | None = None, ip: str | None = None,
+                       user_agent: str | None = None) -> bool:
     """Apply the preferences form: names and language, then each list shown: ticked and
     not on it → subscribed (confirmed: the link came to this mailbox), unticked and on it
-    → unsubscribed; each change a consent event. False when the person is gone."""
+    → unsubscribed; each change a consent event, with the list's consent text as shown
+    (`consents`, by list id). False when the person is gone."""
     current = preferences(session, subscriber_id)
     sub = session.get(Subscriber, subscriber_id)
     if current is None or sub is None:
@@ -229,7 +232,9 @@ def update_preferences(session: Session, subscriber_id: int, *, first_name: str 
             session.add(membership)
             record_consent(session, subscriber_id, ConsentAction.SUBSCRIBE,
                            list_id=choice.list_id, source="preferences page",
-                           consent="ticked on the preferences page", confirmed=True, ip=ip,
+                           consent=(consents or {}).get(choice.list_id,
+                                                        "ticked on the preferences page"),
+                           confirmed=True, ip=ip,
                            user_agent=user_agent)
         elif choice.list_id not in wanted and choice.subscribed:
             unsubscribe_member(session, subscriber_id, choice.list_id,

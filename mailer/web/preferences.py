@@ -62,8 +62,11 @@ def routes(site: Site) -> list[Route]:
         language = site.language(request, prefs.language)
         t = page_texts(language)
         contact = site.settings.organisation.email or site.settings.organisation.website
+        consents = {c.list_id: site.consent_of(c.slug, c.name, language)[0]
+                    for c in prefs.lists if not c.subscribed}
         html = site.pages.render(
             language, template="preferences.html.j2", title=t["prefs_title"], prefs=prefs,
+            consents=consents,
             action=f"/p/{token}", saved=request.query_params.get("saved") == "1",
             data_text=t["prefs_data_text"].format(email=contact))
         return HTMLResponse(html)
@@ -83,6 +86,7 @@ def routes(site: Site) -> list[Route]:
             names = {k: (str(form.get(k) or "").strip()[:100] or None)
                      for k in ("first_name", "last_name")}
             language = str(form.get("language") or "") or None
+            shown = str(form.get("consent_language") or "")
         if action not in ("save", "unsubscribe-all"):
             return PlainTextResponse("Unknown action.", status_code=400)
         try:
@@ -97,13 +101,17 @@ def routes(site: Site) -> list[Route]:
             current = preferences(session, subscriber_id)
             if current is None:
                 return False
+            page_language = shown if shown in ("nl", "en") else (current.language or "nl")
+            consents = {c.list_id: "{1}: {0}".format(
+                *site.consent_of(c.slug, c.name, page_language)) for c in current.lists}
             if action != "save":  # unsubscribe from everything: keep names and language
                 return update_preferences(
                     session, subscriber_id, first_name=current.first_name,
                     last_name=current.last_name, language=current.language, wanted=set(),
                     ip=ip, user_agent=agent)
             return update_preferences(session, subscriber_id, language=language,
-                                      wanted=wanted, ip=ip, user_agent=agent, **names)
+                                      wanted=wanted, consents=consents, ip=ip,
+                                      user_agent=agent, **names)
 
         if not await site.writer(change):
             return site.page(request, status=404, title_key="gone_title",

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -42,19 +43,14 @@ MAX_FIELD = 320
 
 
 def routes(site: Site) -> list[Route]:
-    def consent_of(ml: MailingList, language: str) -> tuple[str, str]:
-        definition = site.definitions.get(ml.slug)
-        text = definition.consent_text if definition else ""
-        version = definition.consent_version if definition else "1"
-        return (text or page_texts(language)["default_consent"].format(list=ml.name),
-                version)
+    consent_of = site.consent_of
 
     def form_page(request: Request, ml: MailingList, *, status: int = 200,
                   error: str | None = None, values: dict[str, str] | None = None,
                   language: str | None = None) -> HTMLResponse:
         language = language or site.language(request, None, ml.language)
         t = page_texts(language)
-        text, version = consent_of(ml, language)
+        text, version = consent_of(ml.slug, ml.name, language)
         html = site.pages.render(
             language, template="subscribe.html.j2",
             title=t["subscribe_title"].format(list=ml.name), intro=ml.description,
@@ -82,7 +78,7 @@ def routes(site: Site) -> list[Route]:
                 or not isinstance(wanted, str):
             return "invalid", t["bad_address"].format(reason="not text")
         shown = fields.get("consent_language")
-        text, version = consent_of(ml, shown if shown in ("nl", "en") else language)
+        text, version = consent_of(ml.slug, ml.name, shown if shown in ("nl", "en") else language)
         if fields.get("consent_version", version) != version:
             return "consent", t["consent_changed"]  # the text changed since it was shown
         try:
@@ -110,13 +106,13 @@ def routes(site: Site) -> list[Route]:
         return "ok", None
 
     async def form_get(request: Request) -> Response:
-        ml = site.public_list(request.path_params["slug"])
+        ml = await run_in_threadpool(site.public_list, request.path_params["slug"])
         if ml is None:
             return site.not_found(request)
         return form_page(request, ml)
 
     async def form_post(request: Request) -> Response:
-        ml = site.public_list(request.path_params["slug"])
+        ml = await run_in_threadpool(site.public_list, request.path_params["slug"])
         if ml is None:
             return site.not_found(request)
         async with request.form(max_files=0, max_fields=20, max_part_size=4096) as form:
@@ -135,7 +131,7 @@ def routes(site: Site) -> list[Route]:
                          language=language)
 
     async def api_post(request: Request) -> Response:
-        ml = site.public_list(request.path_params["slug"])
+        ml = await run_in_threadpool(site.public_list, request.path_params["slug"])
         if ml is None:
             return JSONResponse({"error": "no such list"}, status_code=404, headers=CORS)
         try:
@@ -160,7 +156,7 @@ def routes(site: Site) -> list[Route]:
             **CORS, "Access-Control-Allow-Methods": "POST",
             "Access-Control-Allow-Headers": "Content-Type", "Access-Control-Max-Age": "86400"})
 
-    def read_confirm(request: Request) -> TokenData | Response:
+    async def read_confirm(request: Request) -> TokenData | Response:
         """The confirmation token's data, or the page for a bad or expired one."""
         token = request.path_params["token"]
         if site.read_token(token, Purpose.CONFIRM) is None:
@@ -171,17 +167,17 @@ def routes(site: Site) -> list[Route]:
             if not exc.expired:
                 return site.not_found(request)
         data = site.signer.read(token, Purpose.CONFIRM)
-        ml = site.list_by_id(data.list_id)
+        ml = await run_in_threadpool(site.list_by_id, data.list_id)
         links = [(f"/subscribe/{ml.slug}", "signup_again")] if ml and ml.public else []
         return site.page(request, status=410, title_key="expired_title",
                          text_key="expired_text", days=site.settings.web.confirm_days,
                          list_name=ml.name if ml else "", links=links)
 
     async def confirm_get(request: Request) -> Response:
-        data = read_confirm(request)
+        data = await read_confirm(request)
         if isinstance(data, Response):
             return data
-        member = site.member(data)
+        member = await run_in_threadpool(site.member, data)
         if member is None:
             return site.page(request, status=404, title_key="gone_title",
                              text_key="gone_text")
@@ -195,7 +191,7 @@ def routes(site: Site) -> list[Route]:
                                "button_key": "confirm_button"})
 
     async def confirm_post(request: Request) -> Response:
-        data = read_confirm(request)
+        data = await read_confirm(request)
         if isinstance(data, Response):
             return data
         ip, agent = client_ip(request), request.headers.get("user-agent")
@@ -206,7 +202,7 @@ def routes(site: Site) -> list[Route]:
                                   ip=ip, user_agent=agent)
 
         status = await site.writer(change)
-        member = site.member(data)
+        member = await run_in_threadpool(site.member, data)
         if status is None or member is None:
             return site.page(request, status=404, title_key="gone_title",
                              text_key="gone_text")

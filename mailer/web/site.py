@@ -77,6 +77,13 @@ class Site:
             names = self._list_names[list_id] = (ml.name, ml.language)
         return names
 
+    def consent_of(self, slug: str, name: str, language: str) -> tuple[str, str]:
+        """(text, version) a person agrees to for a list: its file's, else the built-in."""
+        definition = self.definitions.get(slug)
+        text = definition.consent_text if definition else ""
+        version = definition.consent_version if definition else "1"
+        return text or page_texts(language)["default_consent"].format(list=name), version
+
     def public_list(self, slug: str) -> MailingList | None:
         """A list offered on the sign-up form (`public = true`), or None."""
         with Session(self.engine, expire_on_commit=False) as session:
