@@ -87,7 +87,8 @@ class Delivery(_Section):
     pause_failure_rate: float = 0.2  # pause a campaign when this share of the last 200 fail
     test_addresses: list[str] = Field(default_factory=list)  # default for `campaign test`
     # Helper processes that render and sign while the sender talks SMTP: -1 automatic
-    # (the cores but one, for sends of 2,000 messages or more), 0 none.
+    # (for sends of 2,000 messages or more: the cores but one, all of them with an RSA
+    # DKIM key), 0 none.
     render_processes: int = -1
 
 

@@ -153,12 +153,17 @@ def mailings_for(project: Project, campaign: Campaign) -> Callable[[int], Mailin
 
 
 def _renderer(project: Project, campaign: Campaign, outbox: Outbox) -> Renderer:
-    """Helper processes for a large send on a machine with cores to spare, else inline."""
+    """Helper processes for a large send on a machine with cores to spare, else inline:
+    the cores but one, or as many as cores when signing with RSA (~300 us a message:
+    then the helpers are the slow part, and the sender waits for them)."""
     wanted = project.settings.delivery.render_processes
+    recipe = recipe_for(project, campaign)
     if wanted < 0:  # automatic
         cores = os.cpu_count() or 1
-        wanted = cores - 1 if cores > 1 and outbox.open_count() >= PROCESS_THRESHOLD else 0
-    recipe = recipe_for(project, campaign)
+        signer = dkim_signer(project.settings, "check.invalid")
+        rsa = signer is not None and signer.algorithm.startswith("rsa")
+        wanted = (cores if rsa else cores - 1) \
+            if cores > 1 and outbox.open_count() >= PROCESS_THRESHOLD else 0
     if wanted == 0:
         return InlineRenderer(recipe.mailing_for())
     return ProcessRenderer(recipe, processes=wanted)
