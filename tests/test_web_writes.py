@@ -17,11 +17,12 @@ def test_changes_are_grouped_a_failure_stays_alone_and_cancelled_ones_are_skippe
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE t (v INTEGER UNIQUE)")
     writer = Writer(engine)
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
 
     def insert(v: int):  # noqa: ANN202
         def change(session):  # noqa: ANN001, ANN202
             if v == 0:
+                entered.set()
                 gate.wait(5)  # holds the writer while the others queue up
             session.connection().execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": v})
             return v
@@ -29,7 +30,7 @@ def test_changes_are_grouped_a_failure_stays_alone_and_cancelled_ones_are_skippe
 
     async def main() -> list[object]:
         first = asyncio.ensure_future(writer(insert(0)))
-        await asyncio.sleep(0.1)
+        assert await asyncio.to_thread(entered.wait, 5)  # the writer is inside change 0
         gone = asyncio.ensure_future(writer(insert(99)))  # its request is cancelled
         others = [asyncio.ensure_future(writer(insert(v))) for v in (1, 2, 1, 3)]
         await asyncio.sleep(0.05)
