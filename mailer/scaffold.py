@@ -60,12 +60,19 @@ accent_colour = "#f2a900"
 # transport = "smtp://user@relay.example.be:587"      (password: smtp_password secret)
 transport = "maildir:outbox"
 rate = 10                  # messages per second
-# burst = 20               # most messages in any 1-second window (default: the rate)
+# burst = 12               # most messages in any 1-second window (default: rate + 10 %)
 # hourly = 10000           # sliding quotas (default: none)
 # daily = 50000
-# per_domain = {{ "gmail.com" = [20, 20] }}   # rate and burst per recipient domain
+# per_domain = {{ "gmail.com" = [20, 22] }}   # rate and burst per recipient domain
 connections = 4
 # test_addresses = ["me@example.be"]   # `mailer campaign test` sends here by default
+
+[web]
+# `mailer serve`: behind your reverse proxy, which is at one of these addresses
+trusted_proxies = ["127.0.0.1", "::1"]
+# confirm_days = 7          # how long a confirmation link works
+# signups_per_ip = 20       # sign-ups an hour from one client address
+# signups_per_address = 3   # sign-ups a day for one e-mail address
 
 [import]
 default_language = "nl"
