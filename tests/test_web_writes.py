@@ -4,6 +4,7 @@ alone; a request that went away does not stop the writer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 from sqlalchemy import text
@@ -35,6 +36,9 @@ def test_changes_are_grouped_a_failure_stays_alone_and_cancelled_ones_are_skippe
         others = [asyncio.ensure_future(writer(insert(v))) for v in (1, 2, 1, 3)]
         await asyncio.sleep(0.05)
         gone.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gone
+        await asyncio.sleep(0.01)  # the cancel reaches the writer's future via a callback
         gate.set()
         results = await asyncio.wait_for(
             asyncio.gather(first, *others, return_exceptions=True), 5)
