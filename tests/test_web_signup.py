@@ -14,7 +14,10 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 from sqlalchemy import text
+from sqlmodel import Session, select
 
+from mailer.audience.selfservice import sign_up
+from mailer.models import MailingList, Notice
 from mailer.project import Project
 from mailer.tokens import Purpose
 from mailer.web.app import create_app
@@ -72,6 +75,18 @@ def wait_for_mail(smtp: SmtpServer, to: str, count: int = 1, timeout: float = 10
             return mails
         time.sleep(0.05)
     raise AssertionError(f"no mail for {to} within {timeout} s")
+
+
+def queue_sign_ups(*emails: str) -> Project:
+    """Sign up to nieuwsbrief as the web app does (mails queued, not sent): the project."""
+    app_project = Project.load()
+    with Session(app_project.engine) as session:
+        ml = session.exec(select(MailingList)).one()
+        for email in emails:
+            sign_up(session, app_project.hash_key, email=email, mailing_list=ml,
+                    consent="test")
+        session.commit()
+    return app_project
 
 
 def confirm_link(raw: bytes) -> str:
@@ -257,17 +272,7 @@ def test_mailer_run_sends_the_confirmations_the_web_app_left(run, project, smtp,
     """Queued with the sign-up, in the same transaction: if the web app stops before it
     sends, the next `mailer run` does."""
     monkeypatch.setenv("MAILER_DELIVERY__TRANSPORT", f"smtp://127.0.0.1:{smtp.port}?tls=none")
-    from sqlmodel import Session, select
-
-    from mailer.audience.selfservice import sign_up
-    from mailer.models import MailingList, Notice
-
-    app_project = Project.load()
-    with Session(app_project.engine) as session:
-        ml = session.exec(select(MailingList)).one()
-        sign_up(session, app_project.hash_key, email="queued@example.be", mailing_list=ml,
-                consent="test")
-        session.commit()
+    app_project = queue_sign_ups("queued@example.be")
     result = run("run", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["notices"] == {"sent": 1, "deferred": 0, "failed": 0,
@@ -303,16 +308,8 @@ def test_a_single_opt_in_list_confirms_at_once_and_sends_the_welcome(run, projec
 def test_a_confirmation_claimed_by_a_sender_that_died_goes_out_later(run, project, smtp,
                                                                     monkeypatch):
     monkeypatch.setenv("MAILER_DELIVERY__TRANSPORT", f"smtp://127.0.0.1:{smtp.port}?tls=none")
-    from sqlmodel import Session, select
-
-    from mailer.audience.selfservice import sign_up
-    from mailer.models import MailingList, Notice
-
-    app_project = Project.load()
+    app_project = queue_sign_ups("limbo@example.be")
     with Session(app_project.engine) as session:
-        ml = session.exec(select(MailingList)).one()
-        sign_up(session, app_project.hash_key, email="limbo@example.be", mailing_list=ml,
-                consent="test")
         notice = session.exec(select(Notice)).one()
         notice.state, notice.attempts = "sending", 1  # claimed, then the sender was killed
         notice.next_attempt_at = datetime.now(UTC) + timedelta(minutes=5)
@@ -331,18 +328,7 @@ def test_a_confirmation_claimed_by_a_sender_that_died_goes_out_later(run, projec
 def test_a_queued_mail_is_checked_again_when_it_goes(run, project, smtp, monkeypatch):
     """Suppressed (a bounce, a complaint) between the sign-up and the send: not sent."""
     monkeypatch.setenv("MAILER_DELIVERY__TRANSPORT", f"smtp://127.0.0.1:{smtp.port}?tls=none")
-    from sqlmodel import Session, select
-
-    from mailer.audience.selfservice import sign_up
-    from mailer.models import MailingList, Notice
-
-    app_project = Project.load()
-    with Session(app_project.engine) as session:
-        ml = session.exec(select(MailingList)).one()
-        for email in ("bounced@example.be", "fine@example.be"):
-            sign_up(session, app_project.hash_key, email=email, mailing_list=ml,
-                    consent="test")
-        session.commit()
+    app_project = queue_sign_ups("bounced@example.be", "fine@example.be")
     assert run("suppression", "add", "bounced@example.be", "--reason",
                "hard_bounce").exit_code == 0
     result = json.loads(run("run", "--json").stdout)["notices"]

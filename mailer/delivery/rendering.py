@@ -76,6 +76,7 @@ class MailingRecipe:
     feedback_sender: str = "mailer"
     dkim_key: str | None = None  # the key file
     dkim_selector: str | None = None
+    dkim_rsa: bool = False  # signing is the slow part: more helpers pay
 
     def mailing_for(self) -> Callable[[int], Mailing]:
         """list id -> its Mailing, each made once, when first needed."""

@@ -132,8 +132,8 @@ def recipe_for(project: Project, campaign: Campaign) -> MailingRecipe:
         lists = {ml.id: list_info(ml) for ml in session.exec(select(MailingList).where(
             MailingList.id.in_(campaign.list_ids)))}  # type: ignore[union-attr]
     sending = settings.sending
-    if sending.dkim_key:
-        dkim_signer(settings, "check.invalid")  # a missing selector or key file: said here
+    # a missing selector or key file is said here, before any helper starts
+    check = dkim_signer(settings, "check.invalid") if sending.dkim_key else None
     current, previous = settings.secrets.signer_keys()
     return MailingRecipe(
         sources=snapshot_sources(campaign),
@@ -144,7 +144,8 @@ def recipe_for(project: Project, campaign: Campaign) -> MailingRecipe:
         sending_domain=sending.domain, bounce_domain=sending.bounce_domain,
         feedback_sender=sending.feedback_id or settings.project,
         dkim_key=str(settings.path(sending.dkim_key)) if sending.dkim_key else None,
-        dkim_selector=sending.dkim_selector or None)
+        dkim_selector=sending.dkim_selector or None,
+        dkim_rsa=check is not None and check.algorithm.startswith("rsa"))
 
 
 def mailings_for(project: Project, campaign: Campaign) -> Callable[[int], Mailing]:
@@ -160,9 +161,7 @@ def _renderer(project: Project, campaign: Campaign, outbox: Outbox) -> Renderer:
     recipe = recipe_for(project, campaign)
     if wanted < 0:  # automatic
         cores = os.cpu_count() or 1
-        signer = dkim_signer(project.settings, "check.invalid")
-        rsa = signer is not None and signer.algorithm.startswith("rsa")
-        wanted = (cores if rsa else cores - 1) \
+        wanted = (cores if recipe.dkim_rsa else cores - 1) \
             if cores > 1 and outbox.open_count() >= PROCESS_THRESHOLD else 0
     if wanted == 0:
         return InlineRenderer(recipe.mailing_for())

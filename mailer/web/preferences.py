@@ -24,7 +24,7 @@ from mailer.errors import InvalidInput
 from mailer.tokens import Purpose
 from mailer.web.security import client_ip
 from mailer.web.site import Site
-from mailer.web.texts import page_texts
+from mailer.web.texts import LANGUAGES, page_texts
 
 __all__ = ["routes"]
 
@@ -101,7 +101,7 @@ def routes(site: Site) -> list[Route]:
             current = preferences(session, subscriber_id)
             if current is None:
                 return False
-            page_language = shown if shown in ("nl", "en") else (current.language or "nl")
+            page_language = shown if shown in LANGUAGES else (current.language or "nl")
             consents = {c.list_id: "{1}: {0}".format(
                 *site.consent_of(c.slug, c.name, page_language)) for c in current.lists}
             if action != "save":  # unsubscribe from everything: keep names and language

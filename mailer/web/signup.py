@@ -35,7 +35,7 @@ from mailer.models import MailingList
 from mailer.tokens import Purpose, TokenData, TokenError
 from mailer.web.security import client_ip
 from mailer.web.site import Site
-from mailer.web.texts import page_texts
+from mailer.web.texts import LANGUAGES, page_texts
 
 __all__ = ["routes"]
 
@@ -43,14 +43,12 @@ MAX_FIELD = 320
 
 
 def routes(site: Site) -> list[Route]:
-    consent_of = site.consent_of
-
     def form_page(request: Request, ml: MailingList, *, status: int = 200,
                   error: str | None = None, values: dict[str, str] | None = None,
                   language: str | None = None) -> HTMLResponse:
         language = language or site.language(request, None, ml.language)
         t = page_texts(language)
-        text, version = consent_of(ml.slug, ml.name, language)
+        text, version = site.consent_of(ml.slug, ml.name, language)
         html = site.pages.render(
             language, template="subscribe.html.j2",
             title=t["subscribe_title"].format(list=ml.name), intro=ml.description,
@@ -78,7 +76,7 @@ def routes(site: Site) -> list[Route]:
                 or not isinstance(wanted, str):
             return "invalid", t["bad_address"].format(reason="not text")
         shown = fields.get("consent_language")
-        text, version = consent_of(ml.slug, ml.name, shown if shown in ("nl", "en") else language)
+        text, version = site.consent_of(ml.slug, ml.name, shown if shown in LANGUAGES else language)
         if fields.get("consent_version", version) != version:
             return "consent", t["consent_changed"]  # the text changed since it was shown
         try:
@@ -117,7 +115,7 @@ def routes(site: Site) -> list[Route]:
             return site.not_found(request)
         async with request.form(max_files=0, max_fields=20, max_part_size=4096) as form:
             fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        language = fields.get("language") if fields.get("language") in ("nl", "en") \
+        language = fields.get("language") if fields.get("language") in LANGUAGES \
             else site.language(request, None, ml.language)
         outcome, message = await attempt(request, ml, fields, language)
         if outcome == "busy":
@@ -141,7 +139,7 @@ def routes(site: Site) -> list[Route]:
         except (ValueError, RecursionError):
             return JSONResponse({"error": "send a JSON object"}, status_code=400,
                                 headers=CORS)
-        language = fields.get("language") if fields.get("language") in ("nl", "en") \
+        language = fields.get("language") if fields.get("language") in LANGUAGES \
             else ml.language
         outcome, message = await attempt(request, ml, fields, language)
         if outcome == "busy":

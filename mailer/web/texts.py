@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["page_texts", "pick_language"]
+from mailer.content.texts import LANGUAGES
 
-LANGUAGES = ("nl", "en")
+__all__ = ["LANGUAGES", "page_texts", "pick_language"]
 
 _TEXTS: dict[str, dict[str, str]] = {
     "nl": {
