@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from mailer.errors import ConfigError
 
@@ -37,7 +37,8 @@ __all__ = [
 
 CONFIG_NAME = "mailer.toml"
 ENV_PREFIX = "MAILER_"
-SECRET_NAMES = ("secret_key", "previous_secret_keys", "hash_key", "smtp_password")
+SECRET_NAMES = ("secret_key", "previous_secret_keys", "hash_key", "smtp_password",
+                "feedback_password", "postmark_webhook_password")
 
 
 class _Section(BaseModel):
@@ -103,6 +104,34 @@ class Web(_Section):
     signups_per_address: int = Field(default=3, ge=1)  # per day, for one e-mail address
 
 
+class Feedback(_Section):
+    """The return path: where bounces, complaints and mail unsubscribes arrive, and what
+    is done about them (docs/feedback.md)."""
+
+    # maildir:PATH, mbox:PATH, imaps://user@host/INBOX, pop3s://user@host; the password is
+    # the secret `feedback_password`. `mailer run` reads them all each time it runs.
+    sources: list[str] = Field(default_factory=list)
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        """One URL, or several separated by commas (MAILER_FEEDBACK__SOURCES)."""
+        return [u.strip() for u in value.split(",") if u.strip()] \
+            if isinstance(value, str) else value
+
+    after: Literal["move", "delete"] = "move"  # what happens to a processed message
+    processed_folder: str = "processed"  # where processed messages go (after = "move")
+    failed_folder: str = "failed"  # where unreadable messages go
+    cafile: str = ""  # a CA file for a mail server with a private certificate
+    soft_bounce_limit: int = Field(default=3, ge=1)  # this many soft bounces …
+    soft_bounce_days: int = Field(default=30, ge=1)  # … within this many days suppress
+    max_seconds: float = Field(default=120.0, gt=0)  # `mailer run`'s budget for reading them
+    postmark_webhook_user: str = ""  # basic auth user of the Postmark webhook
+    # SNS topics whose SES notifications are accepted (arn:aws:sns:…); none: the webhook
+    # is off
+    ses_topics: list[str] = Field(default_factory=list)
+
+
 class ImportSettings(_Section):
     """Defaults for CSV imports."""
 
@@ -118,6 +147,8 @@ class Secrets(BaseModel):
     previous_secret_keys: list[SecretStr] = Field(default_factory=list)
     hash_key: SecretStr | None = None
     smtp_password: SecretStr | None = None
+    feedback_password: SecretStr | None = None  # the return mailbox (IMAP/POP3)
+    postmark_webhook_password: SecretStr | None = None
     sources: dict[str, str] = Field(default_factory=dict)  # name -> "env" | "file PATH"
 
     def signer_keys(self) -> tuple[bytes, list[bytes]]:
@@ -150,6 +181,7 @@ class Settings(_Section):
     sending: Sending = Field(default_factory=Sending)
     delivery: Delivery = Field(default_factory=Delivery)
     web: Web = Field(default_factory=Web)
+    feedback: Feedback = Field(default_factory=Feedback)
     imports: ImportSettings = Field(default_factory=ImportSettings, alias="import")
 
     # Not from the file: where it was found, and the secrets.

@@ -35,6 +35,8 @@ __all__ = [
     "CampaignState",
     "Delivery",
     "DeliveryState",
+    "FeedbackEvent",
+    "FeedbackKind",
     "ConsentAction",
     "ConsentEvent",
     "GlobalStatus",
@@ -79,6 +81,7 @@ class GlobalStatus(enum.StrEnum):
 
 class SuppressionReason(enum.StrEnum):
     HARD_BOUNCE = "hard_bounce"
+    SOFT_BOUNCES = "soft_bounces"  # N soft bounces within M days ([feedback] policy)
     COMPLAINT = "complaint"
     UNSUBSCRIBE = "unsubscribe"
     ERASED = "erased"
@@ -250,7 +253,8 @@ class Delivery(SQLModel, table=True):
 
     __tablename__ = "delivery"
     __table_args__ = (UniqueConstraint("campaign_id", "subscriber_id"),
-                      Index("ix_delivery_campaign_state", "campaign_id", "state"))
+                      Index("ix_delivery_campaign_state", "campaign_id", "state"),
+                      Index("ix_delivery_message_id", "message_id"))
 
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(sa_column=Column(
@@ -299,3 +303,52 @@ class Notice(SQLModel, table=True):
     message_id: str | None = Field(default=None, sa_column=Column(String(255)))
     queued_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
     sent_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))
+
+
+class FeedbackKind(enum.StrEnum):
+    BOUNCE = "bounce"  # a recipient failed (hard or soft: see `hard` and `reason`)
+    DELAYED = "delayed"  # a DSN with Action: delayed; not a failure
+    AUTO_REPLY = "auto-reply"  # out of office and other RFC 3834 replies; never a bounce
+    COMPLAINT = "complaint"  # an ARF report (or a provider's webhook): the person said "spam"
+    UNSUBSCRIBE = "unsubscribe"  # a mail to unsub+TOKEN@ (List-Unsubscribe mailto)
+    OTHER = "other"  # anything else that reached the return address
+
+
+class FeedbackEvent(SQLModel, table=True):
+    """What came back for a message: one row per failed recipient of a report (or one for
+    an auto-reply, complaint, unsubscribe or other message), with the classification, how
+    it was attributed and what the policy did.
+
+    `message_key` + `seq` is unique: the same returned message processed twice (a crash
+    between processing and deleting it) is recognised and counts once. The diagnostic is
+    kept with every address in it masked to its domain; erasing the subscriber deletes
+    their events (CASCADE)."""
+
+    __tablename__ = "feedback_event"
+    __table_args__ = (UniqueConstraint("message_key", "seq"),
+                      Index("ix_feedback_event_campaign", "campaign_id", "kind"),
+                      Index("ix_feedback_event_subscriber", "subscriber_id", "at"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_key: str = Field(sa_column=Column(String(64), nullable=False))
+    seq: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+    source: str = Field(default="", sa_column=Column(String(200), nullable=False, default=""))
+    kind: str = Field(sa_column=Column(String(16), nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column(String(24)))
+    hard: bool = False
+    sender_side: bool = False  # a rejection of our own sending: warns, never suppresses
+    status: str | None = Field(default=None, sa_column=Column(String(16)))
+    reply_code: int | None = Field(default=None, sa_column=Column(Integer))
+    diagnostic: str | None = Field(default=None, sa_column=Column(Text))
+    domain: str | None = Field(default=None, sa_column=Column(String(253)))
+    attributed_by: str | None = Field(default=None, sa_column=Column(String(16)))
+    subscriber_id: int | None = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("subscriber.id", ondelete="CASCADE")))
+    campaign_id: int | None = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("campaign.id", ondelete="SET NULL")))
+    list_id: int | None = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("mailing_list.id", ondelete="SET NULL")))
+    delivery_id: int | None = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("delivery.id", ondelete="SET NULL")))
+    action: str = Field(default="", sa_column=Column(String(64), nullable=False, default=""))

@@ -101,6 +101,7 @@ def main() -> None:
 
 def _register() -> None:
     from mailer.cli import (
+        bouncescmd,
         campaigncmd,
         configcmd,
         dbcmd,
@@ -114,7 +115,7 @@ def _register() -> None:
     )
 
     for module in (initcmd, dbcmd, configcmd, listscmd, subscriberscmd, suppressioncmd,
-                   templatescmd, campaigncmd, dkimcmd, servecmd):
+                   templatescmd, campaigncmd, bouncescmd, dkimcmd, servecmd):
         cli.add_command(module.command)
     cli.add_command(templatescmd.preview)
     cli.add_command(campaigncmd.run)

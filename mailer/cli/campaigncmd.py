@@ -140,8 +140,12 @@ def show(state: State, name: str, as_json: bool) -> None:
             audience = audience_count(session, campaign)
         else:
             audience = None
+    from mailer.feedback.queries import campaign_feedback
+
     data: dict[str, Any] = {k: v for k, v in vars(figures).items()}
     data["audience_now"] = audience
+    assert campaign.id is not None
+    data["feedback"] = returns = campaign_feedback(project.engine, campaign.id)
     if as_json:
         print_json(data)
         return
@@ -169,6 +173,31 @@ def show(state: State, name: str, as_json: bool) -> None:
     for error in figures.last_errors:
         console.print(f"  {error['count']:,} × {error['state']}: {error['reply']}",
                       highlight=False, markup=False)
+    _print_returns(returns)
+
+
+def _print_returns(returns: dict[str, Any]) -> None:
+    """Bounces by reason and domain; rejections of our own sending as warnings."""
+    console = err()
+    counts = [f"{returns[k]:,} {label}" for k, label in (
+        ("hard", "hard bounces"), ("soft", "soft bounces"), ("delayed", "delayed"),
+        ("complaints", "complaints"), ("unsubscribes", "unsubscribed by mail"),
+        ("auto_replies", "auto-replies")) if returns[k]]
+    if not counts and not returns["warnings"]:
+        return
+    if counts:
+        console.print("  came back: " + ", ".join(counts), highlight=False)
+    if returns["reasons"]:
+        console.print("  bounces by reason: " + ", ".join(
+            f"{r['reason']} {r['count']:,}" for r in returns["reasons"]), highlight=False)
+    if returns["domains"]:
+        console.print("  bounces by domain: " + ", ".join(
+            f"{d['domain'] or '?'} {d['count']:,}" for d in returns["domains"]),
+            highlight=False)
+    for w in returns["warnings"]:
+        console.print(f"  [yellow]Warning:[/] {w['count']:,} rejected by {w['domain'] or '?'} "
+                      f"because of our sending ({w['reason']}), not the addresses: "
+                      f"{w['example'] or ''}", highlight=False)
 
 
 @command.command("deliveries")
@@ -420,6 +449,12 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
     for slug, figures in result.campaigns.items():
         console.print(f"{slug}: {_line(figures)}" + (" — finished" if slug in result.finished
                                                      else ""), highlight=False)
+    if result.returns.get("read"):
+        r = result.returns
+        console.print(f"Returns: {r['read']} read" + "".join(
+            f", {n} {kind}" for kind, n in sorted(r["kinds"].items())), highlight=False)
+    if result.returns_error:
+        console.print(f"Returns not read: {result.returns_error}", highlight=False)
     if result.stopped:
         console.print(f"Stopped: {result.stopped}.")
 

@@ -163,14 +163,20 @@ def add(state: State, email: str, lists: tuple[str, ...], consent: str, confirme
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
 def show(state: State, email: str, as_json: bool) -> None:
-    """Show one subscriber: details, lists and the consent history.
+    """Show one subscriber: details, lists, the consent history and every bounce,
+    complaint and action taken on what came back.
 
     \b
     Example:
         mailer subscribers show an@example.be
     """
+    from mailer.feedback.queries import subscriber_events
+
     with session_scope(state.project.engine) as session:
-        details = subscriber_details(session, get_subscriber(session, email))
+        sub = get_subscriber(session, email)
+        details = subscriber_details(session, sub)
+        assert sub.id is not None
+        details["feedback"] = subscriber_events(session.connection(), sub.id)
     if as_json:
         print_json(details)
         return
@@ -184,6 +190,9 @@ def show(state: State, email: str, as_json: bool) -> None:
                              "unsubscribed_at"], title="Lists", empty="Not on any list.")
     table(details["consent"], ["at", "action", "list", "source", "consent", "confirmed"],
           title="Consent history", empty="No consent events.")
+    if details["feedback"]:
+        table(details["feedback"], ["at", "kind", "reason", "status", "campaign", "action"],
+              title="What came back (bounces, complaints, replies)")
 
 
 @command.command("edit")

@@ -7,6 +7,7 @@ before their SMTP transactions start, and the results of finished ones.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -47,7 +48,12 @@ class Result:
 
 class Outbox:
     def __init__(self, engine: Engine, campaign_id: int, hash_key: bytes, *,
-                 max_attempts: int, retry_after: float) -> None:
+                 max_attempts: int, retry_after: float,
+                 on_rejected: Callable[[list[tuple[int, str]]], None] | None = None) -> None:
+        """`on_rejected` gets (delivery id, reply) of every 5xx at RCPT or DATA once it is
+        committed: the return path classifies it and applies its policy (suppress, count,
+        or warn when the rejection is about our sending)."""
+        self.on_rejected = on_rejected
         self.engine = engine
         self.campaign_id = campaign_id
         self.hash_key = hash_key
@@ -189,4 +195,8 @@ class Outbox:
                     f"ELSE 'queued' END, attempts = attempts - 1, updated_at = {q} "
                     f"WHERE id IN ({', '.join([q] * len(released))}) AND state = 'sending'",
                     (at, *released))
+        rejected = [(r.id, r.outcome.reply) for r in results
+                    if r.outcome.kind == DeliveryState.BOUNCED]
+        if rejected and self.on_rejected is not None:
+            self.on_rejected(rejected)
         return marked

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import time
@@ -30,7 +31,7 @@ from mailer.delivery.rendering import (
 )
 from mailer.delivery.sender import Sender, SendReport
 from mailer.delivery.transports import Outcome, Transport, make_transport
-from mailer.errors import InvalidInput
+from mailer.errors import InvalidInput, MailerError
 from mailer.messages import dkim_signer, list_info, make_mailing, recipient
 from mailer.models import (
     Campaign,
@@ -44,6 +45,8 @@ from mailer.models import (
 from mailer.project import Project
 
 PROCESS_THRESHOLD = 2000  # open deliveries from which helper processes render (automatic)
+
+log = logging.getLogger("mailer.delivery")
 
 __all__ = ["RunSummary", "limiter_for", "mailings_for", "prepare_start", "reopen_for_unknown",
            "run_due", "send_campaign", "send_test", "transport_for"]
@@ -214,7 +217,8 @@ def send_campaign(project: Project, slug: str, *, deadline: float | None = None,
     assert campaign.id is not None
     d = project.settings.delivery
     outbox = Outbox(project.engine, campaign.id, project.hash_key,
-                    max_attempts=d.max_attempts, retry_after=d.retry_after)
+                    max_attempts=d.max_attempts, retry_after=d.retry_after,
+                    on_rejected=_rejections(project))
     sender = Sender(outbox=outbox, renderer=_renderer(project, campaign, outbox),
                     transport=transport_for(project),
                     limiter=limiter or RateLimiter(_limits(project), history=_history(project)),
@@ -233,10 +237,13 @@ class RunSummary:
     finished: list[str] = field(default_factory=list)
     stopped: str | None = None
     notices: dict[str, int] = field(default_factory=dict)  # confirmation/welcome mails
+    returns: dict[str, Any] = field(default_factory=dict)  # what the return sources held
+    returns_error: str | None = None  # a return source that could not be read
 
     @property
     def idle(self) -> bool:
-        return not self.started and not any(self.notices.values()) and not any(
+        return not self.started and not any(self.notices.values()) \
+            and not self.returns.get("read") and not self.returns_error and not any(
             c["sent"] or c["deferred"] or c["failed"] or c["bounced"] or c["skipped"]
             for c in self.campaigns.values())
 
@@ -251,6 +258,9 @@ def run_due(project: Project, *, max_seconds: float | None = None,
     deadline = time.monotonic() + max_seconds if max_seconds else None
     result = RunSummary()
     with run_lock(project.engine):
+        # What came back first: a hard bounce or a complaint read now spares a send.
+        if project.settings.feedback.sources:
+            _read_returns(project, result, deadline)
         with session_scope(project.engine) as session:
             due = session.exec(select(Campaign).where(
                 Campaign.state == CampaignState.SCHEDULED,
@@ -281,6 +291,38 @@ def run_due(project: Project, *, max_seconds: float | None = None,
                 result.stopped = report.stopped
                 break
     return result
+
+
+def _rejections(project: Project) -> Callable[[list[tuple[int, str]]], None]:
+    """The 5xx replies the sender sees go through the return path's classifier and
+    policy, like a bounce that comes back later."""
+    from mailer.feedback.runner import processor
+
+    feedback = processor(project)
+
+    def record(rejected: list[tuple[int, str]]) -> None:
+        for delivery_id, reply in rejected:
+            try:
+                feedback.record_rejection(delivery_id, reply)
+            except Exception:  # noqa: BLE001 - the send goes on; the reply stays recorded
+                log.exception("delivery %s: the rejection could not be classified",
+                              delivery_id)
+
+    return record
+
+
+def _read_returns(project: Project, result: RunSummary, deadline: float | None) -> None:
+    """The configured return sources, within [feedback] max_seconds and the run's
+    deadline. A source that cannot be read is reported, and the sending goes on."""
+    from mailer.feedback.runner import intake
+
+    budget = project.settings.feedback.max_seconds
+    if deadline is not None:
+        budget = min(budget, max(0.0, deadline - time.monotonic()) / 2)
+    try:
+        result.returns = intake(project, max_seconds=budget).as_dict()
+    except MailerError as exc:
+        result.returns_error = str(exc)
 
 
 async def _send_notices(project: Project, limiter: RateLimiter) -> NoticeReport:

@@ -1,0 +1,247 @@
+"""From a returned message to events and actions: attribution, idempotency, one
+transaction per message.
+
+Attribution, strongest evidence first (one `by` per event):
+    token       the signed VERP token in the address the report was sent to
+                (`bounces+TOKEN@`, `unsub+TOKEN@` in Delivered-To / X-Original-To / To)
+    headers     a token in the returned original (its Return-Path, List-Unsubscribe)
+    message-id  the returned original's (or an auto-reply's In-Reply-To) Message-ID,
+                looked up in the outbox (indexed) and the notices
+    address     the failed recipient's address, looked up among the subscribers
+A token that does not verify (forged, mangled, another project's) attributes nothing; the
+next kind of evidence is tried.
+
+Idempotency: the key of a message is the SHA-256 of its bytes; its events are unique on
+(key, seq). A message read again (a crash between processing and deleting it, a second
+`bounces process` at the same time) finds its events and changes nothing; two processes
+racing on it: the second one's insert fails on the unique key and it rolls back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from mailer.feedback.policy import Policy, Target, apply, planned
+from mailer.feedback.reasons import extract_codes
+from mailer.feedback.reports import Original, Report, failed_recipient, read_report
+from mailer.models import (
+    Delivery,
+    FeedbackEvent,
+    FeedbackKind,
+    Notice,
+    Subscriber,
+    utcnow,
+)
+from mailer.tokens import Purpose, Signer, TokenError
+
+__all__ = ["Attribution", "Outcome", "Processor", "explain", "message_key"]
+
+log = logging.getLogger("mailer.feedback")
+E = FeedbackEvent.__table__  # type: ignore[attr-defined]
+D = Delivery.__table__  # type: ignore[attr-defined]
+N = Notice.__table__  # type: ignore[attr-defined]
+P = Subscriber.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    by: str  # token | headers | message-id | address
+    subscriber_id: int
+    campaign_id: int | None
+    list_id: int | None
+    delivery_id: int | None
+
+    def target(self) -> Target:
+        return Target(self.subscriber_id, self.list_id, self.campaign_id, self.delivery_id)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"by": self.by, "subscriber": self.subscriber_id, "campaign": self.campaign_id,
+                "list": self.list_id, "delivery": self.delivery_id}
+
+
+@dataclass
+class Outcome:
+    """What processing one message did."""
+
+    key: str
+    report: Report
+    attribution: Attribution | None
+    actions: list[str] = field(default_factory=list)
+    duplicate: bool = False
+
+
+def message_key(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Processor:
+    """Processes returned messages for one project."""
+
+    def __init__(self, engine: Engine, signer: Signer, hash_key: bytes,
+                 policy: Policy | None = None) -> None:
+        self.engine = engine
+        self.signer = signer
+        self.hash_key = hash_key
+        self.policy = policy or Policy()
+
+    def process(self, data: bytes, *, source: str, dry_run: bool = False,
+                now: datetime | None = None) -> Outcome:
+        """Read, attribute, record and act on one message, in one transaction. Raises
+        reports.Unreadable for bytes that are not a message."""
+        report = read_report(data)
+        return self.record(report, message_key(data), source=source, dry_run=dry_run,
+                           now=now)
+
+    def record_rejection(self, delivery_id: int, reply: str) -> Outcome | None:
+        """A 5xx the relay answered at RCPT or DATA, classified and acted on like a
+        returned bounce (None when the delivery's person is gone)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(D.c.subscriber_id, D.c.campaign_id, D.c.list_id, P.c.email)
+                .select_from(D.join(P, P.c.id == D.c.subscriber_id))
+                .where(D.c.id == delivery_id)).first()
+        if row is None:
+            return None
+        code, status = extract_codes(reply)
+        report = Report("bounce", (failed_recipient(row.email, "failed", status, code,
+                                                    reply),),
+                        Original(), (), None, "")
+        attribution = Attribution("smtp", row.subscriber_id, row.campaign_id, row.list_id,
+                                  delivery_id)
+        return self.record(report, f"smtp:{delivery_id}", source="smtp",
+                           attribution=attribution)
+
+    def record(self, report: Report, key: str, *, source: str, dry_run: bool = False,
+               now: datetime | None = None,
+               attribution: Attribution | None = None) -> Outcome:
+        """Record and act on a report (from a message, or built by a webhook);
+        `attribution` when the caller knows whom it is about."""
+        now = now or utcnow()
+        with Session(self.engine, expire_on_commit=False) as session:
+            conn = session.connection()
+            if conn.execute(sa.select(E.c.id).where(E.c.message_key == key)
+                            .limit(1)).first() is not None:
+                return Outcome(key, report, None, duplicate=True)
+            attribution = attribution or attribute(conn, self.signer, report)
+            outcome = Outcome(key, report, attribution)
+            for event in _events(report, attribution, key, source, now):
+                session.add(event)
+                try:
+                    session.flush()
+                except IntegrityError:  # processed meanwhile by another process
+                    session.rollback()
+                    return Outcome(key, report, attribution, duplicate=True)
+                target = attribution.target() if attribution else None
+                event.action = apply(session, self.hash_key, self.policy, event, target,
+                                     now=now)
+                outcome.actions.append(event.action)
+            if dry_run:
+                session.rollback()
+            else:
+                session.commit()
+        return outcome
+
+
+def _events(report: Report, attribution: Attribution | None, key: str, source: str,
+            now: datetime) -> list[FeedbackEvent]:
+    common = {"message_key": key, "at": now, "source": source[:200], "kind": report.kind,
+              "attributed_by": attribution.by if attribution else None,
+              "subscriber_id": attribution.subscriber_id if attribution else None,
+              "campaign_id": attribution.campaign_id if attribution else None,
+              "list_id": attribution.list_id if attribution else None,
+              "delivery_id": attribution.delivery_id if attribution else None}
+    if not report.recipients:
+        reason = {FeedbackKind.AUTO_REPLY: "vacation"}.get(report.kind)
+        return [FeedbackEvent(seq=0, reason=reason, **common)]
+    return [FeedbackEvent(
+        seq=seq, reason=r.reason.value, hard=r.hard, sender_side=r.sender_side,
+        status=r.status, reply_code=r.reply_code, diagnostic=r.diagnostic or None,
+        domain=r.address.rpartition("@")[2] if r.address else None, **common)
+        for seq, r in enumerate(report.recipients)]
+
+
+# --- attribution ----------------------------------------------------------------------------
+
+def attribute(conn: sa.Connection, signer: Signer, report: Report) -> Attribution | None:
+    for by, tokens in (("token", report.envelope_tokens), ("headers", report.original.tokens)):
+        for _, token in tokens:
+            found = _from_token(conn, signer, token, by)
+            if found is not None:
+                return found
+    for message_id in report.original.message_ids:
+        found = _from_message_id(conn, message_id)
+        if found is not None:
+            return found
+    addresses = [r.address for r in report.recipients if r.address]
+    if report.kind in (FeedbackKind.AUTO_REPLY, FeedbackKind.OTHER) and report.sender:
+        addresses.append(report.sender)
+    addresses += list(report.original.to) if report.kind == FeedbackKind.COMPLAINT else []
+    for address in addresses:
+        subscriber_id = conn.execute(sa.select(P.c.id).where(
+            P.c.email == address.lower())).scalar_one_or_none()
+        if subscriber_id is not None:
+            return Attribution("address", subscriber_id, None, None, None)
+    return None
+
+
+def _from_token(conn: sa.Connection, signer: Signer, token: str,
+                by: str) -> Attribution | None:
+    try:
+        data = signer.read(token, Purpose.MESSAGE)
+    except TokenError:
+        return None
+    if conn.execute(sa.select(P.c.id).where(P.c.id == data.subscriber_id)).first() is None:
+        return None  # erased since
+    delivery_id = None
+    if data.campaign_id:
+        delivery_id = conn.execute(sa.select(D.c.id).where(
+            D.c.campaign_id == data.campaign_id,
+            D.c.subscriber_id == data.subscriber_id)).scalar_one_or_none()
+    return Attribution(by, data.subscriber_id, data.campaign_id or None,
+                       data.list_id or None, delivery_id)
+
+
+def _from_message_id(conn: sa.Connection, message_id: str) -> Attribution | None:
+    row = conn.execute(sa.select(D.c.id, D.c.campaign_id, D.c.subscriber_id, D.c.list_id)
+                       .where(D.c.message_id == message_id)).first()
+    if row is not None and row.subscriber_id is not None:
+        return Attribution("message-id", row.subscriber_id, row.campaign_id, row.list_id,
+                           row.id)
+    notice = conn.execute(sa.select(N.c.subscriber_id, N.c.list_id)
+                          .where(N.c.message_id == message_id)).first()
+    if notice is not None:
+        return Attribution("message-id", notice.subscriber_id, None, notice.list_id, None)
+    return None
+
+
+# --- explain --------------------------------------------------------------------------------
+
+def explain(report: Report, attribution: Attribution | None,
+            actions: list[str] | None = None) -> dict[str, object]:
+    """The `bounces explain --json` object."""
+    if actions:
+        action: object = actions[0] if len(set(actions)) == 1 else actions
+    else:
+        plans = [planned(report.kind, hard=r.hard, sender_side=r.sender_side)
+                 for r in report.recipients] or [planned(report.kind, hard=False,
+                                                         sender_side=False)]
+        action = plans[0] if len(set(plans)) == 1 else plans
+    return {
+        "kind": report.kind,
+        "recipients": [{"address": r.address, "action": r.action, "status": r.status,
+                        "reply_code": r.reply_code, "reason": r.reason.value, "hard": r.hard,
+                        "sender_side": r.sender_side, "diagnostic": r.diagnostic,
+                        "remote_mta": r.remote_mta} for r in report.recipients],
+        "attributed": attribution.as_dict() if attribution else None,
+        "action": action,
+        "subject": report.subject,
+        "feedback_type": report.feedback_type,
+    }
