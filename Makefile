@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The browser tests drive Debian's Chromium: Playwright's own browser download cannot work here.
 CHROMIUM := /usr/bin/chromium
+# The return-path tests run Debian's dovecot as their real IMAP and POP3 server
+# (tests/support/mailserver.py starts it unprivileged on loopback; no system service is used).
+DOVECOT := /usr/lib/dovecot/imap /usr/lib/dovecot/pop3
+DOVECOT_PACKAGES := dovecot-imapd dovecot-pop3d
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 
 .PHONY: demo test lint bench clean
@@ -15,17 +19,21 @@ $(STAMP): pyproject.toml
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Only the tests need it (order-only: installed when missing, never a reason to rebuild).
+# Only the tests need them (order-only: installed when missing, never a reason to rebuild).
 # CI runs as root and installs it (updating apt's lists only if the install fails); anyone
 # else is asked to.
 $(CHROMIUM):
 	@[ "$$(id -u)" = 0 ] || { echo "$(CHROMIUM) is missing: install the Debian package chromium" >&2; exit 1; }
 	$(APT_INSTALL) chromium || { apt-get update && $(APT_INSTALL) chromium; }
 
+$(DOVECOT) &:
+	@[ "$$(id -u)" = 0 ] || { echo "dovecot is missing: install the Debian packages $(DOVECOT_PACKAGES)" >&2; exit 1; }
+	$(APT_INSTALL) $(DOVECOT_PACKAGES) || { apt-get update && $(APT_INSTALL) $(DOVECOT_PACKAGES); }
+
 demo: $(STAMP)
 	$(BIN)/python -m mailer.demo
 
-test: $(STAMP) | $(CHROMIUM)
+test: $(STAMP) | $(CHROMIUM) $(DOVECOT)
 	$(BIN)/ruff check mailer tests bench
 	$(BIN)/pytest -q
 
