@@ -174,7 +174,7 @@ def test_a_forged_token_attributes_nothing(run, project):
                "Final-Recipient: rfc822; nobody-we-know@example.net\nAction: failed\n"
                "Status: 5.1.1\n\n--B--\n").encode()
     summary = process(run, returns(project, message))
-    assert summary["actions"] == {"none": 1}
+    assert summary["actions"] == {"not attributed": 1}
     assert not suppressed(run, addresses[0])
 
 

@@ -179,10 +179,11 @@ def show(state: State, name: str, as_json: bool) -> None:
 def _print_returns(returns: dict[str, Any]) -> None:
     """Bounces by reason and domain; rejections of our own sending as warnings."""
     console = err()
-    counts = [f"{returns[k]:,} {label}" for k, label in (
-        ("hard", "hard bounces"), ("soft", "soft bounces"), ("delayed", "delayed"),
-        ("complaints", "complaints"), ("unsubscribes", "unsubscribed by mail"),
-        ("auto_replies", "auto-replies")) if returns[k]]
+    counts = [f"{returns[k]:,} {one if returns[k] == 1 else many}" for k, one, many in (
+        ("hard", "hard bounce", "hard bounces"), ("soft", "soft bounce", "soft bounces"),
+        ("delayed", "delayed", "delayed"), ("complaints", "complaint", "complaints"),
+        ("unsubscribes", "unsubscribed by mail", "unsubscribed by mail"),
+        ("auto_replies", "auto-reply", "auto-replies")) if returns[k]]
     if not counts and not returns["warnings"]:
         return
     if counts:

@@ -79,7 +79,8 @@ def apply(session: Session, hash_key: bytes, policy: Policy, event: FeedbackEven
     """Act on one event (already added to the session) and return what was done."""
     plan = planned(event.kind, hard=event.hard, sender_side=event.sender_side)
     if target is None:
-        return "none (not attributed)" if plan not in ("record", "warn-operator") else plan
+        return {"record": "recorded", "warn-operator": "warned operator"}.get(
+            plan, "not attributed")
     if plan == "warn-operator":
         _unblame(session, target)
         return "warned operator"
@@ -107,7 +108,7 @@ def apply(session: Session, hash_key: bytes, policy: Policy, event: FeedbackEven
                  note="complaint (feedback report)")
         return "unsubscribed from all, suppressed"
     if plan == "suppress":
-        _mark_bounced(session, target)
+        _mark_bounced(session, target, f"returned later: {event.diagnostic or event.reason}")
         added = suppress(session, hash_key, email, SuppressionReason.HARD_BOUNCE,
                          note=f"{event.reason} {event.status or ''}".strip())
         return "suppressed" if added else "already suppressed"
@@ -129,12 +130,14 @@ def _unblame(session: Session, target: Target) -> None:
         D.c.id == target.delivery_id, D.c.state == "bounced").values(state="failed"))
 
 
-def _mark_bounced(session: Session, target: Target) -> None:
-    """A delivery the relay took (250) and the recipient's side then returned."""
+def _mark_bounced(session: Session, target: Target, reply: str) -> None:
+    """A delivery the relay took (250) and the recipient's side then returned: bounced,
+    with the returned reason as its last reply."""
     if target.delivery_id is None:
         return
     session.connection().execute(D.update().where(
-        D.c.id == target.delivery_id, D.c.state == "sent").values(state="bounced"))
+        D.c.id == target.delivery_id, D.c.state == "sent").values(state="bounced",
+                                                                  last_reply=reply[:500]))
 
 
 def _soft_streak(session: Session, target: Target, policy: Policy, now: datetime) -> int:
