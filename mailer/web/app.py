@@ -5,6 +5,8 @@
     /api/subscribe/SLUG   the same, as JSON
     /c/TOKEN              confirm a sign-up (double opt-in)
     /p/TOKEN              preferences: name, language, lists, leave all  preferences.py
+    /webhooks/ses         Amazon SES bounces and complaints (SNS)         webhooks.py
+    /webhooks/postmark    Postmark's bounce and spam complaint webhooks
     /healthz              200 "ok", for the proxy and the load balancer
     /static/site.css      the house style
 
@@ -25,7 +27,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from mailer.project import Project
-from mailer.web import preferences, signup, unsubscribe
+from mailer.web import preferences, signup, unsubscribe, webhooks
 from mailer.web.security import SecurityHeaders
 from mailer.web.site import Site
 
@@ -69,7 +71,7 @@ def create_app(project: Project) -> ASGIApp:
         routes=[Route("/healthz", healthz), Route("/static/site.css", stylesheet),
                 Route("/favicon.ico", favicon),
                 *unsubscribe.routes(site), *signup.routes(site),
-                *preferences.routes(site)],
+                *preferences.routes(site), *webhooks.routes(site)],
         exception_handlers={404: missing, 405: missing, Exception: broken},
         lifespan=lifespan)
     # Outside everything, Starlette's error handling included: a 500 gets the headers too.
