@@ -112,10 +112,11 @@ class Feedback(_Section):
     # the secret `feedback_password`. `mailer run` reads them all each time it runs.
     sources: list[str] = Field(default_factory=list)
 
-    @field_validator("sources", mode="before")
+    @field_validator("sources", "ses_topics", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
-        """One URL, or several separated by commas (MAILER_FEEDBACK__SOURCES)."""
+        """One value, or several separated by commas (MAILER_FEEDBACK__SOURCES,
+        MAILER_FEEDBACK__SES_TOPICS)."""
         return [u.strip() for u in value.split(",") if u.strip()] \
             if isinstance(value, str) else value
 

@@ -83,9 +83,7 @@ def read_sources(processor: Processor, urls: list[str], settings: FeedbackSettin
                 try:
                     outcome = processor.process(item.data, source=source.name,
                                                 dry_run=dry_run)
-                except Unreadable as exc:
-                    log.warning("%s: message %s is unreadable (%s): moved aside",
-                                source.name, item.id, exc)
+                except Unreadable as exc:  # the source logs where it went
                     report.problems.append(f"{source.name} {item.id}: {exc}")
                     report.aside += 1
                     source.aside(item, str(exc))
