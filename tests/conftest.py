@@ -21,6 +21,7 @@ from mailer.cli import cli
 from mailer.db import make_engine, upgrade
 from mailer.scaffold import create_project
 from tests.support.browser import SharedBrowser
+from tests.support.mailserver import MailServer, find_dovecot, start_mailserver
 from tests.support.pgserver import PgServer, start_postgres
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -90,6 +91,18 @@ def run(project: Path):  # noqa: ANN201
 
     run("lists", "sync")
     return run
+
+
+@pytest.fixture(scope="session")
+def mail_server() -> Iterator[MailServer]:
+    """Debian's dovecot as the real IMAP and POP3 server, unprivileged on loopback ports
+    (tests/support/mailserver.py); one per session, an account per test."""
+    if find_dovecot() is None:
+        pytest.fail("dovecot is not installed: apt-get install dovecot-imapd dovecot-pop3d "
+                    "(make test does this when run as root)")
+    server = start_mailserver()
+    yield server
+    server.stop()
 
 
 # Browser tests: Debian's Chromium, headless, driven by Playwright (tests/support/browser.py).

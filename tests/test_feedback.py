@@ -373,3 +373,25 @@ def test_smtp_rejections_go_through_the_same_classifier_and_policy(run, project,
     blocked = show(run, addresses[1])["feedback"][0]
     assert blocked["sender_side"] and blocked["action"] == "warned operator"
     assert "because of our sending" in run("campaign", "show", "dec").output
+
+
+def test_bounces_are_read_over_imaps_with_the_password_from_the_secrets_file(
+        run, project, mail_server, monkeypatch):
+    addresses = people(run, project, 2)
+    sent = send(run, project)
+    user = mail_server.add_user()
+    bounce = dsn(sent[addresses[1]], addresses[1], status="5.1.1",
+                 diagnostic="550 5.1.1 The email account that you tried to reach does not "
+                            "exist.")
+    # The same return delivered twice (a crash between processing and moving): once.
+    mail_server.deliver(user, bounce, bounce)
+    secrets = project / "secrets.toml"
+    secrets.write_text(secrets.read_text() + f'feedback_password = "{user.password}"\n')
+    monkeypatch.setenv("MAILER_FEEDBACK__CAFILE", str(mail_server.cafile))
+    summary = process(run, mail_server.url("imaps", user))
+    assert summary["read"] == 2 and summary["duplicates"] == 1
+    assert summary["kinds"] == {"bounce (hard)": 1}
+    assert suppressed(run, addresses[1]) and not suppressed(run, addresses[0])
+    assert mail_server.messages(user) == []
+    assert len(mail_server.messages(user, "processed") or []) == 2
+    assert user.password not in json.dumps(summary)

@@ -27,7 +27,7 @@ import pytest
 from mailer.errors import ConfigError, MailerError
 from mailer.feedback import sources
 from mailer.feedback.sources import Incoming, SourceError, open_source, personal_prefix
-from tests.support.mailserver import MailServer, MailUser, find_dovecot, start_mailserver
+from tests.support.mailserver import MailServer, MailUser
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,16 +36,6 @@ def message(n: int, extra: str = "") -> bytes:
     return (f"From: MAILER-DAEMON@example.net\r\nTo: bounces+tok{n}@example.be\r\n"
             f"Subject: Undelivered Mail {n}\r\nMessage-ID: <m{n}@example.net>\r\n\r\n"
             f"Return {n}.\r\n{extra}").encode()
-
-
-@pytest.fixture(scope="session")
-def mail_server() -> Iterator[MailServer]:
-    if find_dovecot() is None:
-        pytest.fail("dovecot is not installed: apt-get install dovecot-imapd dovecot-pop3d "
-                    "(make test does this when run as root)")
-    server = start_mailserver()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
