@@ -143,13 +143,20 @@ def read_report(data: bytes) -> Report:
                           envelope, sender, subject)
     if any(kind == "unsub" for kind, _ in envelope):
         return Report("unsubscribe", (), _original(msg, data), envelope, sender, subject)
-    if _is_auto_reply(msg, subject):
-        return Report("auto-reply", (), _references(msg), envelope, sender, subject)
+    complainant = _microsoft_complaint(msg)
+    if complainant is not None:
+        return _complaint(msg, envelope, sender, subject, data, address=complainant)
+    # Before the auto-reply check: mail servers mark their bounces Auto-Submitted too.
     if _looks_like_bounce(sender, subject):
-        recipients = _free_text_recipients(msg)
+        original = _original(msg, data)
+        recipients = _free_text_recipients(msg, subject, original)
         if recipients:
-            return Report(_dsn_kind(recipients), recipients, _original(msg, data),
-                          envelope, sender, subject)
+            return Report(_dsn_kind(recipients), recipients, original, envelope, sender,
+                          subject)
+    if _is_auto_reply(msg, subject):
+        person = (Failed(sender, None, None, None, Reason.VACATION, False, False, ""),) \
+            if sender else ()
+        return Report("auto-reply", person, _references(msg), envelope, sender, subject)
     return Report("other", (), _references(msg), envelope, sender, subject)
 
 
@@ -313,8 +320,21 @@ def _mask(text: str) -> str:
 
 # --- complaints ----------------------------------------------------------------------------
 
+def _microsoft_complaint(msg: Message) -> str | None:
+    """Microsoft's JMRP reports are not ARF: a message/rfc822 part whose headers carry
+    X-HmXmrOriginalRecipient (the complainant)."""
+    for part in msg.walk():
+        if part.get_content_type() != "message/rfc822":
+            continue
+        payload = part.get_payload()
+        inner = payload[0] if isinstance(payload, list) and payload else None
+        if isinstance(inner, Message) and inner.get("x-hmxmroriginalrecipient"):
+            return _dsn_address(str(inner["x-hmxmroriginalrecipient"])) or ""
+    return None
+
+
 def _complaint(msg: Message, envelope: tuple[tuple[str, str], ...], sender: str | None,
-               subject: str, data: bytes) -> Report:
+               subject: str, data: bytes, *, address: str | None = None) -> Report:
     part = _part(msg, ("message/feedback-report",))
     fields: dict[str, str] = {}
     if part is not None:
@@ -322,10 +342,13 @@ def _complaint(msg: Message, envelope: tuple[tuple[str, str], ...], sender: str 
             fields.update(block)
     original = _original(msg, data)
     feedback_type = (fields.get("feedback-type") or "abuse").lower().split()[0]
-    address = _dsn_address(fields.get("original-rcpt-to") or fields.get("removal-recipient"))
-    if address is None and original.to:
+    address = address or _dsn_address(fields.get("original-rcpt-to")
+                                      or fields.get("removal-recipient"))
+    if not address and original.to:
         address = original.to[0]
-    if feedback_type == "not-spam":
+    # RFC 5965/6591: not-spam is the opposite of a complaint; auth-failure (a DMARC or
+    # DKIM failure report) is about our authentication, not about the person.
+    if feedback_type in ("not-spam", "auth-failure", "dkim", "dmarc"):
         return Report("other", (), original, envelope, sender, subject, feedback_type)
     recipient = Failed(address, None, None, None, Reason.FEEDBACK, False, False,
                        _mask(f"feedback-type: {feedback_type}"))
@@ -411,13 +434,17 @@ def _human_text(msg: Message) -> str:
     return html
 
 
-def _free_text_recipients(msg: Message) -> tuple[Failed, ...]:
+def _free_text_recipients(msg: Message, subject: str, original: Original
+                          ) -> tuple[Failed, ...]:
     human = _human_text(msg)
     try:
         temporary, permanent = all_failures(msg)
     except Exception:  # noqa: BLE001 - a detector's crash on odd input must not stop us
         temporary, permanent = set(), set()
     found: dict[str, str] = {}
+    for _, address in getaddresses(msg.get_all("x-failed-recipients") or ()):
+        if "@" in address:  # Exim names them in a header
+            found[address.lower()] = "failed"
     for addresses, action in ((permanent, "failed"), (temporary, "delayed")):
         for raw in addresses:
             text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
@@ -425,17 +452,28 @@ def _free_text_recipients(msg: Message) -> tuple[Failed, ...]:
             if "@" in address and address not in found:
                 found[address] = action
     if not found:
-        address = _guess_address(human)
+        # Some servers name the person without the domain ("j.brouwer (user not
+        # found)"); the returned original says whom the message was for.
+        address = _guess_address(human) or (original.to[0] if original.to else None)
         if address is None:
             return ()
         found[address] = "delayed" if _delay_words(human) else "failed"
+    whole = _WS.sub(" ", f"{subject} {human}").strip()[:8000]
     recipients = []
     for address, action in found.items():
-        diagnostic = _around(human, address) or _WS.sub(" ", human)[:_MAX_DIAGNOSTIC]
+        diagnostic = _around(human, address) or whole
         if action == "failed" and _delay_words(diagnostic) and not _fatal_words(human):
             action = "delayed"
         reply_code, status = extract_codes(diagnostic)
-        recipients.append(failed_recipient(address, action, status, reply_code, diagnostic))
+        if reply_code is None and status is None:
+            reply_code, status = extract_codes(whole)
+        recipient = failed_recipient(address, action, status, reply_code, diagnostic)
+        if recipient.reason == Reason.UNDEFINED and diagnostic != whole:
+            # The lines about the address did not say why; the report as a whole may.
+            wider = failed_recipient(address, action, status, reply_code, whole)
+            if wider.reason != Reason.UNDEFINED:
+                recipient = wider
+        recipients.append(recipient)
     return tuple(recipients)
 
 
@@ -475,7 +513,7 @@ def _around(text: str, address: str | None) -> str:
             taken = [lines[i]]
             for follow in lines[i + 1:i + 12]:
                 if not follow.strip():
-                    if len(taken) > 1:
+                    if len(taken) > 1 and not taken[-1].rstrip().endswith(":"):
                         break
                     continue
                 if "@" in follow and address not in follow.lower() and len(taken) > 1:
