@@ -224,6 +224,7 @@ _GROUPS: tuple[_Group, ...] = (
        "user's space has been used up", "account disabled temporarly for exceeding receiving",
        "account disabled temporarily for exceeding receiving", "account storage limit",
        "too much mail data", "exhausted allowed storage", "has exceeded the storage",
+       "quotaexceededexception", "mapiexceptionshutoffquotaexceeded", "mailfolder is over the",
        "storage limit", "speichervolumen", "speicherplatz", "postfach voll",
        "postfach ist voll", "mailbox voll", "mailbox ist voll", "mailbox is vol$",
        "mailbox vol$", "postvak is vol$", "postvak vol$", "brievenbus is vol$",
@@ -234,7 +235,10 @@ _GROUPS: tuple[_Group, ...] = (
        ("account is", "quota"), ("disk", "quota"), ("enough", "space"),
        ("mailbox", "exceeded", "limit"), ("mailbox", "full"), ("mailbox", "quota"),
        ("maildir", "quota"), ("over", "quota"), ("quota", "exceeded"),
-       ("quota", "uberschritten"), ("quota", "ueberschritten"), ("quota", "overschreden")),
+       ("quota", "uberschritten"), ("quota", "ueberschritten"), ("quota", "overschreden"),
+       ("postvak", "is vol$"), ("mailbox", "is vol$"), ("postfach", "ist voll"),
+       ("boite aux lettres", "pleine"), ("boite de reception", "pleine"),
+       ("inbox", "is full"), "recipient inbox full", "mailbox is full and can't accept"),
     _g("mesgtoobig", R.MESGTOOBIG,
        "message too big", "message file too big", "message too large", "message is too large",
        "message is too big", "message size exceeds", "message length exceeds",
@@ -246,7 +250,7 @@ _GROUPS: tuple[_Group, ...] = (
        "email is too large", "taille limite du message", "message trop volumineux",
        "message trop gros", "nachricht zu gross", "nachricht ist zu gross",
        "bericht is te groot", "line limit exceeded", "message too big for system",
-       "size limit$", "maxsizeerror$"),
+       "size limit$", "maxsizeerror$", "because it's too large", "because it is too large"),
     _g("exceedlimit", R.EXCEEDLIMIT,
        "message header size exceeds limit", "exceeds google's limit of",
        "bytes per individual header size", "exceeds google's header name limit",
@@ -362,13 +366,16 @@ _GROUPS: tuple[_Group, ...] = (
        "likely spam", "spamassassin", "spambouncer", "likely unsolicited",
        "appears to be unsolicited", "unsolicited bulk", "unsolicited mail",
        "unsolicited email", "unsolicited commercial", "bulk mail", "bulk email",
-       "bulk.advertising", "content filter", "message content rejected", "content rejected",
+       "bulk.advertising", "content filter rejection", "rejected by content filter",
+       "by content filtering", "message content rejected", "content rejected",
        "mail content denied", "rejecting banned content", "rejecting mail content",
        "unacceptable content", "suspected spam", "possible spam", "contains spam",
        "spam or virus", "spam/virus", "uribl", "surbl", "blacklisted url",
        "our system has detected that this message is", "our filters rate at and above",
        "recurrent pattern detection", "due to the nature of the content",
-       "content or the links", "antispam", "anti-spam", "anti spam", "spam block",
+       "content or the links", "failed several antispam checks", "antispam checks",
+       "anti-spam checks", "anti-spam policy", "spam block", "rejected due to spam",
+       "suspicion of spam", "dt:spm$",
        "temporarily blocked by our filter", "judged to be spam", "als spam",
        "spamverdacht", "comme spam", "too many spam complaints", "too much spam",
        "we dont accept spam", "we don't accept spam", "spamming not allowed",
@@ -409,6 +416,9 @@ _GROUPS: tuple[_Group, ...] = (
        "is not a registered gateway user", "not owned by user", "sender blacklisted",
        "absender abgelehnt", "absender unbekannt", "afzender geweigerd",
        "sender address has null mx", "sender domain has null mx",
+       "badmailfrom",
+       "does not accept mail from", "does not accept email from",
+       "does not accept messages from", "sender address invalid",
        "expediteur refuse", "expediteur invalide",
        sender_side=True),
     _g("notaccept", R.NOTACCEPT,
@@ -431,8 +441,11 @@ _GROUPS: tuple[_Group, ...] = (
        "unrouteable address", "unroutable address", "the account or domain may not exist",
        "able to find the recipient domain", "nonexistentdomain", "nonexistent domain",
        "badrcptdomain$",
-       "non-existent domain", "non existent domain", "dns domain", "invalid domain name",
-       "domain not found", "domain unknown", "domein bestaat niet", "domein onbekend",
+       "non-existent domain", "non existent domain", ("dns domain", "does not exist"),
+       "domain not found", "point to non-existent hosts", "point to non existent hosts",
+       "domain name in the email address is incorrect", "domain unknown",
+       "couldn't find any host named", "could not find any host named", "no route found to domain",
+       "domein bestaat niet", "domein onbekend",
        "domain existiert nicht", "domaine inexistant", "domaine introuvable",
        "domaine inconnu", "invalid x.400 address"),
     _g("userunknown", R.USERUNKNOWN,
@@ -446,7 +459,7 @@ _GROUPS: tuple[_Group, ...] = (
        "user does not exist", "user doesn't exist", "user not exist", "user not known",
        "user not active", "user missing home directory", "recipient not found",
        "recipient does not exist", "recipient not exist", "recipient is not local",
-       "recipient not ok", "recipient rejected", "recipient address rejected: user unknown",
+       "recipient not ok", "recipient address rejected: user unknown",
        "recipient address rejected: unknown user", "recipient address rejected: invalid user",
        "recipient address rejected: userunknown",
        "recipient address rejected: invalid-recipient",
@@ -459,7 +472,7 @@ _GROUPS: tuple[_Group, ...] = (
        "destination addresses were unknown", "destination server rejected recipients",
        "is not a known user", "is not a valid mailbox", "is not an active address at this host",
        "not a valid recipient", "not a valid user", "not a local address",
-       "no valid recipients", "nessun utente simile", "no existe dicha persona",
+       "no valid recipients, bye", "nessun utente simile", "no existe dicha persona",
        "no existe ese usuario", "the email account that you tried to reach does not exist",
        "the user's email name is not found", "there is no one at this address",
        "this email address is wrong or no longer valid", "badrecipientto", "badrcptto",
@@ -475,7 +488,12 @@ _GROUPS: tuple[_Group, ...] = (
        "inactive email address", "unknown or illegal alias", "not listed in domino directory",
        "not listed in public name & address book", "can't accept user", "sorry, no mailbox",
        "recipient refuses to accept your mail", "account does not exist",
-       "this address does not exist", "address invalid", "requested action not taken: "
+       "this address does not exist", "address invalid", "address not found",
+       "address couldn't be found", "address could not be found",
+       "the email address you entered couldn't be found", "e-mail-adresse wurde nicht gefunden",
+       "adresse wurde nicht gefunden", "e-mailadres dat u hebt ingevoerd",
+       "adres dat u hebt ingevoerd", "que vous avez entree est introuvable",
+       "requested action not taken: "
        "mailbox unavailable", "not our customer", "unknown account",
        "onbekende gebruiker", "gebruiker onbekend", "gebruiker bestaat niet",
        "onbekende ontvanger", "ontvanger onbekend", "ontvanger bestaat niet",
@@ -510,12 +528,13 @@ _GROUPS: tuple[_Group, ...] = (
        "not found recipient account", "recipient id refuse to receive mail",
        "only accepting mail from specific email addresses",
        "refused due to recipient preferences", "user refuses to receive this mail",
-       "user reject", "blocked by the recipient", "blocked by recipient",
-       "recipient has blocked", "rejected by the recipient"),
+       "user reject", "you have been blocked by the recipient", "recipient has blocked",
+       "sender is blocked by the recipient"),
     _g("notcompliantrfc", R.NOTCOMPLIANTRFC,
        "not rfc 5322 compliant", "rfc 5322 compliant", "rfc5322", "rfcmessagenoncompliant",
        "missing a valid address in the from: header", "multiple addresses in from: header",
        "missing a valid message-id", "duplicate header", "headers are not rfc compliant",
+       "missing a valid messageid",
        "encoded-word syntax is not permitted", "unicode character in a disallowed header",
        "mail message is malformed", "must be rfc 5322 section", "blank from: addresses",
        "ip addresses are not allowed as a from", "not a valid rfc 5321 address",
@@ -539,12 +558,15 @@ _GROUPS: tuple[_Group, ...] = (
        "containing images or other attachments", "using a mass mailer",
        "recipient is not accepting mail with", "content examination policy",
        "anti-spoofing policy", "attachment extension is forbidden", "host network not allowed",
+       "does not allow external forwarding",
        "host network, not allowed", "esmtp no data before greeting", "captcha",
        "mail flow rule", "transport rule", "policy restrictions", "policy rejection",
        "policy-based rejection", "violates our policy", "against our policy"),
     _g("rejected_other", R.REJECTED,
        "delivery not authorized", "administrative prohibition",
        "rule imposed mailbox access for", "message refused", "not authorized to send to",
+       "restriction check failed", "delivery restriction", "sendernotauthenticatedforgroup",
+       "sendernotauthenticatedformailbox", "rst.authrequired", "not allowed to send to",
        sender_side=False),
     _g("toomanyconn", R.TOOMANYCONN,
        "too many connections", "too many concurrent", "too many sessions",
@@ -604,6 +626,7 @@ _GROUPS: tuple[_Group, ...] = (
        "does not exist", "doesn't exist", "invalid address", "invalid recipient",
        "invalid user", "invalid mailbox path", "mailbox unavailable", "not a valid",
        "bad address", "bad recipient", "bad_recipient", "bad-recipient", "bad rcpt",
+       "recipient rejected", "no valid recipients",
        "n'existe pas", "existiert nicht", "bestaat niet", "niet gevonden",
        "nicht gefunden", "introuvable", "inexistant", "sconosciuto", "desconocido",
        strong=False),
@@ -638,7 +661,7 @@ _GROUPS: tuple[_Group, ...] = (
        "mailing list expansion problem", "destination mailbox address ambiguous",
        "unable to process", "message is looping", "qq trouble", "temporarily rejected",
        "try again later", "temporary problem", "temporary error", "local error",
-       "unable to connect", ("unable to connect", "daemon"), strong=False),
+       ("unable to connect", "daemon"), strong=False),
     _g("expired", R.EXPIRED,
        "connection timed out", "could not find a gateway for",
        "delivery attempts will continue to be", "delivery expired", "delivery time expired",
@@ -720,7 +743,8 @@ def _words(text: str) -> list[bytes]:
 # as word tuples). A phrase's last word also matches with a common ending (limit ->
 # limited, limiting, limits), unless the phrase ends in "$".
 
-_Entry = tuple[int, tuple[tuple[bytes, ...], ...]]
+_Piece = tuple[tuple[bytes, ...], frozenset[bytes]]   # leading words, last word's forms
+_Entry = tuple[int, tuple[_Piece, ...]]
 _Node = dict[bytes, "_Node"]
 _ENDINGS = (b"", b"s", b"es", b"d", b"ed", b"ing", b"er", b"ers")
 _GAP_WORDS = 14
@@ -734,14 +758,23 @@ def _phrase_words(phrase: str) -> tuple[tuple[bytes, ...], bool]:
     return words, exact
 
 
+def _endings(word: bytes, exact: bool) -> tuple[bytes, ...]:
+    return (b"",) if exact or not word.isalpha() else _ENDINGS
+
+
+def _piece(phrase: str) -> _Piece:
+    words, exact = _phrase_words(phrase)
+    return words[:-1], frozenset(words[-1] + e for e in _endings(words[-1], exact))
+
+
 def _compile(groups: tuple[tuple[int, tuple[Phrase, ...]], ...]) -> dict:
     root: dict = {}
     for index, phrases in groups:
         for phrase in phrases:
             pieces = (phrase,) if isinstance(phrase, str) else phrase
             head, exact = _phrase_words(pieces[0])
-            rest = tuple(_phrase_words(piece)[0] for piece in pieces[1:])
-            endings = (b"",) if exact or not head[-1].isalpha() else _ENDINGS
+            rest = tuple(_piece(piece) for piece in pieces[1:])
+            endings = _endings(head[-1], exact)
             for ending in endings:
                 node = root
                 for word in head[:-1] + (head[-1] + ending,):
@@ -765,13 +798,12 @@ _ROOT = _compile(tuple((i, g.phrases) for i, g in enumerate(_GROUPS))
                  + tuple((_NGROUPS + i, m[1]) for i, m in enumerate(_MARKERS)))
 
 
-def _follows(words: list[bytes], at: int, pieces: tuple[tuple[bytes, ...], ...]) -> bool:
+def _follows(words: list[bytes], at: int, pieces: tuple[_Piece, ...]) -> bool:
     """Each piece occurs in order, each starting within _GAP_WORDS words of the last."""
-    for piece in pieces:
-        size = len(piece)
+    for lead, last in pieces:
+        size = len(lead) + 1
         for start in range(at, min(at + _GAP_WORDS, len(words) - size + 1)):
-            if words[start:start + size - 1] == list(piece[:-1]) \
-                    and words[start + size - 1].startswith(piece[-1]):
+            if words[start + size - 1] in last and tuple(words[start:start + size - 1]) == lead:
                 at = start + size
                 break
         else:
