@@ -714,6 +714,23 @@ def test_long_text_is_read_and_cut() -> None:
     assert verdict.reason is R.UNDEFINED
 
 
+def test_typographic_quotes_spaces_and_case_do_not_matter() -> None:
+    plain = classify(diagnostic="554 delivery error: dd This user doesn't have a yahoo.com "
+                     "account")
+    fancy = classify(diagnostic="554 DELIVERY ERROR: dd This\u00a0user doesn\u2019t have a "
+                     "Yahoo.com\n   account")
+    assert plain == fancy == Verdict(R.USERUNKNOWN, True, False)
+
+
+def test_phrases_match_whole_words() -> None:
+    # "rbl" is a block list, "marble" is not; "rate limit" reads "rate limited"
+    assert classify(status="5.1.1", diagnostic="550 5.1.1 <a@marblehead.example>: "
+                    "user unknown").reason is R.USERUNKNOWN
+    assert classify(status="5.7.1", diagnostic="550 5.7.1 listed in an RBL").reason \
+        is R.BLOCKED
+    assert classify(diagnostic="421 4.7.0 You are rate limited").reason is R.SPEEDING
+
+
 def test_verdict_is_frozen() -> None:
     verdict = classify(diagnostic="user unknown")
     with pytest.raises(dataclasses.FrozenInstanceError):
