@@ -70,10 +70,10 @@ small regexes. A first version used one big regex (a trie of all phrases, in a
 look-ahead, at each word start): CPython's re spends ~25 ns on every position it tries,
 and that version took ~80 us per call. Measured with `python -m mailer.feedback.reasons`
 (Python 3.11, CPU time of one process, best of 7; the 2-core machine was shared with
-other test runs, load ~3.5, so these are upper bounds): 20 us per call on average over 20
-real-world diagnostics of 32-317 characters, 16 us for a typical 190-character one, about
-230 us for a 4,096-character one; building the trie at import takes ~30 ms. At 500
-messages/s a message may take 2 ms in all.
+other test runs, load 3-4, so these are upper bounds and vary from run to run): 20-30 us
+per call on average over 20 real-world diagnostics of 32-317 characters, 16 us for a
+typical 190-character one, 230-430 us for a 4,096-character one; building the trie at
+import takes 30-60 ms. At 500 messages/s a message may take 2 ms in all.
 
 Where this departs from sisimai, on purpose: 5.7.27 (sender address has null MX, and
 Gmail's "authenticate with SPF") is auth failure, not not-accept, since a not-accept with
