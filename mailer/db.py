@@ -44,6 +44,9 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")  # durable in WAL mode except on power loss
+    # Deleted content is overwritten with zeros, so an erased person's address does not
+    # linger in free space (privacy/erase.py); a memset per freed cell.
+    cur.execute("PRAGMA secure_delete=ON")
     cur.close()
 
 

@@ -106,6 +106,7 @@ def _register() -> None:
         configcmd,
         dbcmd,
         dkimcmd,
+        gdprcmd,
         initcmd,
         listscmd,
         servecmd,
@@ -115,8 +116,9 @@ def _register() -> None:
     )
 
     for module in (initcmd, dbcmd, configcmd, listscmd, subscriberscmd, suppressioncmd,
-                   templatescmd, campaigncmd, bouncescmd, dkimcmd, servecmd):
+                   templatescmd, campaigncmd, bouncescmd, gdprcmd, dkimcmd, servecmd):
         cli.add_command(module.command)
+    cli.add_command(gdprcmd.audit)
     cli.add_command(templatescmd.preview)
     cli.add_command(campaigncmd.run)
 

@@ -28,7 +28,7 @@ RKEYS = {"address", "reason", "hard", "status", "action"}
 def walk(msg, problems, where):
     for d in msg.defects:
         problems.append(f"{where}: {type(d).__name__}: {d}")
-    for name, value in msg.items():
+    for _name, value in msg.items():
         str(value)  # decodes encoded-words; raises on a broken header
     if msg.is_multipart():
         for i, part in enumerate(msg.iter_parts()):
@@ -103,7 +103,8 @@ def main():
                     problems.append(f"{f}: {e['kind']} with reason {r['reason']}")
             elif r["action"] != want:
                 problems.append(f"{f}: {e['kind']} with action {r['action']}")
-            if r["address"] is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[a-z]+$", r["address"]):
+            if r["address"] is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[a-z]+$",
+                                                         r["address"]):
                 problems.append(f"{f}: address {r['address']!r}")
             if r["address"] is not None:
                 text = (HERE / f).read_bytes().decode("ascii", "replace").lower()

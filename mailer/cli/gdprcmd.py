@@ -1,0 +1,197 @@
+"""`mailer gdpr export|erase` and `mailer audit ls`: a person's rights and the trail."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mailer.cli import State, pass_state
+from mailer.cli.output import err, stream_json, table
+from mailer.errors import InvalidInput, MailerError
+
+_ACTOR = click.option("--actor", default=None, metavar="NAME",
+                      help="Who does this, for the audit trail (default: the OS user).")
+
+
+def _actor(actor: str | None) -> str:
+    if actor:
+        return actor
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
+
+
+@click.group("gdpr")
+def command() -> None:
+    """A person's rights (AVG/GDPR): a copy of their data, and erasure (docs/privacy.md).
+
+    \b
+    Example:
+        mailer gdpr export an@example.be --out an.json
+        mailer gdpr erase an@example.be --yes
+    """
+
+
+@command.command("export")
+@click.argument("email")
+@click.option("--out", "out", metavar="PATH",
+              help="Where to write it (mode 0600; default export-ADDRESS.json or .txt); "
+                   "- for standard output.")
+@click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json",
+              show_default=True, help="JSON (art. 20, machine-readable) or text for a letter.")
+@click.option("--language", type=click.Choice(["nl", "en"]), default=None,
+              help="The language of the text format (default: the person's).")
+@_ACTOR
+@pass_state
+def export(state: State, email: str, out: str | None, fmt: str, language: str | None,
+           actor: str | None) -> None:
+    """Everything held about one person: details, lists, consent given and withdrawn,
+    every mail sent, everything that came back, suppression. Written to a file readable
+    by you alone, never to the screen unless --out -.
+
+    \b
+    Example:
+        mailer gdpr export an@example.be --out an.json
+        mailer gdpr export an@example.be --format text --out an.txt
+    """
+    from mailer.audience.subscribers import validate_address
+    from mailer.db import session_scope
+    from mailer.models import AuditLog
+    from mailer.privacy.export import export_person, render_text
+
+    project = state.project
+    address = validate_address(email)
+    document = export_person(project.engine, project.hash_key, address)
+    person = document["subscriber"] or {}
+    if fmt == "json":
+        body = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    else:
+        body = render_text(document, language or person.get("language") or "nl")
+    target = out or f"export-{address.replace('@', '-at-')}.{'json' if fmt == 'json' else 'txt'}"
+    if target == "-":
+        click.echo(body, nl=False)
+    else:
+        _write_private(Path(target), body)
+    with session_scope(project.engine) as session:
+        session.add(AuditLog(actor=_actor(actor), action="gdpr.export", detail={
+            "subscriber": _subscriber_id(project, address), "format": fmt}))
+    if target != "-":
+        err().print(f"Written to {target} (readable by you alone): "
+                    f"{len(document['lists'])} lists, {len(document['consent'])} consent "
+                    f"events, {len(document['deliveries'])} mails, "
+                    f"{len(document['feedback'])} returns.", highlight=False)
+
+
+def _subscriber_id(project: Any, address: str) -> int | None:
+    import sqlalchemy as sa
+
+    from mailer.models import Subscriber
+
+    table_ = Subscriber.__table__  # type: ignore[attr-defined]
+    with project.engine.connect() as conn:
+        return conn.execute(sa.select(table_.c.id).where(table_.c.email == address)) \
+            .scalar_one_or_none()
+
+
+def _write_private(path: Path, body: str) -> None:
+    """Create or replace the file as 0600 before a byte of personal data is in it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise MailerError(f"Cannot write {path}: {exc.strerror}") from None
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(body)
+
+
+@command.command("erase")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed, remove nothing.")
+@_ACTOR
+@pass_state
+def erase(state: State, email: str, yes: bool, dry_run: bool, actor: str | None) -> None:
+    """Forget a person: their details, lists, consent log, replies and bounces are deleted,
+    the mails sent to them are kept only as counts. Their address stays on the suppression
+    list as a keyed hash, so no import can add them again by accident. Works while a
+    campaign is sending: their queued mail is skipped.
+
+    \b
+    Example:
+        mailer gdpr erase an@example.be --yes
+    """
+    from mailer.audience.subscribers import validate_address
+    from mailer.privacy.erase import erase_person
+
+    project = state.project
+    address = validate_address(email)
+    if not yes and not dry_run:
+        if not sys.stdin.isatty():
+            raise InvalidInput("Erasing cannot be undone: add --yes to confirm.")
+        click.confirm(f"Erase everything held about {address}? This cannot be undone",
+                      abort=True, err=True)
+    result = erase_person(project.engine, project.hash_key, address, actor=_actor(actor),
+                          dry_run=dry_run)
+    console = err()
+    if result.subscriber_id is None and not result.newly_suppressed:
+        console.print(f"Nothing is held about {address}; it is on the suppression list.",
+                      highlight=False)
+        return
+    what = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in result.removed.items()
+                     if n) or "no other data"
+    verb = "Would erase" if dry_run else "Erased"
+    console.print(f"{verb} {address}: {what}; the address is suppressed (as a hash).",
+                  highlight=False)
+    if not result.disk_clean:
+        console.print("[yellow]Warning:[/] another process is reading the database; its "
+                      "old pages leave the disk at the next checkpoint.")
+
+
+@click.group("audit")
+def audit() -> None:
+    """The audit trail: who did what and when (no personal data in it).
+
+    \b
+    Example:
+        mailer audit ls --since 2026-11-01
+    """
+
+
+@audit.command("ls")
+@click.option("--since", metavar="DATE", help="From this date on (YYYY-MM-DD).")
+@click.option("--action", metavar="PREFIX", help="Only actions starting so (gdpr, campaign).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def audit_ls(state: State, since: str | None, action: str | None, limit: int | None,
+             as_json: bool) -> None:
+    """The audit trail, newest first.
+
+    \b
+    Example:
+        mailer audit ls --since 2026-11-01 --action gdpr
+    """
+    from mailer.privacy.audit import list_audit
+
+    start = None
+    if since:
+        try:
+            start = datetime.strptime(since, "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError:
+            raise InvalidInput(f"{since!r} is not a date like 2026-11-01.") from None
+    rows = list_audit(state.project.engine, since=start, action=action, limit=limit)
+    if as_json:
+        stream_json(rows)
+        return
+    table(({**row, "detail": json.dumps(row["detail"], ensure_ascii=False)} for row in rows),
+          ["at", "actor", "action", "detail"], title="Audit trail",
+          empty="Nothing in the audit trail.")
+

@@ -1,0 +1,169 @@
+"""Privacy: the inventory covers the whole schema; export holds everything about a person;
+erasure leaves no byte of them in the database (SQLite file and WAL, PostgreSQL rows), also
+while a campaign is sending."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from mailer.db import make_engine
+from mailer.privacy.inventory import INVENTORY
+from tests.test_feedback import dsn, people, process, returns, send
+
+ADDRESS = "zoe.quixotic-marker@example.org"
+NAME = "Quixotemarker"
+TEMPLATE = "templates/newsletter.html.j2"
+
+
+def test_every_table_and_column_is_in_the_inventory(db_url):
+    """A table or column added later without telling export and erase about it fails."""
+    engine = make_engine(db_url)
+    try:
+        inspector = sa.inspect(engine)
+        live = {t: {c["name"] for c in inspector.get_columns(t)}
+                for t in inspector.get_table_names()}
+    finally:
+        engine.dispose()
+    missing = {t: sorted(cols - set(INVENTORY.get(t, {}))) for t, cols in live.items()}
+    assert {t: c for t, c in missing.items() if c} == {}, (
+        "personal data unknown to mailer/privacy/inventory.py (and so to export and erase)")
+    assert set(INVENTORY) <= set(live)
+
+
+def _person(run, project: Path) -> None:  # noqa: ANN001
+    """A person with something in every table that can hold them."""
+    csv = project / "zoe.csv"
+    csv.write_text(f"email,first_name,last_name,Gemeente\n{ADDRESS},Zoe,{NAME},"
+                   f"{NAME}dorp\n")
+    assert run("subscribers", "import", str(csv), "--list", "nieuwsbrief", "--consent",
+               "form 2026", "--confirmed").exit_code == 0
+
+
+def _fill(db_url: str) -> None:
+    """Traces a web sign-up and a bounce leave: IP, user agent, a reply quoting the address."""
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        sid = conn.execute(sa.text("SELECT id FROM subscriber WHERE email = :e"),
+                           {"e": ADDRESS}).scalar_one()
+        conn.execute(sa.text(
+            "UPDATE consent_event SET ip = '198.51.100.7', user_agent = :ua "
+            "WHERE subscriber_id = :s"), {"ua": f"Mozilla/5.0 ({NAME})", "s": sid})
+        conn.execute(sa.text("UPDATE delivery SET last_reply = :r WHERE subscriber_id = :s"),
+                     {"r": f"550 5.1.1 <{ADDRESS}>: no such user", "s": sid})
+    engine.dispose()
+
+
+def test_export_holds_everything_and_is_readable_by_the_owner_only(run, project, db_url):
+    _person(run, project)
+    people(run, project, 2)
+    sent = send(run, project)
+    process(run, returns(project, dsn(sent[ADDRESS], ADDRESS, status="5.2.2",
+                                      diagnostic="552 5.2.2 mailbox full")))
+    result = run("gdpr", "export", ADDRESS, "--out", "zoe.json")
+    assert result.exit_code == 0, result.output
+    path = project / "zoe.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == "mailer.export/1"
+    assert doc["subscriber"]["email"] == ADDRESS
+    assert doc["subscriber"]["attributes"] == {"Gemeente": f"{NAME}dorp"}
+    assert [(m["list"], m["status"]) for m in doc["lists"]] == [("nieuwsbrief", "confirmed")]
+    assert doc["consent"][0]["action"] == "import"
+    assert [(d["campaign"], d["subject"], d["state"]) for d in doc["deliveries"]] == [
+        ("dec", "Nieuws", "sent")]
+    assert [(e["kind"], e["reason"]) for e in doc["feedback"]] == [("bounce", "mailboxfull")]
+    assert doc["suppressed"] is None
+    text = run("gdpr", "export", ADDRESS, "--format", "text", "--out", "-")
+    assert text.exit_code == 0 and "Wat we over u bewaren" in text.output
+    assert f"{NAME}dorp" in text.output
+    audit = json.loads(run("audit", "ls", "--action", "gdpr", "--json").stdout)
+    assert [a["action"] for a in audit] == ["gdpr.export", "gdpr.export"]
+    assert ADDRESS not in json.dumps(audit) and NAME not in json.dumps(audit)
+
+
+def _holds(db_url: str, project: Path, needles: list[str]) -> list[str]:
+    """Where the needles still are: SQLite file and WAL bytes, or PostgreSQL rows."""
+    if db_url.startswith("sqlite"):
+        path = Path(db_url.split("///", 1)[1])
+        found = []
+        for file in (path, path.with_name(path.name + "-wal")):
+            if file.exists():
+                data = file.read_bytes()
+                found += [f"{file.name}: {n}" for n in needles if n.encode() in data]
+        return found
+    engine = make_engine(db_url)
+    found = []
+    with engine.connect() as conn:
+        for table in INVENTORY:
+            rows = conn.execute(sa.text(f"SELECT t::text FROM {table} t")).scalars()
+            found += [f"{table}: {n}" for row in rows for n in needles if n in row]
+    engine.dispose()
+    return found
+
+
+def test_erasure_leaves_no_byte_of_the_person_anywhere(run, project, db_url):
+    _person(run, project)
+    people(run, project, 2)
+    sent = send(run, project)
+    process(run, returns(project, dsn(sent[ADDRESS], ADDRESS, status="5.2.2",
+                                      diagnostic="552 5.2.2 mailbox full")))
+    _fill(db_url)
+    needles = [ADDRESS, NAME, "198.51.100.7"]
+    assert _holds(db_url, project, needles), "the test must see the person before erasure"
+    result = run("gdpr", "erase", ADDRESS, "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Erased" in result.output
+    assert _holds(db_url, project, needles) == []
+    # What has no person in it stays: the campaign's counts.
+    shown = json.loads(run("campaign", "show", "dec", "--json").stdout)
+    assert shown["counts"] == {"sent": 3}
+    # The hash keeps them from being imported again by accident.
+    assert run("suppression", "check", ADDRESS).exit_code == 0
+    again = run("subscribers", "import", str(project / "zoe.csv"), "--list", "nieuwsbrief",
+                "--consent", "old list", "--confirmed", "--json")
+    assert json.loads(again.stdout)["added"] == 0
+    assert run("subscribers", "show", ADDRESS).exit_code == 1
+    audit = json.loads(run("audit", "ls", "--json").stdout)
+    assert "gdpr.erase" in [a["action"] for a in audit] and ADDRESS not in json.dumps(audit)
+    twice = run("gdpr", "erase", ADDRESS, "--yes")
+    assert twice.exit_code == 0 and "Nothing is held" in twice.output
+
+
+def test_erasure_while_a_campaign_is_sending_skips_the_person(run, project, monkeypatch):
+    people(run, project, 6)
+    _person(run, project)  # last in the outbox: six messages go before hers
+    monkeypatch.setenv("MAILER_DELIVERY__RATE", "1")
+    monkeypatch.setenv("MAILER_DELIVERY__BURST", "1")
+    assert run("campaign", "create", "dec", "--list", "nieuwsbrief", "--template", TEMPLATE,
+               "--subject", "Nieuws").exit_code == 0
+    sender = subprocess.Popen([sys.executable, "-m", "mailer", "campaign", "send", "dec",
+                               "--yes", "--json"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=os.environ.copy())
+
+    def states() -> dict[str, str]:
+        rows = json.loads(run("campaign", "deliveries", "dec", "--json").stdout or "[]")
+        return {row["email"]: row["state"] for row in rows}
+
+    deadline = time.monotonic() + 120
+    while "sent" not in states().values():  # the send is under way …
+        assert sender.poll() is None and time.monotonic() < deadline, sender.stderr.read()
+        time.sleep(0.05)
+    assert states()[ADDRESS] == "queued"  # … and her turn is still to come
+    erased = run("gdpr", "erase", ADDRESS, "--yes")
+    assert erased.exit_code == 0, erased.output
+    out, errors = sender.communicate(timeout=120)
+    assert sender.returncode == 0, errors
+    outbox = [p.read_bytes() for p in (project / "outbox" / "new").iterdir()]
+    assert len(outbox) == 6 and not any(ADDRESS.encode() in data for data in outbox)
+    assert json.loads(out)["sent"] == 6
+    rows = json.loads(run("campaign", "deliveries", "dec", "--json").stdout)
+    assert [row["last_reply"] for row in rows if row["state"] == "skipped"] == [
+        "the subscriber was erased"]
