@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import stat
 import tomllib
+from pathlib import Path
 
 from click.testing import CliRunner
 
 from mailer.cli import cli
+from mailer.scaffold import SHIPPED
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_init_creates_a_private_migrated_project(tmp_path, monkeypatch):
@@ -42,3 +46,13 @@ def test_init_refuses_a_folder_that_is_not_empty(tmp_path):
     result = CliRunner().invoke(cli, ["init", str(tmp_path / "x")], catch_exceptions=False)
     assert result.exit_code == 1 and "not empty" in result.stderr
     assert [p.name for p in (tmp_path / "x").iterdir()] == ["keep.txt"]
+
+
+def test_the_examples_exist_once_in_the_package():
+    # The wheel ships mailer/scaffold/; the repository's lists/ and templates/ (the
+    # README's and `make demo`'s paths) are links to it, never a second copy that drifts.
+    assert SHIPPED == ROOT / "mailer" / "scaffold"
+    for name in ("lists", "templates"):
+        assert (SHIPPED / name).is_dir() and not (SHIPPED / name).is_symlink()
+        assert (ROOT / name).is_symlink(), f"{name}/ must be a link to mailer/scaffold/{name}"
+        assert (ROOT / name).resolve() == (SHIPPED / name).resolve()

@@ -1,7 +1,9 @@
 """`mailer init`: a new project folder with config, secrets, lists, templates and a database.
 
-The example lists and templates shipped with mailer are the repository's own `lists/` and
-`templates/` folders (beside the package), so the examples exist once.
+The example lists and templates a new project starts from are package data, beside this
+file (mailer/scaffold/lists/ and mailer/scaffold/templates/), so an installed wheel has them.
+They exist once: the repository's top-level `lists/` and `templates/` are symbolic links to
+these folders.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from mailer.errors import InvalidInput, MailerError
 
 __all__ = ["SHIPPED", "create_project"]
 
-SHIPPED = Path(__file__).resolve().parent.parent  # the checkout mailer runs from
+SHIPPED = Path(__file__).resolve().parent  # holds lists/ and templates/
 
 CONFIG_TEMPLATE = """\
 # mailer project configuration. Every key can be overridden by an environment variable:
@@ -101,7 +103,7 @@ def create_project(folder: Path, *, name: str | None = None) -> Path:
     source_lists, source_templates = SHIPPED / "lists", SHIPPED / "templates"
     if not source_lists.is_dir() or not source_templates.is_dir():
         raise MailerError(f"The example lists and templates are missing from {SHIPPED}.",
-                          hint="Run mailer from its source checkout (pip install -e .).")
+                          hint="Reinstall mailer: this installation is incomplete.")
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source_lists, folder / "lists")
     shutil.copytree(source_templates, folder / "templates")

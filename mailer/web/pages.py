@@ -8,11 +8,11 @@ allows no inline style, no script and nothing from elsewhere.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from mailer.config import Settings
 from mailer.content.environment import load, make_environment, render
+from mailer.scaffold import SHIPPED
 from mailer.web.texts import page_texts
 
 __all__ = ["Pages"]
@@ -22,7 +22,7 @@ class Pages:
     def __init__(self, settings: Settings) -> None:
         folder = settings.templates_path / "web"
         if not (folder / "page.html.j2").is_file():
-            folder = Path(__file__).resolve().parents[2] / "templates" / "web"
+            folder = SHIPPED / "templates" / "web"  # the house style's, as shipped
         self._env = make_environment(folder)
         self._org = settings.organisation.model_dump()
         self._page = load(self._env, "page.html.j2")
