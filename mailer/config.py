@@ -133,6 +133,16 @@ class Feedback(_Section):
     ses_topics: list[str] = Field(default_factory=list)
 
 
+class Privacy(_Section):
+    """How long personal data is kept (docs/privacy.md); `mailer gdpr purge` and, once a
+    day, `mailer run` apply it."""
+
+    pending_days: int = Field(default=30, ge=1)  # sign-ups never confirmed
+    delivery_months: int = Field(default=24, ge=1)  # who got which mail, with the replies
+    returns_days: int = Field(default=90, ge=1)  # the text of bounces and replies
+    audit_years: int = Field(default=5, ge=1)  # the audit trail
+
+
 class ImportSettings(_Section):
     """Defaults for CSV imports."""
 
@@ -183,6 +193,7 @@ class Settings(_Section):
     delivery: Delivery = Field(default_factory=Delivery)
     web: Web = Field(default_factory=Web)
     feedback: Feedback = Field(default_factory=Feedback)
+    privacy: Privacy = Field(default_factory=Privacy)
     imports: ImportSettings = Field(default_factory=ImportSettings, alias="import")
 
     # Not from the file: where it was found, and the secrets.

@@ -37,6 +37,7 @@ __all__ = [
     "DeliveryState",
     "FeedbackEvent",
     "FeedbackKind",
+    "Incident",
     "ConsentAction",
     "ConsentEvent",
     "GlobalStatus",
@@ -352,3 +353,23 @@ class FeedbackEvent(SQLModel, table=True):
     delivery_id: int | None = Field(default=None, sa_column=Column(
         Integer, ForeignKey("delivery.id", ondelete="SET NULL")))
     action: str = Field(default="", sa_column=Column(String(64), nullable=False, default=""))
+
+
+class Incident(SQLModel, table=True):
+    """The breach register (AVG/GDPR art. 33(5)): every personal-data breach, reported to
+    the authority or not, with its facts, effects and remedy. Never names a person."""
+
+    __tablename__ = "incident"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_column=_stamp())  # when recorded
+    occurred_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))
+    title: str = Field(sa_column=Column(String(200), nullable=False))
+    facts: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    effects: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    remedy: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    people: int | None = Field(default=None, sa_column=Column(Integer))  # how many affected
+    reported_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))
+    source: str = Field(default="manual", sa_column=Column(String(16), nullable=False,
+                                                             default="manual"))
+    actor: str = Field(default="", sa_column=Column(String(100), nullable=False, default=""))

@@ -167,3 +167,92 @@ def test_erasure_while_a_campaign_is_sending_skips_the_person(run, project, monk
     rows = json.loads(run("campaign", "deliveries", "dec", "--json").stdout)
     assert [row["last_reply"] for row in rows if row["state"] == "skipped"] == [
         "the subscriber was erased"]
+
+
+def _age(db_url: str, table: str, column: str, days: int, where: str = "1=1") -> None:
+    """Move a table's timestamps back in time (the retention rules read them)."""
+    from datetime import UTC, datetime, timedelta
+
+    from mailer.dbtypes import stamp
+
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        then = stamp(datetime.now(UTC) - timedelta(days=days), conn.dialect)
+        conn.execute(sa.text(f"UPDATE {table} SET {column} = :t WHERE {where}"), {"t": then})
+    engine.dispose()
+
+
+def test_purge_applies_each_retention_period_and_dry_run_only_counts(run, project, db_url):
+    people(run, project, 3)  # confirmed: they stay
+    for n in range(2):  # double opt-in, never confirmed
+        assert run("subscribers", "add", f"pending{n}@example.org", "--list", "nieuwsbrief",
+                   "--consent", "form").exit_code == 0
+    sent = send(run, project)
+    process(run, returns(project, dsn(sent["p0@example.org"], "p0@example.org",
+                                      status="5.2.2", diagnostic="552 5.2.2 mailbox full")))
+    _age(db_url, "subscriber", "created_at", 31, "email LIKE 'pending%'")
+    _age(db_url, "subscription", "created_at", 31, "status = 'pending'")
+    _age(db_url, "delivery", "queued_at", 800)
+    _age(db_url, "feedback_event", "at", 91)
+    _age(db_url, "audit_log", "at", 6 * 365, "action = 'subscribers.import'")
+    dry = json.loads(run("gdpr", "purge", "--dry-run", "--json").stdout)
+    assert dry["never_confirmed_people"] == 2 and dry["delivery_details"] == 3
+    assert dry["return_texts"] == 1 and dry["audit_entries"] >= 1
+    assert run("subscribers", "show", "pending0@example.org").exit_code == 0  # unchanged
+    done = json.loads(run("gdpr", "purge", "--json").stdout)
+    assert done["never_confirmed_people"] == 2
+    assert run("subscribers", "show", "pending0@example.org").exit_code == 1
+    assert run("suppression", "check", "pending0@example.org").exit_code == 1  # not objected
+    assert run("subscribers", "show", "p1@example.org").exit_code == 0
+    rows = json.loads(run("campaign", "deliveries", "dec", "--json").stdout)
+    assert len(rows) == 3 and {r["email"] for r in rows} == {"(erased)"}
+    assert json.loads(run("campaign", "show", "dec", "--json").stdout)["counts"] == {
+        "sent": 3}
+    events = json.loads(run("subscribers", "show", "p0@example.org", "--json").stdout)
+    assert [e["diagnostic"] for e in events["feedback"]] == [None]
+    audit = [a["action"] for a in json.loads(run("audit", "ls", "--json").stdout)]
+    assert "subscribers.import" not in audit and audit[0] == "gdpr.purge"
+    # mailer run purges once a day: it just did (the purge above counts).
+    result = run("run", "--json")
+    assert json.loads(result.stdout)["purged"] == {}
+
+
+def test_mailer_run_applies_retention_once_a_day(run, project, db_url):
+    assert run("subscribers", "add", "late@example.org", "--list", "nieuwsbrief",
+               "--consent", "form").exit_code == 0
+    _age(db_url, "subscriber", "created_at", 40)
+    _age(db_url, "subscription", "created_at", 40)
+    first = json.loads(run("run", "--json").stdout)
+    assert first["purged"]["never_confirmed_people"] == 1
+    assert json.loads(run("run", "--json").stdout)["purged"] == {}
+
+
+def test_the_breach_register_names_no_person(run, project):
+    refused = run("incidents", "add", "--title", "Export of an@example.be sent to a colleague")
+    assert refused.exit_code == 1 and "must not name a person" in refused.output
+    added = run("incidents", "add", "--title", "Export sent to the wrong colleague",
+                "--people", "1", "--facts", "One member's export mailed internally",
+                "--remedy", "Deleted, confirmed in writing", "--occurred", "2026-11-30",
+                "--json")
+    assert added.exit_code == 0, added.output
+    entry = json.loads(added.stdout)
+    assert entry["number"] == 1 and entry["people"] == 1 and entry["reported_at"] is None
+    listed = json.loads(run("incidents", "ls", "--json").stdout)
+    assert [e["title"] for e in listed] == ["Export sent to the wrong colleague"]
+    assert run("incidents", "show", "1").exit_code == 0
+    missing = run("incidents", "show", "9")
+    assert missing.exit_code == 1 and "No incident 9" in missing.output
+    bad = run("incidents", "add", "--title", "x", "--occurred", "30-11-2026")
+    assert bad.exit_code == 1 and "not a date" in bad.output
+
+
+def test_consent_proof_per_list(run, project):
+    assert run("subscribers", "add", "an@example.org", "--list", "nieuwsbrief",
+               "--consent", "Ja, ik wil de nieuwsbrief (v2026-11)", "--confirmed").exit_code == 0
+    shown = run("subscribers", "show", "an@example.org", "--consent")
+    assert shown.exit_code == 0, shown.output
+    assert "nieuwsbrief: confirmed" in shown.output
+    assert 'agreed to: "Ja, ik wil de nieuwsbrief (v2026-11)"' in shown.output
+    proof = json.loads(run("subscribers", "show", "an@example.org", "--consent",
+                           "--json").stdout)
+    assert proof["consent"][0]["events"][0]["consent"] == "Ja, ik wil de nieuwsbrief (v2026-11)"

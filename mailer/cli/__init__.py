@@ -119,6 +119,7 @@ def _register() -> None:
                    templatescmd, campaigncmd, bouncescmd, gdprcmd, dkimcmd, servecmd):
         cli.add_command(module.command)
     cli.add_command(gdprcmd.audit)
+    cli.add_command(gdprcmd.incidents)
     cli.add_command(templatescmd.preview)
     cli.add_command(campaigncmd.run)
 

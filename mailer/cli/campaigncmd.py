@@ -454,6 +454,10 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
         r = result.returns
         console.print(f"Returns: {r['read']} read" + "".join(
             f", {n} {kind}" for kind, n in sorted(r["kinds"].items())), highlight=False)
+    if any(result.purged.values()):
+        console.print("Retention: " + ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in
+                                                 result.purged.items() if n) + " removed.",
+                      highlight=False)
     if result.returns_error:
         console.print(f"Returns not read: {result.returns_error}", highlight=False)
     if result.stopped:

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from mailer.cli import State, pass_state
-from mailer.cli.output import err, stream_json, table
+from mailer.cli.output import err, out, print_json, stream_json, table
 from mailer.errors import InvalidInput, MailerError
 
 _ACTOR = click.option("--actor", default=None, metavar="NAME",
@@ -195,3 +195,135 @@ def audit_ls(state: State, since: str | None, action: str | None, limit: int | N
           ["at", "actor", "action", "detail"], title="Audit trail",
           empty="Nothing in the audit trail.")
 
+
+
+@command.command("purge")
+@click.option("--dry-run", is_flag=True, help="Count what would go, change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@_ACTOR
+@pass_state
+def purge(state: State, dry_run: bool, as_json: bool, actor: str | None) -> None:
+    """Apply the retention periods of [privacy] in mailer.toml: never-confirmed sign-ups,
+    old delivery details, the text of old returns, old audit entries. `mailer run` does
+    this once a day by itself.
+
+    \b
+    Example:
+        mailer gdpr purge --dry-run
+        mailer gdpr purge
+    """
+    from mailer.privacy.retention import purge as run_purge
+
+    project = state.project
+    result = run_purge(project.engine, project.settings.privacy, actor=_actor(actor),
+                       dry_run=dry_run)
+    if as_json:
+        print_json({"dry_run": dry_run, **result.counts})
+        return
+    labels = {"never_confirmed_people": "people who never confirmed",
+              "pending_memberships": "unconfirmed sign-ups",
+              "delivery_details": "delivery details", "unattributed_returns":
+              "returns matched to nobody", "return_texts": "texts of returns",
+              "audit_entries": "audit entries"}
+    what = ", ".join(f"{n:,} {labels[k]}" for k, n in result.counts.items() if n)
+    err().print(f"{'Would remove' if dry_run else 'Removed'}: {what or 'nothing'}.",
+                highlight=False)
+
+
+@click.group("incidents")
+def incidents() -> None:
+    """The breach register: every personal-data breach, reported or not (art. 33(5)).
+
+    \b
+    Example:
+        mailer incidents add --title "Laptop with an export lost" --people 1
+        mailer incidents ls
+    """
+
+
+@incidents.command("add")
+@click.option("--title", required=True, help="What happened, in a line.")
+@click.option("--facts", default="", help="What is known: when, what data, how.")
+@click.option("--effects", default="", help="The consequences for the people concerned.")
+@click.option("--remedy", default="", help="What was done about it.")
+@click.option("--people", type=click.IntRange(min=0), default=None,
+              help="How many people are affected.")
+@click.option("--occurred", metavar="DATE", help="When it happened (YYYY-MM-DD).")
+@click.option("--reported", metavar="DATE",
+              help="When it was reported to the authority (YYYY-MM-DD), if it was.")
+@click.option("--json", "as_json", is_flag=True, help="Print the entry as JSON.")
+@_ACTOR
+@pass_state
+def incidents_add(state: State, title: str, facts: str, effects: str, remedy: str,
+                  people: int | None, occurred: str | None, reported: str | None,
+                  as_json: bool, actor: str | None) -> None:
+    """Record an incident. Name no person in it (an address is refused).
+
+    \b
+    Example:
+        mailer incidents add --title "Export mailed to the wrong colleague" --people 1 \\
+            --facts "Export of one member sent internally by mistake" \\
+            --remedy "Deleted by the recipient, confirmed in writing"
+    """
+    from mailer.privacy.incidents import IncidentText, add_incident, get_incident
+
+    engine = state.project.engine
+    number = add_incident(engine, IncidentText(title, facts, effects, remedy),
+                          actor=_actor(actor), people=people,
+                          occurred_at=_day(occurred), reported_at=_day(reported))
+    if as_json:
+        print_json(get_incident(engine, number))
+    else:
+        err().print(f"Recorded as incident {number}.")
+
+
+def _day(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise InvalidInput(f"{value!r} is not a date like 2026-12-01.") from None
+
+
+@incidents.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def incidents_ls(state: State, as_json: bool) -> None:
+    """The register, newest first.
+
+    \b
+    Example:
+        mailer incidents ls
+    """
+    from mailer.privacy.incidents import list_incidents
+
+    rows = list_incidents(state.project.engine)
+    if as_json:
+        print_json(rows)
+        return
+    table(rows, ["number", "at", "title", "people", "reported_at", "source"],
+          title="Breach register", empty="The register is empty.")
+
+
+@incidents.command("show")
+@click.argument("number", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_state
+def incidents_show(state: State, number: int, as_json: bool) -> None:
+    """One incident in full.
+
+    \b
+    Example:
+        mailer incidents show 3
+    """
+    from mailer.privacy.incidents import get_incident
+
+    entry = get_incident(state.project.engine, number)
+    if as_json:
+        print_json(entry)
+        return
+    console = out()
+    for key, value in entry.items():
+        console.print(f"{key.replace('_', ' ')}: {'' if value is None else value}",
+                      highlight=False, markup=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -160,15 +161,19 @@ def add(state: State, email: str, lists: tuple[str, ...], consent: str, confirme
 
 @command.command("show")
 @click.argument("email")
+@click.option("--consent", "consent_only", is_flag=True,
+              help="The proof of consent per list: when, how and under which text.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
-def show(state: State, email: str, as_json: bool) -> None:
+def show(state: State, email: str, consent_only: bool, as_json: bool) -> None:
     """Show one subscriber: details, lists, the consent history and every bounce,
-    complaint and action taken on what came back.
+    complaint and action taken on what came back. With --consent: the proof of consent
+    per list (art. 7).
 
     \b
     Example:
         mailer subscribers show an@example.be
+        mailer subscribers show an@example.be --consent
     """
     from mailer.feedback.queries import subscriber_events
 
@@ -177,6 +182,9 @@ def show(state: State, email: str, as_json: bool) -> None:
         details = subscriber_details(session, sub)
         assert sub.id is not None
         details["feedback"] = subscriber_events(session.connection(), sub.id)
+    if consent_only:
+        _show_consent(details, as_json)
+        return
     if as_json:
         print_json(details)
         return
@@ -193,6 +201,34 @@ def show(state: State, email: str, as_json: bool) -> None:
     if details["feedback"]:
         table(details["feedback"], ["at", "kind", "reason", "status", "campaign", "action"],
               title="What came back (bounces, complaints, replies)")
+
+
+def _show_consent(details: dict[str, Any], as_json: bool) -> None:
+    """Per list: its status and every consent event for it, with the text agreed to."""
+    proof = [{"list": m["list"], "status": m["status"], "since": m["created_at"],
+              "confirmed_at": m["confirmed_at"], "unsubscribed_at": m["unsubscribed_at"],
+              "events": [e for e in details["consent"] if e["list"] == m["list"]]}
+             for m in details["lists"]]
+    if as_json:
+        print_json({"email": details["email"], "consent": proof})
+        return
+    console = out()
+    console.print(f"[bold]{details['email']}[/]: proof of consent", highlight=False)
+    for entry in proof:
+        console.print(f"\n{entry['list']}: {entry['status']} (since {entry['since']})",
+                      highlight=False)
+        for e in entry["events"]:
+            how = f"{e['at']}  {e['action']} via {e['source'] or '-'}"
+            if e["ip"]:
+                how += f" from {e['ip']}"
+            if e["confirmed"]:
+                how += " (confirmed opt-in)"
+            console.print(f"  {how}", highlight=False, markup=False)
+            if e["consent"]:
+                console.print(f"    agreed to: \"{e['consent']}\"", highlight=False,
+                              markup=False)
+    if not proof:
+        console.print("Not on any list.")
 
 
 @command.command("edit")

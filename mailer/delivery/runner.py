@@ -239,6 +239,7 @@ class RunSummary:
     notices: dict[str, int] = field(default_factory=dict)  # confirmation/welcome mails
     returns: dict[str, Any] = field(default_factory=dict)  # what the return sources held
     returns_error: str | None = None  # a return source that could not be read
+    purged: dict[str, int] = field(default_factory=dict)  # retention, once a day
 
     @property
     def idle(self) -> bool:
@@ -261,6 +262,7 @@ def run_due(project: Project, *, max_seconds: float | None = None,
         # What came back first: a hard bounce or a complaint read now spares a send.
         if project.settings.feedback.sources:
             _read_returns(project, result, deadline)
+        _purge_daily(project, result)
         with session_scope(project.engine) as session:
             due = session.exec(select(Campaign).where(
                 Campaign.state == CampaignState.SCHEDULED,
@@ -309,6 +311,16 @@ def _rejections(project: Project) -> Callable[[list[tuple[int, str]]], None]:
                               delivery_id)
 
     return record
+
+
+def _purge_daily(project: Project, result: RunSummary) -> None:
+    """The retention periods, applied once a day (in short batches: a send running
+    meanwhile waits at most one batch)."""
+    from mailer.privacy.retention import due, purge
+
+    if due(project.engine):
+        result.purged = purge(project.engine, project.settings.privacy,
+                              actor="mailer run").counts
 
 
 def _read_returns(project: Project, result: RunSummary, deadline: float | None) -> None:

@@ -75,5 +75,10 @@ INVENTORY: dict[str, dict[str, Kind]] = {
         "started_at": "none", "finished_at": "none", "snapshot": "none",
         "pause_reason": "none", "created_at": "none", "updated_at": "none",
     },
+    "incident": {  # the breach register: facts and counts, never a person
+        "id": "none", "at": "none", "occurred_at": "none", "title": "none", "facts": "none",
+        "effects": "none", "remedy": "none", "people": "none", "reported_at": "none",
+        "source": "none", "actor": "none",
+    },
     "alembic_version": {"version_num": "none"},
 }
