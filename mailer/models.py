@@ -48,6 +48,7 @@ __all__ = [
     "SubscriptionStatus",
     "Suppression",
     "SuppressionReason",
+    "current_actor",
     "utcnow",
 ]
 
@@ -57,6 +58,18 @@ JsonType = JSON().with_variant(JSONB(), "postgresql")
 
 def _stamp(*, nullable: bool = False) -> Column[Any]:
     return Column(Timestamp(), nullable=nullable)
+
+
+def current_actor(explicit: str | None = None) -> str:
+    """Who acts, for the audit log: `--actor`, else the operating-system user."""
+    if explicit:
+        return explicit
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
 
 
 def utcnow() -> datetime:

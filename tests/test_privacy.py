@@ -256,3 +256,21 @@ def test_consent_proof_per_list(run, project):
     proof = json.loads(run("subscribers", "show", "an@example.org", "--consent",
                            "--json").stdout)
     assert proof["consent"][0]["events"][0]["consent"] == "Ja, ik wil de nieuwsbrief (v2026-11)"
+
+
+def test_the_audit_trail_records_sends_list_changes_and_cancellations(run, project):
+    people(run, project, 2)
+    send(run, project, "dec")
+    assert run("campaign", "create", "jan", "--list", "nieuwsbrief", "--template", TEMPLATE,
+               "--subject", "Nieuws").exit_code == 0
+    assert run("campaign", "cancel", "jan").exit_code == 0
+    toml = project / "lists" / "nieuwsbrief.toml"
+    toml.write_text(toml.read_text().replace('name = "Nieuwsbrief"', 'name = "Nieuws"'))
+    assert run("lists", "sync").exit_code == 0
+    trail = json.loads(run("audit", "ls", "--json").stdout)
+    actions = [a["action"] for a in trail]
+    assert actions[:3] == ["lists.sync", "campaign.cancel", "campaign.start"]
+    start = trail[2]["detail"]
+    assert start["slug"] == "dec" and start["queued"] == 2
+    assert all(a["actor"] for a in trail)
+    assert "@" not in json.dumps(trail)

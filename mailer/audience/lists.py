@@ -26,7 +26,14 @@ from sqlmodel import Session, select
 
 from mailer.audience.addresses import InvalidAddress, normalise_address
 from mailer.errors import InvalidInput, NotFound
-from mailer.models import MailingList, Subscription, SubscriptionStatus, utcnow
+from mailer.models import (
+    AuditLog,
+    MailingList,
+    Subscription,
+    SubscriptionStatus,
+    current_actor,
+    utcnow,
+)
 
 __all__ = ["ListDefinition", "SyncResult", "get_list", "list_counts", "load_definitions",
            "sync_lists"]
@@ -133,6 +140,9 @@ def sync_lists(session: Session, definitions: list[ListDefinition]) -> SyncResul
         else:
             result.unchanged.append(d.slug)
     result.missing = sorted(existing)
+    if result.created or result.updated:
+        session.add(AuditLog(actor=current_actor(), action="lists.sync", detail={
+            "created": result.created, "updated": result.updated}))
     session.flush()
     return result
 

@@ -36,7 +36,14 @@ from mailer.delivery.runner import (
 from mailer.delivery.sender import SendReport, summary
 from mailer.errors import InvalidInput
 from mailer.messages import resolve_template
-from mailer.models import Campaign, CampaignState, DeliveryState, MailingList
+from mailer.models import (
+    AuditLog,
+    Campaign,
+    CampaignState,
+    DeliveryState,
+    MailingList,
+    current_actor,
+)
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 _STATES = [s.value for s in DeliveryState]
@@ -382,6 +389,8 @@ def _simple(verb: str, to: CampaignState, example: str, doc: str) -> None:
             if to == CampaignState.CANCELLED:
                 _skip_open(session, campaign)
             session.add(campaign)
+            session.add(AuditLog(actor=current_actor(), action=f"campaign.{verb}",
+                                 detail={"campaign": campaign.id, "slug": campaign.slug}))
             new_state = campaign.state
         if as_json:
             print_json({"campaign": name, "state": new_state})

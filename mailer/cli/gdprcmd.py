@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import sys
@@ -21,12 +20,9 @@ _ACTOR = click.option("--actor", default=None, metavar="NAME",
 
 
 def _actor(actor: str | None) -> str:
-    if actor:
-        return actor
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "cli"
+    from mailer.models import current_actor
+
+    return current_actor(actor)
 
 
 @click.group("gdpr")

@@ -29,6 +29,7 @@ from mailer.dbtypes import Timestamp
 from mailer.delivery.segments import matches, parse_segment
 from mailer.errors import InvalidInput, NotFound
 from mailer.models import (
+    AuditLog,
     Campaign,
     CampaignState,
     Delivery,
@@ -38,6 +39,7 @@ from mailer.models import (
     Subscriber,
     Subscription,
     SubscriptionStatus,
+    current_actor,
     utcnow,
 )
 
@@ -178,7 +180,13 @@ def start_campaign(session: Session, campaign: Campaign, sources: TemplateSource
             sa.select(sa.literal(campaign.id), members.c.subscriber_id, members.c.list_id,
                       sa.literal(DeliveryState.QUEUED.value), sa.literal(0), stamp, stamp))
         queued = conn.execute(insert).rowcount
+        if queued < 0:  # a driver that does not count INSERT … SELECT: ask
+            queued = conn.execute(sa.select(sa.func.count()).where(
+                table.c.campaign_id == campaign.id)).scalar_one()
     session.add(campaign)
+    session.add(AuditLog(actor=current_actor(), action="campaign.start", detail={
+        "campaign": campaign.id, "slug": campaign.slug, "lists": campaign.list_ids,
+        "segment": campaign.segment, "queued": int(queued)}))
     session.flush()
     return int(queued)
 
