@@ -190,6 +190,21 @@ def test_file_without_address_column_is_refused(run, project):
     result = run("subscribers", "import", str(path), "--list", "nieuwsbrief", "--consent", "v")
     assert result.exit_code == 1
     assert "No address column" in result.stderr
+    assert "split on semicolons (;)" in result.stderr and "--delimiter" in result.stderr
+
+
+@pytest.mark.parametrize("separator", [",", ";", "\t", "|"])
+def test_the_separator_is_detected_from_the_first_lines(run, project, separator):
+    """A comma in a `;` file's header ("Naam, voornaam") does not fool the detection."""
+    other = "," if separator != "," else ";"
+    header = separator.join(["email", f"Naam{other} voornaam", "Gemeente"])
+    rows = [separator.join([f"p{i}@example.be", f"Peeters{other} An", "Gent"])
+            for i in range(3)]
+    path = write(project / "p.csv", "\n".join([header, *rows]) + "\n")
+    result = run("subscribers", "import", str(path), "--list", "nieuwsbrief", "--consent",
+                 "v", "--confirmed", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["added"] == 3
 
 
 def test_duplicates_across_batches_and_parallel_workers_match_sequential(project, run):

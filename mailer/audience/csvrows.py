@@ -79,7 +79,10 @@ class ColumnPlan:
 
     @classmethod
     def from_header(cls, header: list[str], mapping: dict[str, str],
-                    default_language: str | None = None) -> ColumnPlan:
+                    default_language: str | None = None,
+                    delimiter: str | None = None) -> ColumnPlan:
+        """`delimiter`: the separator the header was split on, named in the error when no
+        address column is found (a wrong separator is the usual cause)."""
         header = [h.strip() for h in header]
         unknown = set(mapping) - set(header)
         if unknown:
@@ -99,9 +102,14 @@ class ColumnPlan:
             else:
                 slots[target] = index
         if "email" not in slots:
+            split = ""
+            if delimiter is not None:
+                split = f", split on {DELIMITER_NAMES.get(delimiter, repr(delimiter))}"
             raise InvalidInput(
-                f"No address column found (columns: {', '.join(header)}).",
-                hint='Name it "email", or map it: --map "E-mailadres=email".')
+                f"No address column found (columns: {', '.join(header)}{split}).",
+                hint='Name it "email", or map it: --map "E-mailadres=email"; if the columns '
+                     'are split wrongly, give the separator: --delimiter ";" (or ",", tab, '
+                     '"|").')
         return cls(tuple(header), slots["email"], slots.get("first_name"),
                    slots.get("last_name"), slots.get("language"), tuple(attributes),
                    default_language)
@@ -217,10 +225,30 @@ def check_block(block: bytes, first_line: int, plan: ColumnPlan, key: bytes,
     return [_check_row(line, raw, plan, width, key) for line, raw in rows]
 
 
+DELIMITERS = ";,\t|"
+DELIMITER_NAMES = {";": "semicolons (;)", ",": "commas (,)", "\t": "tabs", "|": "bars (|)"}
+
+
+def sniff_delimiter(header: str, lines: list[str]) -> str:
+    """The separator of a CSV file from its header and first lines: the one that splits
+    the header into the most columns and every following line into as many (Dutch Excel
+    writes `;`, English `,`, exports from databases often tab or `|`). Counting on the
+    header alone is fooled by a name like "Naam, voornaam" in a `;` file."""
+    lines = [line for line in lines if line.strip()]
+
+    def score(candidate: str) -> tuple[bool, int, int]:
+        width = len(next(csv.reader([header], delimiter=candidate)))
+        same = sum(1 for row in csv.reader(lines, delimiter=candidate) if len(row) == width)
+        return width > 1 and same == len(lines), width, header.count(candidate)
+
+    return max(DELIMITERS, key=score)
+
+
 class CsvReader:
     """Reads a CSV file with a header row as blocks of whole records (bytes).
 
-    The delimiter is sniffed from the header line (`;`, `,` or tab) unless given. Blocks
+    The delimiter is sniffed from the header and the first lines (`;`, `,`, tab or `|`)
+    unless given (`sniff_delimiter`). Blocks
     end on record boundaries (a line with an odd number of quotes opens or closes a quoted
     field that spans lines), so worker processes can decode, split and check them on their
     own; this process only cuts the file into blocks. Encodings must be ASCII-compatible
@@ -247,7 +275,9 @@ class CsvReader:
             first = first[1:]  # byte-order mark of Excel's "CSV UTF-8"
         if not first.strip():
             raise ImportFailed("The file is empty: it needs a header row with the column names.")
-        self.delimiter = delimiter or max(";,\t", key=first.count)
+        following = binary.peek(1 << 16).split(b"\n")[:20] if hasattr(binary, "peek") else []
+        self.delimiter = delimiter or sniff_delimiter(
+            first, [line.decode(self.encoding, "replace") for line in following[:-1]])
         self.header = next(csv.reader([first], delimiter=self.delimiter))
 
     @property

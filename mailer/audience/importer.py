@@ -426,7 +426,7 @@ def import_csv(session: Session, hash_key: bytes, path: Path, options: ImportOpt
         except OSError as exc:
             raise ImportFailed(f"Cannot read {path}: {exc.strerror}") from None
         plan = ColumnPlan.from_header(reader.header, options.mapping,
-                                      options.default_language)
+                                      options.default_language, reader.delimiter)
         size = path.stat().st_size
         # This process writes the database; the other cores parse and check rows.
         workers = options.workers if options.workers is not None else (

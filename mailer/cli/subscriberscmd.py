@@ -51,8 +51,8 @@ def command() -> None:
 @click.option("--map", "mapping", multiple=True, metavar="COLUMN=FIELD",
               help="Map a CSV column to email, first_name, last_name, language, attr:NAME, "
                    "or - to ignore it. Repeatable.")
-@click.option("--delimiter", type=click.Choice([";", ",", "tab"]),
-              help="Column separator (default: detected from the header line).")
+@click.option("--delimiter", type=click.Choice([";", ",", "tab", "|"]),
+              help="Column separator (default: detected from the first lines).")
 @click.option("--encoding", default="utf-8", show_default=True,
               help="File encoding, e.g. cp1252 for an old Excel export.")
 @click.option("--language", type=click.Choice(LANGUAGES),
