@@ -30,7 +30,7 @@ from mailer.delivery.rendering import (
     Renderer,
 )
 from mailer.delivery.sender import Sender, SendReport
-from mailer.delivery.transports import Outcome, Transport, make_transport
+from mailer.delivery.transports import Outcome, Transport, default_helo_name, make_transport
 from mailer.errors import InvalidInput, MailerError
 from mailer.messages import dkim_signer, list_info, make_mailing, recipient
 from mailer.models import (
@@ -60,7 +60,9 @@ def transport_for(project: Project) -> Transport:
                           password=password.get_secret_value() if password else None,
                           connections=delivery.connections,
                           per_connection=delivery.messages_per_connection,
-                          timeout=delivery.timeout)
+                          timeout=delivery.timeout,
+                          helo_name=settings.sending.helo_name
+                          or default_helo_name(settings.sending.domain))
 
 
 def _limits(project: Project) -> Limits:

@@ -11,6 +11,10 @@ Several relays (a list in mailer.toml) are tried in order: when the first cannot
 reached, the next takes over, and the first is tried again after a minute. The password
 is never in the URL: it is the secret `smtp_password`.
 
+The EHLO name is `[sending] helo_name`, else this machine's name when it is fully
+qualified (socket.getfqdn(), often just "localhost" in a container), else the sending
+domain: never localhost, which receivers count against the mail.
+
 `send()` never raises for what a relay says or does; it returns an `Outcome` whose kind is
 the delivery's next state: sent (250), deferred (4xx, 421, a dropped or refused
 connection, a timeout), bounced (5xx at RCPT or DATA: the address does not take mail) or
@@ -26,6 +30,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cache
 from itertools import count
 from pathlib import Path
 from typing import Protocol
@@ -33,12 +38,16 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
+from mailer.config import helo_problem
 from mailer.content.mailing import Message
 from mailer.delivery.smtpsession import Session
 from mailer.errors import ConfigError
 
 __all__ = ["FileTransport", "MaildirTransport", "Outcome", "Relay", "SmtpTransport",
-           "Transport", "make_transport", "parse_relay"]
+           "Transport", "default_helo_name", "make_transport", "parse_relay"]
+
+# Names a machine may carry that are fully qualified in form only: not for EHLO.
+_PRIVATE_SUFFIXES = ("localdomain", "local", "internal", "lan", "home", "arpa")
 
 
 @dataclass(frozen=True)
@@ -108,10 +117,26 @@ def parse_relay(url: str) -> Relay:
                  cafile=options.get("cafile"))
 
 
+@cache
+def _machine_name() -> str:
+    return socket.getfqdn()
+
+
+def default_helo_name(domain: str = "") -> str | None:
+    """The EHLO name when none is configured: this machine's fully qualified name, else
+    `domain` (the sending domain); None: the envelope sender's domain, per connection."""
+    name = _machine_name().removesuffix(".")
+    if helo_problem(name) is None and not name.startswith("[") \
+            and name.rpartition(".")[2].lower() not in _PRIVATE_SUFFIXES:
+        return name
+    return domain or None
+
+
 def make_transport(spec: str | list[str], *, root: Path, password: str | None = None,
                    connections: int = 4, per_connection: int = 100,
-                   timeout: float = 60.0) -> Transport:
-    """The transport for `[delivery] transport`."""
+                   timeout: float = 60.0, helo_name: str | None = None) -> Transport:
+    """The transport for `[delivery] transport`. `helo_name`: what SMTP connections say in
+    EHLO; None: the domain of the envelope sender of the connection's first message."""
     urls = [spec] if isinstance(spec, str) else list(spec)
     if not urls:
         raise ConfigError("[delivery] transport is empty.")
@@ -133,7 +158,7 @@ def make_transport(spec: str | list[str], *, root: Path, password: str | None = 
         raise ConfigError("The relay needs a password: set the secret smtp_password.",
                           hint="In secrets.toml, or MAILER_SMTP_PASSWORD.")
     return SmtpTransport(relays, password=password, connections=connections,
-                         per_connection=per_connection, timeout=timeout)
+                         per_connection=per_connection, timeout=timeout, helo_name=helo_name)
 
 
 # -- local transports ----------------------------------------------------------------------
@@ -219,8 +244,9 @@ class SmtpTransport:
     RETRY_DOWN_RELAY = 60.0  # seconds before a relay that failed to connect is tried again
 
     def __init__(self, relays: list[Relay], *, password: str | None, connections: int,
-                 per_connection: int, timeout: float) -> None:
+                 per_connection: int, timeout: float, helo_name: str | None = None) -> None:
         self.relays = relays
+        self.helo_name = helo_name
         self._password = password
         self._per_connection = max(1, per_connection)
         self._timeout = timeout
@@ -241,8 +267,9 @@ class SmtpTransport:
                 raise ConfigError(f"Cannot read the CA file {cafile}: {exc}") from None
         return self._contexts[cafile]
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    async def _connect(self, message: Message) -> aiosmtplib.SMTP:
         errors = []
+        helo = _ascii_host(self.helo_name or message.envelope_from.rpartition("@")[2])
         now = time.monotonic()
         order = sorted(range(len(self.relays)), key=lambda i: (self._down_until[i] > now, i))
         for index in order:
@@ -252,7 +279,7 @@ class SmtpTransport:
                 start_tls=relay.starttls if not relay.implicit_tls else False,
                 tls_context=self._context(relay.cafile)
                 if relay.implicit_tls or relay.starttls else None,
-                timeout=self._timeout)
+                timeout=self._timeout, local_hostname=helo)
             try:
                 await client.connect()
                 if client.is_ehlo_or_helo_needed:  # now, not in the first (paced) send
@@ -286,7 +313,7 @@ class SmtpTransport:
             conn.session = None
         if conn.session is None:
             try:
-                conn.session = Session(await self._connect(), self._timeout)
+                conn.session = Session(await self._connect(message), self._timeout)
             except _Unreachable as exc:
                 return Outcome("deferred", f"no relay reachable: {exc}")
             except _Fatal as exc:
@@ -344,6 +371,14 @@ class _Unreachable(Exception):
 
 class _Fatal(Exception):
     pass
+
+
+def _ascii_host(name: str) -> str:
+    """EHLO is ASCII: an internationalised domain as its A-labels (xn--…)."""
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return name
 
 
 def _describe(exc: BaseException) -> str:

@@ -54,6 +54,7 @@ accent_colour = "#f2a900"
 [sending]
 # domain = "example.be"            # Message-ID, List-Id, DKIM d= (default: the From domain)
 # bounce_domain = "bounce.example.be"   # envelope sender bounces+TOKEN@… (default: domain)
+# helo_name = "mailer.example.be"   # said in EHLO (default: this machine's FQDN, else domain)
 # dkim_key = "dkim/mail2026.example.be.rsa.pem"   # from `mailer dkim keygen`
 # dkim_selector = "mail2026"
 

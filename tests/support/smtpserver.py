@@ -319,6 +319,8 @@ class _Handler:
     async def handle_EHLO(self, conn: _Connection, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname  # aiosmtpd leaves this to the hook when there is one
+        with self.owner._lock:
+            self.owner.ehlo_names.append(hostname)
         if self.owner._auth is None:
             responses = [r for r in responses if not r[4:].upper().startswith("AUTH")]
         if self.owner.pipelining:  # aiosmtpd reads commands in order: it can (RFC 2920)
@@ -399,6 +401,7 @@ class SmtpServer:
         self.pipelining = pipelining  # advertised in the EHLO reply
         self.cafile = ""
         self.received: list[Received] = []
+        self.ehlo_names: list[str] = []  # what each EHLO said, in order
         self.sessions = 0
         self.max_concurrent_sessions = 0
         self._lock = threading.Lock()
