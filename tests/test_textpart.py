@@ -41,3 +41,16 @@ def test_jinja_control_flow_survives_conversion():
         items=["één", "twee"], url="https://x.example.be/?a=1&b=2")
     assert "één" in rendered and "twee" in rendered
     assert "here (https://x.example.be/?a=1&b=2) & there" in rendered
+
+
+def test_a_line_break_after_a_block_tag_that_follows_text_is_kept():
+    # The environment trims the newline after a block tag (trim_blocks): right for a line
+    # of tags only, wrong where the tag follows text, as in the house style's signature.
+    text = html_to_text("<p>A{% if b %}<br>B{% endif %}</p><p>C</p>")
+    template = from_source(make_environment(), text, "t.txt.j2")
+    assert template.render(b=True) == "A\nB\n\nC\n"
+    assert template.render(b=False) == "A\n\nC\n"
+    loop = html_to_text("<table>{% for i in items %}<tr><td>{{ i }}</td></tr>{% endfor %}"
+                        "</table><p>z</p>")
+    assert from_source(make_environment(), loop, "l.txt.j2").render(
+        items=[1, 2]) == "1\n2\n\nz\n"  # tags on lines of their own: trimmed as before

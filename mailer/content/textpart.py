@@ -98,4 +98,24 @@ def html_to_text(source: str) -> str:
     document = lxml.html.document_fromstring(protected)
     out = _Writer(found)
     _walk(document, out)
-    return restore(out.result(), found)
+    return _keep_line_breaks(restore(out.result(), found))
+
+
+_BLOCK_TAG = re.compile(r"\{%.*?%\}", re.DOTALL)
+
+
+def _keep_line_breaks(text: str) -> str:
+    """Every line break of the text template is meant, but the environment's trim_blocks
+    drops the one right after a block tag: right for a line of tags only, wrong after
+    content (`Name{% if org.address %}` + break + `Address`, or a paragraph's last tag
+    before the blank line). There the tag ends in `+%}`, which keeps the break."""
+    parts, done = [], 0
+    for match in _BLOCK_TAG.finditer(text):
+        tag = match.group(0)
+        if not text.startswith("\n", match.end()) or tag.endswith(("-%}", "+%}")):
+            continue
+        line = text[text.rfind("\n", 0, match.start()) + 1:match.start()]
+        if _BLOCK_TAG.sub("", line).strip():
+            parts += [text[done:match.end() - 2], "+%}"]
+            done = match.end()
+    return "".join(parts) + text[done:]
