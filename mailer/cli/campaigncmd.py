@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -206,6 +207,43 @@ def _print_returns(returns: dict[str, Any]) -> None:
         console.print(f"  [yellow]Warning:[/] {w['count']:,} rejected by {w['domain'] or '?'} "
                       f"because of our sending ({w['reason']}), not the addresses: "
                       f"{w['example'] or ''}", highlight=False)
+
+
+@command.command("report")
+@click.argument("name")
+@click.option("--out", "out_path", metavar="PATH",
+              help="Write one self-contained HTML file (charts inside, nothing fetched).")
+@click.option("--lang", type=click.Choice(["nl", "en"]), default=None,
+              help="The report's language (default: the list's).")
+@_json
+@pass_state
+def report(state: State, name: str, out_path: str | None, lang: str | None,
+           as_json: bool) -> None:
+    """How a campaign went: deliveries by state, sends per minute against the rate, bounces
+    by reason and domain, complaints, unsubscribes by channel, the slowest domains.
+
+    \b
+    Example:
+        mailer campaign report dec-2026 --out report.html
+        mailer campaign report dec-2026 --json
+    """
+    from mailer.reports.figures import campaign_report
+
+    project = state.project
+    figures = campaign_report(project.engine, name, rate=project.settings.delivery.rate)
+    if as_json or not out_path:
+        if not as_json:
+            raise InvalidInput("Say where the report goes (--out report.html), or ask --json.")
+        print_json(figures)
+        return
+    from mailer.reports.page import render_report
+
+    html = render_report(figures, lang or figures["campaign"]["language"] or "nl")
+    try:
+        Path(out_path).write_text(html, encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"Cannot write {out_path}: {exc.strerror}") from None
+    err().print(f"Report of {name} written to {out_path}.", highlight=False)
 
 
 @command.command("deliveries")

@@ -1,0 +1,1 @@
+"""Reports: a campaign's figures, and one self-contained HTML page of them."""
