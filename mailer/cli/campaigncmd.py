@@ -159,7 +159,8 @@ def show(state: State, name: str, as_json: bool) -> None:
         return
     console = err()
     console.print(f"[bold]{figures.slug}[/] — {figures.state}"
-                  + (f" ({figures.pause_reason})" if figures.pause_reason else ""))
+                  + (f" ({figures.pause_reason})" if figures.pause_reason else ""),
+                  highlight=False)
     console.print(f"  lists {', '.join(figures.lists)}"
                   + (f", where {' and '.join(figures.segment)}" if figures.segment else ""),
                   highlight=False)
@@ -168,7 +169,7 @@ def show(state: State, name: str, as_json: bool) -> None:
     for label, value in (("scheduled", figures.scheduled_at), ("started", figures.started_at),
                          ("finished", figures.finished_at)):
         if value:
-            console.print(f"  {label} {value:%Y-%m-%d %H:%M:%S %Z}")
+            console.print(f"  {label} {local_time(value)}", highlight=False)
     if audience is not None:
         console.print(f"  audience now: {audience:,} people")
     if figures.total:
@@ -177,7 +178,13 @@ def show(state: State, name: str, as_json: bool) -> None:
             ["state", "deliveries"])
         console.print(f"  sent in the last minute: {figures.sent_last_minute:,}"
                       + (f"; about {_duration(figures.eta_seconds)} to go"
-                         if figures.eta_seconds else ""))
+                         if figures.eta_seconds else ""), highlight=False)
+    if figures.state == CampaignState.PAUSED:
+        console.print(f"  Paused: nothing goes out until `mailer campaign resume "
+                      f"{figures.slug}`.", highlight=False)
+    if figures.next_retry_at and figures.state == CampaignState.SENDING:
+        console.print(f"  next retry of the deferred deliveries: "
+                      f"{local_time(figures.next_retry_at)}", highlight=False)
     for error in figures.last_errors:
         console.print(f"  {error['count']:,} × {error['state']}: {error['reply']}",
                       highlight=False, markup=False)
@@ -432,8 +439,11 @@ def _simple(verb: str, to: CampaignState, example: str, doc: str) -> None:
             new_state = campaign.state
         if as_json:
             print_json({"campaign": name, "state": new_state})
+        elif to == CampaignState.PAUSED:
+            err().print(f"{name} is paused: nothing goes out until `mailer campaign resume "
+                        f"{name}`.", highlight=False)
         else:
-            err().print(f"{name} is {new_state}.")
+            err().print(f"{name} is {new_state}.", highlight=False)
     cmd.help = f"{doc}\n\n\b\nExample:\n    {example}\n"
 
 
@@ -448,7 +458,8 @@ def _skip_open(session: Any, campaign: Campaign) -> None:
 
 
 _simple("pause", CampaignState.PAUSED, "mailer campaign pause dec-2026",
-        "Pause a sending campaign: messages in flight finish, nothing new starts.")
+        "Pause a sending campaign: messages in flight finish, nothing new starts, and "
+        "`mailer run` leaves it alone until `mailer campaign resume`.")
 _simple("resume", CampaignState.SENDING, "mailer campaign resume dec-2026",
         "Resume a paused campaign: `mailer run` (or `campaign send`) continues it.")
 _simple("cancel", CampaignState.CANCELLED, "mailer campaign cancel dec-2026",
@@ -483,32 +494,34 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
     if as_json:
         print_json(vars(result))
         return
-    if result.idle and quiet:
-        return
-    console = err()
-    if result.idle:
-        console.print("Nothing to do.")
+    lines: list[str] = []
     if any(result.notices.values()):
         n = result.notices
-        console.print(f"Confirmation and welcome mails: {n['sent']} sent, {n['deferred']} "
-                      f"deferred, {n['failed']} failed, {n['skipped']} skipped.")
-    for slug in result.started:
-        console.print(f"{slug}: started (it was scheduled)")
+        lines.append(f"Confirmation, welcome and export mails: {n['sent']} sent, "
+                     f"{n['deferred']} deferred, {n['failed']} failed, {n['skipped']} skipped.")
+    lines += [f"{slug}: started (it was scheduled)" for slug in result.started]
     for slug, figures in result.campaigns.items():
-        console.print(f"{slug}: {_line(figures)}" + (" — finished" if slug in result.finished
-                                                     else ""), highlight=False)
+        if any(figures[k] for k in ("sent", "deferred", "failed", "bounced", "skipped")):
+            lines.append(f"{slug}: {_line(figures)}"
+                         + (" — finished" if slug in result.finished else ""))
+        elif slug in result.finished:
+            lines.append(f"{slug}: finished")
     if result.returns.get("read"):
         r = result.returns
-        console.print(f"Returns: {r['read']} read" + "".join(
-            f", {n} {kind}" for kind, n in sorted(r["kinds"].items())), highlight=False)
+        lines.append(f"Returns: {r['read']} read" + "".join(
+            f", {n} {kind}" for kind, n in sorted(r["kinds"].items())))
     if any(result.purged.values()):
-        console.print("Retention: " + ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in
-                                                 result.purged.items() if n) + " removed.",
-                      highlight=False)
+        lines.append("Retention: " + ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in
+                                                result.purged.items() if n) + " removed.")
     if result.returns_error:
-        console.print(f"Returns not read: {result.returns_error}", highlight=False)
+        lines.append(f"Returns not read: {result.returns_error}")
     if result.stopped:
-        console.print(f"Stopped: {result.stopped}.")
+        lines.append(f"Stopped: {result.stopped}.")
+    if not lines and quiet:
+        return
+    console = err()
+    for line in lines or ["Nothing to do."]:
+        console.print(line, highlight=False, markup=False)
 
 
 def _deadline(max_seconds: float | None) -> float | None:
@@ -548,6 +561,24 @@ def _progress(name: str, quiet: bool):  # noqa: ANN202
         yield update
 
 
+def local_time(value: datetime) -> str:
+    """A timestamp in the operator's time zone, to the second."""
+    return f"{value.astimezone().replace(microsecond=0):%Y-%m-%d %H:%M:%S %Z}"
+
+
+def _all_deferred(name: str) -> datetime | None:
+    """When every open delivery of the campaign is deferred: the next retry's time."""
+    state = click.get_current_context().find_object(State)
+    assert state is not None
+    with session_scope(state.project.engine) as session:
+        figures = campaign_figures(session, get_campaign(session, name))
+    open_states = {k: n for k, n in figures.counts.items()
+                   if k in (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED)}
+    if set(open_states) == {DeliveryState.DEFERRED} and figures.next_retry_at:
+        return figures.next_retry_at
+    return None
+
+
 def _report(name: str, report: SendReport, done: bool, as_json: bool) -> None:
     data = summary(report)
     data["campaign"], data["finished"] = name, done
@@ -568,3 +599,8 @@ def _report(name: str, report: SendReport, done: bool, as_json: bool) -> None:
         console.print(f"{report.open_left:,} deliveries are still open"
                       + (f" ({report.stopped})" if report.stopped else "")
                       + "; `mailer run` continues them.", highlight=False)
+        retry = _all_deferred(name)
+        if retry is not None:
+            console.print(f"All of them wait to be retried; the next retry is at "
+                          f"{local_time(retry)}.", highlight=False)
+            raise SystemExit(1)

@@ -212,7 +212,8 @@ class CampaignFigures:
     counts: dict[str, int] = field(default_factory=dict)
     total: int = 0
     sent_last_minute: int = 0
-    eta_seconds: float | None = None
+    eta_seconds: float | None = None  # only while sending: a paused campaign has none
+    next_retry_at: datetime | None = None  # the earliest deferred delivery's next attempt
     last_errors: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -250,8 +251,13 @@ def campaign_figures(session: Session, campaign: Campaign, *,
         counts=counts, total=sum(counts.values()), sent_last_minute=int(recent),
         last_errors=[{"state": e.state, "reply": e.last_reply, "count": int(e.n)}
                      for e in errors])
+    if counts.get(DeliveryState.DEFERRED):
+        figures.next_retry_at = conn.execute(sa.select(sa.func.min(table.c.next_attempt_at))
+                                             .where(table.c.campaign_id == campaign.id,
+                                                    table.c.state == DeliveryState.DEFERRED)
+                                             ).scalar_one()
     pace = recent / 60 if recent else rate
-    if figures.remaining and pace:
+    if campaign.state == CampaignState.SENDING and figures.remaining and pace:
         figures.eta_seconds = figures.remaining / pace
     return figures
 
