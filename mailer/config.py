@@ -355,10 +355,17 @@ def _load_secrets(path: Path, environ: dict[str, str]) -> Secrets:
     return Secrets(**values, sources=sources)
 
 
-def _describe(error: ValidationError, origin: str) -> str:
+def _describe(error: ValidationError, origin: str, environ: dict[str, str]) -> str:
     first = error.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
     kind = first["type"]
+    # A value from MAILER_SECTION__KEY is reported as coming from that variable.
+    keys = [str(p) for p in first["loc"] if not isinstance(p, int)]
+    for depth in range(len(keys), 0, -1):
+        variable = ENV_PREFIX + "__".join(keys[:depth]).upper()
+        if variable in environ:
+            origin = f"the environment variable {variable}"
+            break
     if kind == "extra_forbidden":
         return f"Unknown setting {where!r} in {origin}"
     return f"Setting {where!r} in {origin}: {first['msg']}"
@@ -391,7 +398,7 @@ def load_settings(
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, origin)) from None
+        raise ConfigError(_describe(exc, origin, environ)) from None
     settings.root = path.parent if path else Path.cwd()
     settings.config_path = path
     secrets_path = Path(environ.get(ENV_PREFIX + "SECRETS_FILE") or settings.secrets_file)

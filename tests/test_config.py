@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
 
 from mailer.cli import cli
 from mailer.config import load_settings
 from mailer.errors import ConfigError
-from mailer.scaffold import create_project
-
-
-@pytest.fixture
-def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith("MAILER_"):
-            monkeypatch.delenv(name)
-    create_project(tmp_path / "news")
-    monkeypatch.chdir(tmp_path / "news")
-    return tmp_path / "news"
 
 
 def test_found_in_current_folder_then_env_then_explicit(folder, tmp_path, monkeypatch):
@@ -113,3 +99,15 @@ def test_previous_secret_keys_from_file_or_environment(folder, monkeypatch):
     secrets = folder / "secrets.toml"
     secrets.write_text(secrets.read_text() + f'previous_secret_keys = ["{old}"]\n')
     assert Project.load().signer.read(token, Purpose.UNSUBSCRIBE).subscriber_id == 3
+
+
+def test_a_wrong_value_from_the_environment_names_the_variable(tmp_path, monkeypatch):
+    from mailer.config import load_settings
+    from mailer.errors import ConfigError
+
+    (tmp_path / "mailer.toml").write_text("[delivery]\nrate = 5\n")
+    with pytest.raises(ConfigError, match="the environment variable MAILER_DELIVERY__RATE"):
+        load_settings(tmp_path / "mailer.toml", environ={"MAILER_DELIVERY__RATE": "fast"})
+    with pytest.raises(ConfigError, match=r"in mailer\.toml"):
+        (tmp_path / "mailer.toml").write_text("[delivery]\nrate = \"fast\"\n")
+        load_settings(tmp_path / "mailer.toml", environ={})
