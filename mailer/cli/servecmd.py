@@ -20,12 +20,20 @@ from mailer.errors import InvalidInput
               help="Processes serving requests.")
 @pass_state
 def command(state: State, host: str, port: int, workers: int) -> None:
-    """Serve the pages subscribers reach from their mail.
+    """Serve the pages subscribers reach from their mail, and the providers' webhooks.
 
-    One-click unsubscribe (RFC 8058) and its confirmation page. Links in mail point at
-    `public_url` from mailer.toml; put this behind the organisation's reverse proxy (TLS
-    there), whose address is in `[web] trusted_proxies` so the visitor's address is
-    recorded.
+    \b
+    /subscribe/LIST     the sign-up form of a public list (/api/subscribe/LIST: JSON)
+    /c/TOKEN            confirm a sign-up (double opt-in)
+    /u/TOKEN            one-click unsubscribe (RFC 8058) and its page
+    /p/TOKEN            preferences: name, language, lists, leave everything
+    /webhooks/ses       Amazon SES bounces and complaints, through SNS
+    /webhooks/postmark  Postmark bounces and complaints
+    /healthz            200 "ok", for the proxy and monitoring
+
+    Links in mail point at `public_url` from mailer.toml; put this behind the
+    organisation's reverse proxy (TLS there), whose address is in `[web] trusted_proxies`
+    so the visitor's address is recorded (docs/web.md).
 
     \b
     Example:
