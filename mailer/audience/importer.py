@@ -53,6 +53,7 @@ from mailer.models import (
     Suppression,
     utcnow,
 )
+from mailer.privacy.private import open_private
 
 __all__ = ["ImportOptions", "ImportReport", "import_csv"]
 
@@ -126,9 +127,9 @@ class _Rejects:
         if self.path is None:
             return
         if self._writer is None:
-            # 0600: the file holds addresses.
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            self._fh = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            # 0600, also when it replaces an older one: the file holds addresses.
+            self._fh = open(open_private(self.path), "w", encoding="utf-8",  # noqa: SIM115
+                            newline="")
             self._writer = csv.writer(self._fh, delimiter=self.delimiter)
             self._writer.writerow(["line", "reason", "detail", *self.header])
         self._writer.writerow([line, reason, detail, *raw])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from mailer.cli import State, pass_state
 from mailer.cli.output import out, print_json
 from mailer.config import SECRET_NAMES
+from mailer.privacy.private import mask_password
 
 
 @click.group("config")
@@ -24,14 +27,15 @@ def command() -> None:
 @pass_state
 def show(state: State, as_json: bool) -> None:
     """Show the settings in force (file plus MAILER_* overrides). Secrets are masked:
-    only whether each is set, and where from.
+    only whether each is set, and where from; so is a password written into a URL
+    (database_url, transports, sources: postgresql://user:****@host/db).
 
     \b
     Example:
         MAILER_ORGANISATION__NAME="Andere vzw" mailer config show
     """
     settings = state.project.settings
-    data = settings.model_dump(mode="json", by_alias=True)
+    data = _masked(settings.model_dump(mode="json", by_alias=True))
     data["config_file"] = str(settings.config_path)
     data["secrets"] = {
         name: ("********" + f" (from {settings.secrets.sources[name]})"
@@ -49,3 +53,14 @@ def show(state: State, as_json: bool) -> None:
                 console.print(f"  {sub} = {sub_value!r}", highlight=False)
         else:
             console.print(f"{key} = {value!r}", highlight=False)
+
+
+def _masked(value: Any) -> Any:
+    """Every string in the settings with a URL's password replaced by ****."""
+    if isinstance(value, str):
+        return mask_password(value)
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    return value

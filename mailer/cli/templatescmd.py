@@ -18,6 +18,7 @@ from mailer.db import session_scope
 from mailer.errors import NotFound
 from mailer.messages import list_info, make_mailing, recipient, sample_recipient
 from mailer.models import MailingList
+from mailer.privacy.private import private_dir, write_private
 
 DEFAULT_SUBJECT = "{{ campaign.title }}"
 
@@ -115,7 +116,8 @@ def _campaign(title: str | None, list_name: str) -> CampaignInfo:
               help="The subscriber to render for (default: a sample subscriber).")
 @click.option("--out", "out", required=True,
               type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for message.eml, message.html and message.txt.")
+              help="Folder for message.eml, message.html and message.txt (readable by you "
+                   "alone: they hold the subscriber's data).")
 @_list_option
 @_subject_option
 @_title_option
@@ -140,12 +142,12 @@ def preview(state: State, template: str, email: str | None, out: Path, slug: str
     person = person or sample_recipient(row.language)
     message = mailing.message(person)
     rendered = mailing.render(person, mailing.token(person))
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)
     files = {"eml": out / "message.eml", "html": out / "message.html",
              "text": out / "message.txt"}
-    files["eml"].write_bytes(message.data)
-    files["html"].write_text(rendered.html, encoding="utf-8")
-    files["text"].write_text(rendered.text, encoding="utf-8")
+    write_private(files["eml"], message.data)
+    write_private(files["html"], rendered.html)
+    write_private(files["text"], rendered.text)
     summary = {"to": message.recipient, "envelope_from": message.envelope_from,
                "subject": rendered.subject, "message_id": message.message_id,
                "bytes": len(message.data), "signed": mailing.signed,

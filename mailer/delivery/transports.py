@@ -42,6 +42,7 @@ from mailer.config import helo_problem
 from mailer.content.mailing import Message
 from mailer.delivery.smtpsession import Session
 from mailer.errors import ConfigError
+from mailer.privacy.private import private_dir, write_private
 
 __all__ = ["FileTransport", "MaildirTransport", "Outcome", "Relay", "SmtpTransport",
            "Transport", "default_helo_name", "make_transport", "parse_relay"]
@@ -174,12 +175,13 @@ def _local_copy(message: Message) -> bytes:
 
 class MaildirTransport:
     """Each message becomes a file in PATH/new (written in tmp/, then renamed), as a
-    local delivery agent would: open the folder in a mail client to look."""
+    local delivery agent would: open the folder in a mail client to look. Messages hold
+    personal data: files 0600, the folders made for them 0700."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         for sub in ("tmp", "new", "cur"):
-            (path / sub).mkdir(parents=True, exist_ok=True)
+            private_dir(path / sub)
         self._host = socket.gethostname().replace("/", "_").replace(":", "_")
 
     async def send(self, message: Message, *, before: Before = None) -> Outcome:
@@ -188,7 +190,7 @@ class MaildirTransport:
         name = f"{time.time_ns()}.P{os.getpid()}Q{next(_unique)}.{self._host}"
         tmp = self.path / "tmp" / name
         try:
-            tmp.write_bytes(_local_copy(message))
+            write_private(tmp, _local_copy(message), exclusive=True)
             tmp.rename(self.path / "new" / name)
         except OSError as exc:
             return Outcome("deferred", f"maildir: {exc.strerror or exc}")
@@ -202,18 +204,18 @@ class MaildirTransport:
 
 
 class FileTransport:
-    """Each message becomes PATH/<message-id>.eml."""
+    """Each message becomes PATH/<message-id>.eml (0600, in a folder made 0700)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.mkdir(parents=True, exist_ok=True)
+        private_dir(path)
 
     async def send(self, message: Message, *, before: Before = None) -> Outcome:
         if before is not None:
             await before()
         target = self.path / f"{message.message_id.replace('/', '_')}.eml"
         try:
-            target.write_bytes(_local_copy(message))
+            write_private(target, _local_copy(message))
         except OSError as exc:
             return Outcome("deferred", f"file: {exc.strerror or exc}")
         return Outcome("sent", f"250 written to {target}")

@@ -443,7 +443,9 @@ def _mbox_key(item: Incoming) -> int:
 def _append_mbox(path: Path, messages: Iterator[bytes]) -> None:
     """Append to an mbox file under an fcntl lock, in the stdlib's (mboxo) format, without
     reading what is there (mailbox.mbox would first index the whole file)."""
-    with open(path, "ab") as file:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with open(fd, "ab") as file:
+        os.fchmod(fd, 0o600)  # returned mail holds personal data: its owner's eyes only
         fcntl.lockf(file, fcntl.LOCK_EX)
         try:
             for data in messages:
