@@ -141,6 +141,11 @@ class Web(_Section):
     max_body: int = Field(default=65536, ge=1024)  # bytes; larger requests get 413
     signups_per_ip: int = Field(default=20, ge=1)  # per hour, from one address
     signups_per_address: int = Field(default=3, ge=1)  # per day, for one e-mail address
+    # More requests than this with a forged or altered link (/u, /p, /c) within
+    # forged_tokens_minutes, from all clients together, and the engine records an incident
+    # in the breach register (once an hour at most) and logs a warning.
+    forged_tokens_alert: int = Field(default=50, ge=1)
+    forged_tokens_minutes: int = Field(default=10, ge=1)
 
 
 class Feedback(_Section):

@@ -292,13 +292,15 @@ class Delivery(SQLModel, table=True):
 class NoticeKind(enum.StrEnum):
     CONFIRM = "confirm"  # the double opt-in mail with the confirmation link
     WELCOME = "welcome"  # after a single opt-in sign-up (or a confirmation, when wanted)
+    EXPORT = "export"  # a copy of the person's data, asked for on the preferences page
 
 
 class Notice(SQLModel, table=True):
-    """A mail to one person that is not a campaign: a confirmation or a welcome. Queued by
-    the web app in the same transaction as the sign-up, sent by its background sender
-    (or the next `mailer run`) through the transport and the rate limits; its states are
-    a delivery's. Erasing the person deletes it."""
+    """A mail to one person that is not a campaign: a confirmation, a welcome, or the
+    export of their data. Queued by the web app in the same transaction as the sign-up
+    (or the request), sent by its background sender (or the next `mailer run`) through
+    the transport and the rate limits; its states are a delivery's. Erasing the person
+    deletes it."""
 
     __tablename__ = "notice"
     __table_args__ = (Index("ix_notice_state", "state", "next_attempt_at"),)

@@ -1,8 +1,8 @@
 """A subscriber's whole path in a real browser (headless Debian Chromium): sign up through
 the form, confirm from the mail the test SMTP server caught, receive a newsletter,
-unsubscribe from its link, and come back through the preferences page; the database is
-checked after each step and every page is saved as a screenshot under the test's temp dir
-(screenshots/)."""
+unsubscribe from its link, come back through the preferences page, and have her data
+erased; the database is checked after each step and every page is saved as a screenshot
+under the test's temp dir (screenshots/)."""
 
 from __future__ import annotations
 
@@ -116,11 +116,21 @@ def test_sign_up_confirm_receive_and_unsubscribe_in_a_browser(
             page.get_by_text("Je voorkeuren zijn bewaard.").wait_for()
             shot(page, screenshots, "7-preferences")
             assert status(app_project, "lotte@example.be") == "confirmed"
+
+            # 5. she has her data erased: asked once more, then gone
+            page.get_by_role("button", name="Wis al mijn gegevens").click()
+            page.get_by_role("heading", name="Al je gegevens wissen?").wait_for()
+            shot(page, screenshots, "8-erase")
+            assert status(app_project, "lotte@example.be") == "confirmed"
+            page.get_by_role("button", name="Ja, wis al mijn gegevens").click()
+            page.get_by_text("Je gegevens zijn gewist").wait_for()
+            shot(page, screenshots, "9-erased")
+            assert status(app_project, "lotte@example.be") is None
         app_project.close()
     assert elsewhere == []  # no third-party request from any page
     assert problems == []  # no console errors: nothing the CSP had to block
     shots = sorted(p.name for p in screenshots.iterdir())
-    assert len(shots) == 7 and all((screenshots / n).stat().st_size > 1000 for n in shots)
+    assert len(shots) == 9 and all((screenshots / n).stat().st_size > 1000 for n in shots)
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

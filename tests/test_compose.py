@@ -9,6 +9,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -135,3 +136,38 @@ def test_base64_bodies_are_the_stdlib_encoding(text):
         expected += "\n"
     data = expected.replace("\n", "\r\n").encode("utf-8", "surrogatepass")
     assert _base64(text) == encodebytes(data).replace(b"\n", b"\r\n")
+
+
+@settings(max_examples=100, deadline=None)
+@given(bodies, st.binary(max_size=5000))
+def test_attachments_follow_the_bodies_byte_for_byte(text, data):
+    from mailer.content.compose import Attachment
+
+    plain = ours("An", "an@example.be", "Je gegevens", text, f"<p>{text}</p>")
+    built = COMPOSER.compose(
+        to_address="an@example.be", to_name="An", subject="Je gegevens", text=text,
+        html=f"<p>{text}</p>", unsubscribe_url=UNSUB, unsubscribe_mailto=MAILTO,
+        message_id="abc.123@mail.example.be", date=DATE,
+        attachments=[Attachment("gegevens.json", "application/json", data)])
+    parsed, alone = PARSE.parsebytes(built.data), PARSE.parsebytes(plain.data)
+    assert parsed.get_content_type() == "multipart/mixed" and not parsed.defects
+    for name in HEADERS:
+        assert parsed[name] == alone[name], name
+    for kind in ("plain", "html"):
+        assert parsed.get_body((kind,)).get_content() == alone.get_body((kind,)).get_content()
+    [attachment] = parsed.iter_attachments()
+    assert attachment.get_filename() == "gegevens.json"
+    assert attachment.get_content_type() == "application/json"
+    assert attachment.get_payload(decode=True) == data
+    for line in built.data.split(b"\r\n"):
+        assert len(line) <= 998
+
+
+def test_an_attachment_name_cannot_add_a_header():
+    from mailer.content.compose import Attachment
+
+    for name in ("a\r\nBcc: x@example.org", 'a".json', "", "../etc/passwd"):
+        with pytest.raises(ValueError):
+            Attachment(name, "application/json", b"{}")
+    with pytest.raises(ValueError):
+        Attachment("a.json", "application/json\r\nX-Evil: 1", b"{}")

@@ -213,8 +213,8 @@ def test_an_unsubscribe_takes_effect_in_a_campaign_not_yet_sent(site, members, r
 def test_a_token_of_someone_erased_finds_nothing_to_change(site, members, run):
     project = site.project
     token = token_for(project, 999_999)
-    gone = site.request("GET", f"/u/{token}")
-    assert gone.status == 404 and "Niet gevonden" in gone.text
+    gone = site.request("GET", f"/u/{token}")  # the page of a link not valid (any more)
+    assert gone.status == 404 and "Deze link werkt niet" in gone.text
     done = site.request("POST", f"/u/{token}", body=ONE_CLICK, headers=FORM)
     assert done.status == 200  # nothing left to unsubscribe: the same answer
 

@@ -12,6 +12,10 @@ a space before it reaches a header, so no value can add a header. Non-ASCII disp
 and subjects become RFC 2047 encoded-words (UTF-8, base64); long headers are folded.
 Bodies are base64 UTF-8 with CRLF line ends; the MIME boundary starts with `=_`, which
 neither base64 nor quoted-printable output can contain.
+
+A message may carry attachments (a person's data export): then the two bodies go inside a
+multipart/mixed with the files after them. Without attachments the bytes are the same as
+ever, joined from the same constant pieces.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import base64
 import binascii
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
 
-__all__ = ["Composer", "encode_address", "encode_text_header"]
+__all__ = ["Attachment", "Composer", "encode_address", "encode_text_header"]
 
 CRLF = b"\r\n"
 _LINE_BREAKS = re.compile(r"[\r\n]+")
@@ -142,7 +147,12 @@ def _base64(text: str) -> bytes:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     if not data.endswith(b"\n"):
         data += b"\n"
-    encoded = binascii.b2a_base64(data.replace(b"\n", b"\r\n"), newline=False)
+    return _base64_lines(data.replace(b"\n", b"\r\n"))
+
+
+def _base64_lines(data: bytes) -> bytes:
+    """Bytes as they are, as base64 in 76-character CRLF lines ending in a line break."""
+    encoded = binascii.b2a_base64(data, newline=False)
     full = len(encoded) // _B64_LINE
     if full > _MAX_SPLITTER:  # rare: a body over ~100 KB, which Gmail clips anyway
         lines = [encoded[i:i + _B64_LINE] for i in range(0, full * _B64_LINE, _B64_LINE)]
@@ -155,6 +165,33 @@ def _base64(text: str) -> bytes:
         lines.append(encoded[full * _B64_LINE:])
     lines.append(b"")
     return CRLF.join(lines)
+
+
+_FILENAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_CONTENT_TYPE = re.compile(r"[a-z0-9.+-]+/[a-z0-9.+-]+")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file to attach: a plain ASCII name (it goes into headers as is) and its bytes,
+    sent base64 as they are."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if not _FILENAME.fullmatch(self.filename):
+            raise ValueError(f"not a plain file name: {self.filename!r}")
+        if not _CONTENT_TYPE.fullmatch(self.content_type):
+            raise ValueError(f"not a content type: {self.content_type!r}")
+
+    def part(self, boundary: bytes) -> bytes:
+        return b"".join((
+            b"--", boundary, CRLF,
+            f'Content-Type: {self.content_type}; name="{self.filename}"\r\n'
+            f'Content-Disposition: attachment; filename="{self.filename}"\r\n'.encode(),
+            b"Content-Transfer-Encoding: base64\r\n\r\n", _base64_lines(self.data)))
 
 
 @dataclass(frozen=True)
@@ -184,8 +221,13 @@ class Composer:
         if not boundary.startswith("=_"):
             raise ValueError("the boundary must start with =_ (never in quoted-printable)")
         self._boundary = boundary.encode("ascii")
-        head += _fold("Content-Type", ["multipart/alternative;", f'boundary="{boundary}"'])
-        self._constant = head
+        self._alternative = _fold("Content-Type", ["multipart/alternative;",
+                                                   f'boundary="{boundary}"'])
+        # the outer boundary of a message with attachments: neither is the other's prefix
+        self._mixed = ("=_m" + boundary[2:]).encode("ascii")
+        self._mixed_head = head + _fold("Content-Type", ["multipart/mixed;",
+                                                         f'boundary="=_m{boundary[2:]}"'])
+        self._constant = head + self._alternative
         self._text_head = (b"--" + self._boundary + CRLF
                            + b'Content-Type: text/plain; charset="utf-8"\r\n'
                            b"Content-Transfer-Encoding: base64\r\n\r\n")
@@ -203,15 +245,17 @@ class Composer:
 
     def compose(self, *, to_address: str, to_name: str | None, subject: str, text: str,
                 html: str, unsubscribe_url: str, unsubscribe_mailto: str,
-                message_id: str, date: datetime) -> Composed:
-        """One message as bytes, CRLF line ends, ready to sign and send."""
+                message_id: str, date: datetime,
+                attachments: Sequence[Attachment] = ()) -> Composed:
+        """One message as bytes, CRLF line ends, ready to sign and send; `attachments`
+        follow the two bodies (in a multipart/mixed)."""
         to_tokens, smtputf8 = encode_address(to_name, to_address)
         for value in (unsubscribe_url, unsubscribe_mailto, message_id):
             if _LINE_BREAKS.search(value) or not value.isascii():
                 raise ValueError("links and ids must be one ASCII line")
         data = b"".join((
             self._date_header(date),
-            self._constant,
+            self._mixed_head if attachments else self._constant,
             _fold("To", to_tokens) if not smtputf8 else
             ("To: " + " ".join(to_tokens)).encode("utf-8") + CRLF,
             encode_text_header("Subject", subject),
@@ -221,4 +265,10 @@ class Composer:
             CRLF,
             self._text_head, _base64(text), self._html_head, _base64(html), self._end,
         ))
+        if attachments:  # the bodies go inside a multipart/mixed, the files after them
+            head, _, bodies = data.partition(CRLF + CRLF)
+            mixed = self._mixed
+            data = b"".join((head, CRLF, CRLF, b"--", mixed, CRLF, self._alternative, CRLF,
+                             bodies, *(a.part(mixed) for a in attachments),
+                             b"--", mixed, b"--", CRLF))
         return Composed(data, smtputf8)

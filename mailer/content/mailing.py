@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +37,7 @@ from typing import Any
 
 from jinja2 import Template
 
-from mailer.content.compose import Composer
+from mailer.content.compose import Attachment, Composer
 from mailer.content.constants import prerender_constants
 from mailer.content.dkim import Signer as DkimSigner
 from mailer.content.environment import (
@@ -235,9 +235,13 @@ class Mailing:
                 "preferences": f"{self._public_url}/p/{token.link}"}
 
     def template_data(self, recipient: Recipient, token: MessageToken, *, subject: str,
-                      extra_urls: dict[str, str] | None = None) -> dict[str, Any]:
-        """What the templates of one message see (see the module's docstring)."""
+                      extra_urls: dict[str, str] | None = None,
+                      values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What the templates of one message see (see the module's docstring), and
+        `values` (e.g. `export` for the mail that carries a person's data)."""
         data = dict(self._variant(recipient.language).base)
+        if values:
+            data.update(values)
         data["subscriber"] = recipient.template_data()
         urls = self.urls(token)
         if extra_urls:
@@ -247,11 +251,13 @@ class Mailing:
         return data
 
     def render(self, recipient: Recipient, token: MessageToken, *,
-               extra_urls: dict[str, str] | None = None) -> Rendered:
+               extra_urls: dict[str, str] | None = None,
+               values: dict[str, Any] | None = None) -> Rendered:
         """Subject, text and HTML for one recipient; `extra_urls` (e.g. `confirm` for the
         double opt-in mail) join `urls`."""
         variant = self._variant(recipient.language)
-        data = self.template_data(recipient, token, subject="", extra_urls=extra_urls)
+        data = self.template_data(recipient, token, subject="", extra_urls=extra_urls,
+                                  values=values)
         subject = variant.subject(data)
         data["subject"] = subject
         return Rendered(subject, variant.text(data), variant.html(data))
@@ -261,11 +267,14 @@ class Mailing:
                                           self.campaign.id, now=now)
 
     def message(self, recipient: Recipient, *, now: datetime | None = None,
-                extra_urls: dict[str, str] | None = None) -> Message:
-        """The signed message for one recipient, and its envelope."""
+                extra_urls: dict[str, str] | None = None,
+                values: dict[str, Any] | None = None,
+                attachments: Sequence[Attachment] = ()) -> Message:
+        """The signed message for one recipient, and its envelope; `values` join the
+        template data, `attachments` follow the bodies."""
         now = (now or datetime.now(UTC)).replace(microsecond=0)
         token = self.token(recipient, now=now)
-        rendered = self.render(recipient, token, extra_urls=extra_urls)
+        rendered = self.render(recipient, token, extra_urls=extra_urls, values=values)
         message_id = f"{token.address[:32]}@{self.domain}"
         composed = self._composer.compose(
             to_address=recipient.email, to_name=recipient.display_name,
@@ -273,7 +282,7 @@ class Mailing:
             unsubscribe_url=f"{self._public_url}/u/{token.link}",
             unsubscribe_mailto=f"mailto:unsub+{token.address}@{self.bounce_domain}"
                                "?subject=unsubscribe",
-            message_id=message_id, date=now)
+            message_id=message_id, date=now, attachments=attachments)
         data = composed.data
         if self._dkim is not None:
             data = self._dkim.sign(data, now=int(now.timestamp()))

@@ -20,9 +20,9 @@ __all__ = ["html_to_text"]
 
 _SKIP = {"head", "style", "script", "title"}
 _BLOCK = {"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "table", "tr", "ul", "ol",
-          "blockquote", "section", "article", "header", "footer", "hr"}
+          "blockquote", "section", "article", "header", "footer", "hr", "pre"}
 _PARAGRAPH = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "blockquote",
-              "hr"}
+              "hr", "pre"}
 _SPACE = re.compile(r"[ \t\r\n\f\v]+")
 
 

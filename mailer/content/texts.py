@@ -29,6 +29,15 @@ _TEXTS: dict[str, dict[str, str]] = {
         "welcome_title": "Welkom bij {list}",
         "welcome_intro": ("Fijn dat je erbij bent. Je krijgt voortaan {list} van {org}. "
                           "Je kunt je voorkeuren altijd aanpassen of je uitschrijven."),
+        "export_subject": "Je gegevens bij {org}",
+        "export_title": "Je gegevens",
+        "export_intro": ("Je vroeg op je voorkeurenpagina om een kopie van alles wat {org} "
+                         "over je bijhoudt. Hieronder staat het, zoals het er nu voor staat."),
+        "export_attachment": ("In de bijlage ({file}) staat hetzelfde in een vorm die een "
+                              "computer kan lezen (JSON), om mee te nemen naar een andere "
+                              "dienst."),
+        "export_not_you": ("Heb je hier niet om gevraagd? Antwoord dan op deze e-mail, dan "
+                           "kijken we het na."),
         "disclaimer": (
             "Deze e-mail en eventuele bijlagen zijn uitsluitend bestemd voor de "
             "geadresseerde. Heb je dit bericht per vergissing ontvangen, laat het ons dan "
@@ -54,6 +63,14 @@ _TEXTS: dict[str, dict[str, str]] = {
         "welcome_title": "Welcome to {list}",
         "welcome_intro": ("Glad to have you. From now on you receive {list} from {org}. "
                           "You can change your preferences or unsubscribe at any time."),
+        "export_subject": "Your data at {org}",
+        "export_title": "Your data",
+        "export_intro": ("You asked on your preferences page for a copy of everything {org} "
+                         "keeps about you. Here it is, as it stands now."),
+        "export_attachment": ("The attachment ({file}) holds the same in a form a computer "
+                              "can read (JSON), to take to another service."),
+        "export_not_you": ("Did you not ask for this? Then please reply to this e-mail and "
+                           "we will look into it."),
         "disclaimer": (
             "This e-mail and any attachments are intended solely for the addressee. If you "
             "received it by mistake, please let us know and delete it. {org} processes your "

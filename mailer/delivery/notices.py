@@ -1,4 +1,5 @@
-"""Confirmation and welcome mails: queued with the sign-up, sent soon after.
+"""Confirmation, welcome and data-export mails: queued with the sign-up (or the request),
+sent soon after.
 
 A sign-up writes its `notice` row in the same transaction as the membership, so a
 confirmation mail cannot be lost between the two; the web app's background sender sends
@@ -9,11 +10,17 @@ retried with backoff, never sent twice.
 
 The confirmation link is a CONFIRM token (subscriber, list, minute issued); it expires
 after `[web] confirm_days`.
+
+An export mail (asked for on the preferences page) carries what `mailer gdpr export`
+writes, made when it is sent, not when asked: the readable text in the body, the JSON
+document attached. It goes to the person's own address, whatever their lists' states
+and the suppression list say (they asked for it, just now); not to a blocklisted one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +30,9 @@ from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
 from mailer.audience.suppression import is_suppressed
+from mailer.content.compose import Attachment
 from mailer.content.mailing import CampaignInfo, Mailing, Message
+from mailer.content.texts import LANGUAGES
 from mailer.delivery.ratelimit import QuotaExhausted, RateLimiter
 from mailer.delivery.transports import Outcome, Transport
 from mailer.messages import make_mailing, recipient
@@ -37,14 +46,19 @@ from mailer.models import (
     Subscription,
     utcnow,
 )
+from mailer.privacy.export import export_person, render_text
 from mailer.project import Project
+from mailer.scaffold import SHIPPED
 from mailer.tokens import Purpose
 
 __all__ = ["NoticeReport", "confirm_url", "send_notices"]
 
 SUBJECTS = {NoticeKind.CONFIRM: "{{ t.confirm_subject | replace('{list}', list.name) }}",
-            NoticeKind.WELCOME: "{{ t.welcome_subject | replace('{list}', list.name) }}"}
-TEMPLATES = {NoticeKind.CONFIRM: "confirm.html.j2", NoticeKind.WELCOME: "welcome.html.j2"}
+            NoticeKind.WELCOME: "{{ t.welcome_subject | replace('{list}', list.name) }}",
+            NoticeKind.EXPORT: "{{ t.export_subject | replace('{org}', org.name) }}"}
+TEMPLATES = {NoticeKind.CONFIRM: "confirm.html.j2", NoticeKind.WELCOME: "welcome.html.j2",
+             NoticeKind.EXPORT: "export.html.j2"}
+EXPORT_FILES = {"nl": "gegevens.json", "en": "my-data.json"}
 MAX_ATTEMPTS = 8
 RETRY_AFTER = timedelta(minutes=1)  # doubles each time
 CLAIM_HOLD = timedelta(minutes=10)  # a claimed notice not sent by then is due again
@@ -75,8 +89,12 @@ def _mailings(project: Project) -> Callable[[str, MailingList], Mailing]:
     def mailing(kind: str, mailing_list: MailingList) -> Mailing:
         key = (kind, mailing_list.id)
         if key not in cache:
+            template = TEMPLATES[NoticeKind(kind)]
+            if not (project.settings.templates_path / template).is_file():
+                # a project made before this mail existed: the house style's, as shipped
+                template = str(SHIPPED / "templates" / template)
             cache[key] = make_mailing(
-                project, template=TEMPLATES[NoticeKind(kind)], subject=SUBJECTS[NoticeKind(kind)],
+                project, template=template, subject=SUBJECTS[NoticeKind(kind)],
                 mailing_list=mailing_list, campaign=CampaignInfo(id=0, slug=kind, title=kind))
         return cache[key]
     return mailing
@@ -116,10 +134,16 @@ def _message(project: Project, notice_id: int) -> Message | str:
         person = session.get(Subscriber, notice.subscriber_id)
         mailing_list = session.get(MailingList, notice.list_id)
         membership = session.get(Subscription, (notice.subscriber_id, notice.list_id))
-        if person is None or mailing_list is None or membership is None:
+        if person is None or mailing_list is None:
             return "the person or the list is gone"
         if person.status != GlobalStatus.ACTIVE:
             return f"the subscriber is {person.status}"
+        if project not in _MAILINGS:
+            _MAILINGS[project] = _mailings(project)
+        if notice.kind == NoticeKind.EXPORT:
+            return _export(project, _MAILINGS[project](notice.kind, mailing_list), person)
+        if membership is None:
+            return "the person or the list is gone"
         if is_suppressed(session, project.hash_key, person.email):
             return "the address is on the suppression list"
         if notice.kind == NoticeKind.CONFIRM and membership.status == "confirmed":
@@ -128,10 +152,23 @@ def _message(project: Project, notice_id: int) -> Message | str:
             return f"no longer subscribed ({membership.status})"
         extra = ({"confirm": confirm_url(project, notice.subscriber_id, notice.list_id)}
                  if notice.kind == NoticeKind.CONFIRM else None)
-        if project not in _MAILINGS:
-            _MAILINGS[project] = _mailings(project)
         return _MAILINGS[project](notice.kind, mailing_list).message(
             recipient(person), extra_urls=extra)
+
+
+def _export(project: Project, mailing: Mailing, person: Subscriber) -> Message:
+    """The export mail: everything held about the person as it is now, the readable
+    text in the body (in the mail's language) and the JSON document attached."""
+    document = export_person(project.engine, project.hash_key, person.email)
+    language = person.language if person.language in LANGUAGES else mailing.list.language
+    language = language if language in EXPORT_FILES else "nl"
+    data = json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+    attachment = Attachment(EXPORT_FILES[language], "application/json", data)
+    return mailing.message(
+        recipient(person),
+        values={"export": {"text": render_text(document, language),
+                           "filename": attachment.filename}},
+        attachments=[attachment])
 
 
 def _release(project: Project, notice_ids: list[int]) -> None:

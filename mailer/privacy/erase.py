@@ -61,9 +61,10 @@ class Erased:
 
 
 def erase_person(engine: Engine, hash_key: bytes, email: str, *, actor: str,
-                 dry_run: bool = False) -> Erased:
+                 dry_run: bool = False, source: str | None = None) -> Erased:
     """Erase the subscriber with this normalised address. An address nobody holds is
-    still suppressed (a person may ask not to be mailed before they are imported)."""
+    still suppressed (a person may ask not to be mailed before they are imported).
+    `source` (e.g. "web": the person, on their preferences page) goes in the audit trail."""
     digest = address_hash(hash_key, email)
     now = utcnow()
     with engine.connect() as conn, conn.begin() as transaction:
@@ -95,7 +96,8 @@ def erase_person(engine: Engine, hash_key: bytes, email: str, *, actor: str,
                                            note="gdpr erase", created_at=now))
         conn.execute(A.insert().values(at=now, actor=actor[:100], action="gdpr.erase",
                                        detail={"subscriber": subscriber_id, **removed,
-                                               "dry_run": dry_run}))
+                                               "dry_run": dry_run,
+                                               **({"source": source} if source else {})}))
         if dry_run:
             transaction.rollback()
     clean = True if dry_run else checkpoint(engine)

@@ -124,12 +124,14 @@ def _document(now: datetime | None, person: Any, *, suppressed: Any) -> dict[str
 _TITLES = {
     "en": {"title": "What we hold about you", "profile": "Your details",
            "lists": "Your lists", "consent": "Consent given and withdrawn",
-           "deliveries": "Mails sent to you", "notices": "Confirmation and welcome mails",
+           "deliveries": "Mails sent to you",
+           "notices": "Confirmation, welcome and export mails",
            "feedback": "What came back (bounces, replies, complaints)",
            "suppressed": "Blocked from all mail", "none": "Nothing."},
     "nl": {"title": "Wat we over u bewaren", "profile": "Uw gegevens",
            "lists": "Uw lijsten", "consent": "Gegeven en ingetrokken toestemming",
-           "deliveries": "Mails die we u stuurden", "notices": "Bevestigings- en welkomstmails",
+           "deliveries": "Mails die we u stuurden",
+           "notices": "Bevestigings-, welkomst- en exportmails",
            "feedback": "Wat terugkwam (bounces, antwoorden, klachten)",
            "suppressed": "Geblokkeerd voor alle mail", "none": "Niets."},
 }

@@ -4,14 +4,16 @@
     /subscribe/SLUG       the sign-up form of a public list               signup.py
     /api/subscribe/SLUG   the same, as JSON
     /c/TOKEN              confirm a sign-up (double opt-in)
-    /p/TOKEN              preferences: name, language, lists, leave all  preferences.py
+    /p/TOKEN              preferences: name, language, lists, leave all,  preferences.py
+                          a copy of one's data by mail, erasure
     /webhooks/ses         Amazon SES bounces and complaints (SNS)         webhooks.py
     /webhooks/postmark    Postmark's bounce and spam complaint webhooks
     /healthz              200 "ok", for the proxy and the load balancer
     /static/site.css      the house style
 
 A token is checked before anything else; a forged, truncated or altered one gets a 404
-page, never a trace. Database writes go through one writer thread (`writes.Writer`).
+page, never a trace, and is counted: a run of them goes in the breach register
+(forgery.py). Database writes go through one writer thread (`writes.Writer`).
 """
 
 from __future__ import annotations

@@ -14,17 +14,31 @@ from the trusted proxies (`[web] trusted_proxies`), see `mailer serve`.
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["SecurityHeaders", "client_ip"]
+__all__ = ["SecurityHeaders", "client_ip", "client_key"]
 
 
 def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
+
+
+def client_key(ip: str | None) -> str:
+    """Whom a per-client count counts: an IPv4 address, or an IPv6 /64 (one household or
+    server gets a whole /64, and would otherwise have 2^64 addresses to rotate through)."""
+    if ip is None:
+        return "?"
+    if ":" in ip:
+        try:
+            return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+        except ValueError:
+            return ip
+    return ip
 
 
 def _origin(url: str) -> str | None:

@@ -16,7 +16,6 @@ client address get 429.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from typing import Any
 
@@ -33,7 +32,7 @@ from mailer.audience.subscribers import clean_name
 from mailer.errors import InvalidInput
 from mailer.models import MailingList
 from mailer.tokens import Purpose, TokenData, TokenError
-from mailer.web.security import client_ip
+from mailer.web.security import client_ip, client_key
 from mailer.web.site import Site
 from mailer.web.texts import LANGUAGES, page_texts
 
@@ -63,7 +62,7 @@ def routes(site: Site) -> list[Route]:
         check that can fail is made before the address is looked up: the answer must
         not depend on whether it is known."""
         t = page_texts(language)
-        if not site.per_ip.allow(_client_key(client_ip(request))):
+        if not site.per_ip.allow(client_key(client_ip(request))):
             return "busy", None
         if fields.get("website"):  # the honeypot: a bot
             return "ok", None
@@ -158,7 +157,7 @@ def routes(site: Site) -> list[Route]:
         """The confirmation token's data, or the page for a bad or expired one."""
         token = request.path_params["token"]
         if site.read_token(token, Purpose.CONFIRM) is None:
-            return site.not_found(request)
+            return await site.forged(request)
         try:
             return site.signer.read(token, Purpose.CONFIRM, max_age=site.confirm_max_age)
         except TokenError as exc:
@@ -216,19 +215,6 @@ def routes(site: Site) -> list[Route]:
             Route("/api/subscribe/{slug}", api_options, methods=["OPTIONS"]),
             Route("/c/{token}", confirm_get, methods=["GET", "HEAD"]),
             Route("/c/{token}", confirm_post, methods=["POST"])]
-
-
-def _client_key(ip: str | None) -> str:
-    """Whom the per-client limit counts: an IPv4 address, or an IPv6 /64 (one household or
-    server gets a whole /64, and would otherwise have 2^64 addresses to rotate through)."""
-    if ip is None:
-        return "?"
-    if ":" in ip:
-        try:
-            return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
-        except ValueError:
-            return ip
-    return ip
 
 
 # The JSON endpoint is for other sites' pages: any origin may call it, without cookies.

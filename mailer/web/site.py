@@ -1,5 +1,6 @@
 """What every handler of the web app shares: the project, its pages, lists and tokens,
-the database writer, and the background sender of confirmation mails."""
+the database writer, the count of forged links, and the background sender of
+confirmation, welcome and export mails."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from mailer.audience.selfservice import Member, find_member
 from mailer.models import MailingList
 from mailer.project import Project
 from mailer.tokens import Purpose, TokenData, TokenError
+from mailer.web.forgery import ForgedLinks, record_run
 from mailer.web.pages import Pages
+from mailer.web.security import client_ip, client_key
 from mailer.web.texts import page_texts, pick_language
 from mailer.web.throttle import Throttle
 from mailer.web.writes import Writer
@@ -42,6 +45,7 @@ class Site:
         web = self.settings.web
         self.per_ip = Throttle(web.signups_per_ip, 3600)
         self.per_address = Throttle(web.signups_per_address, 86400)
+        self.forged_links = ForgedLinks(web.forged_tokens_alert, web.forged_tokens_minutes)
         self.confirm_max_age = timedelta(days=web.confirm_days)
         self._list_names: dict[int, tuple[str, str]] = {}
         self._notices_due = asyncio.Event()
@@ -123,6 +127,22 @@ class Site:
     def not_found(self, request: Request) -> HTMLResponse:
         return self.page(request, status=404, title_key="invalid_title",
                          text_key="invalid_text")
+
+    async def forged(self, request: Request) -> HTMLResponse:
+        """The 404 page for a link whose token is not ours, counted: a run of them is
+        recorded in the breach register (forgery.py)."""
+        run = self.forged_links.count(client_key(client_ip(request)))
+        if run is not None:
+            try:
+                number = await asyncio.to_thread(record_run, self.engine, run)
+            except Exception:  # noqa: BLE001 - the page is answered all the same
+                log.exception("recording a run of forged links failed")
+            else:
+                if number is not None:
+                    log.warning("%d requests with a forged link within %d minutes from %d "
+                                "client addresses: incident %d in the breach register",
+                                run.requests, run.minutes, run.clients, number)
+        return self.not_found(request)
 
     # -- confirmation and welcome mails -------------------------------------------------------
 

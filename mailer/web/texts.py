@@ -59,9 +59,27 @@ _TEXTS: dict[str, dict[str, str]] = {
         "prefs_saved": "Je voorkeuren zijn bewaard.",
         "prefs_unsubscribe_all": "Schrijf me overal uit",
         "prefs_data_title": "Je gegevens",
-        "prefs_data_text": ("Wil je een kopie van alles wat we over je bijhouden, of wil je "
-                            "dat we je gegevens wissen? Stuur een e-mail naar {email}. We "
-                            "antwoorden binnen een maand, zoals de AVG vraagt."),
+        "prefs_data_text": ("Je kunt een kopie krijgen van alles wat we over je bijhouden: "
+                            "we sturen ze naar je e-mailadres. Je kunt ook alles laten "
+                            "wissen; dan krijg je niets meer van ons. Vragen? Mail naar "
+                            "{email}."),
+        "prefs_export_button": "Stuur me een kopie van mijn gegevens",
+        "prefs_erase_button": "Wis al mijn gegevens",
+        "prefs_export_sent": ("We sturen je een kopie van je gegevens. Binnen enkele minuten "
+                              "is ze in je mailbox."),
+        "prefs_export_today": ("Je vroeg vandaag al een kopie van je gegevens. Dat kan één "
+                               "keer per dag: probeer het morgen opnieuw."),
+        "erase_title": "Al je gegevens wissen?",
+        "erase_ask": ("We wissen dan je naam, je e-mailadres, je inschrijvingen en alles wat "
+                      "we verder over je bijhielden. Je krijgt geen e-mails meer van ons. Dit "
+                      "kan niet ongedaan gemaakt worden."),
+        "erase_button": "Ja, wis al mijn gegevens",
+        "erase_cancel": "Nee, terug naar mijn voorkeuren",
+        "erased_title": "Je gegevens zijn gewist",
+        "erased_text": ("We hebben je gegevens gewist. We houden alleen een onleesbare "
+                        "vingerafdruk van je adres bij, zodat niemand je per vergissing "
+                        "opnieuw toevoegt. Wil je later toch weer iets van ons ontvangen, "
+                        "schrijf je dan opnieuw in."),
     },
     "en": {
         "unsubscribe_title": "Unsubscribe",
@@ -115,9 +133,26 @@ _TEXTS: dict[str, dict[str, str]] = {
         "prefs_saved": "Your preferences are saved.",
         "prefs_unsubscribe_all": "Unsubscribe me from everything",
         "prefs_data_title": "Your data",
-        "prefs_data_text": ("Would you like a copy of everything we keep about you, or "
-                            "would you like us to erase your data? Send an e-mail to {email}. "
-                            "We answer within a month, as the GDPR asks."),
+        "prefs_data_text": ("You can get a copy of everything we keep about you: we send "
+                            "it to your e-mail address. You can also have it all erased; "
+                            "then you will not hear from us again. Questions? Write to "
+                            "{email}."),
+        "prefs_export_button": "Send me a copy of my data",
+        "prefs_erase_button": "Erase all my data",
+        "prefs_export_sent": ("We are sending you a copy of your data. It will be in your "
+                              "mailbox within a few minutes."),
+        "prefs_export_today": ("You already asked for a copy of your data today. You can do "
+                               "so once a day: please try again tomorrow."),
+        "erase_title": "Erase all your data?",
+        "erase_ask": ("We will then erase your name, your e-mail address, your subscriptions "
+                      "and everything else we kept about you. You will not receive any more "
+                      "e-mails from us. This cannot be undone."),
+        "erase_button": "Yes, erase all my data",
+        "erase_cancel": "No, back to my preferences",
+        "erased_title": "Your data has been erased",
+        "erased_text": ("We have erased your data. We keep only an unreadable fingerprint of "
+                        "your address, so that nobody adds you again by mistake. If you ever "
+                        "want to hear from us again, please sign up anew."),
     },
 }
 

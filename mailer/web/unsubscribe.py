@@ -34,11 +34,10 @@ def routes(site: Site) -> list[Route]:
         token = request.path_params["token"]
         data = site.read_token(token, *PURPOSES)
         if data is None:
-            return site.not_found(request)
+            return await site.forged(request)
         member = await run_in_threadpool(site.member, data)
-        if member is None:
-            return site.page(request, status=404, title_key="gone_title",
-                             text_key="gone_text")
+        if member is None:  # erased: a link of nobody, as a forged one looks
+            return site.not_found(request)
         links = [(f"/p/{token}", "preferences_link")]
         if member.status == "unsubscribed":
             return site.page(request, member=member, title_key="unsubscribed_title",
@@ -53,7 +52,7 @@ def routes(site: Site) -> list[Route]:
         token = request.path_params["token"]
         data = site.read_token(token, *PURPOSES)
         if data is None:
-            return site.not_found(request)
+            return await site.forged(request)
         if await _one_click_value(request) != ONE_CLICK:
             return PlainTextResponse("The body must be List-Unsubscribe=One-Click (RFC 8058).",
                                      status_code=400)
