@@ -4,6 +4,7 @@ page in a real browser (no request anywhere, no console error, fits a phone)."""
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,7 @@ def _look(run, project: Path, page, screenshots: Path) -> None:  # noqa: ANN001
     path = project / "report.html"
     result = run("campaign", "report", "dec", "--out", str(path), "--lang", "en")
     assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # replies may quote addresses
     html = path.read_text()
     assert "<script" not in html and "http://" not in html.replace("http://www.w3.org", "")
     assert html.count("<svg") == 3  # timeline, reasons, domains

@@ -246,8 +246,10 @@ def report(state: State, name: str, out_path: str | None, lang: str | None,
     from mailer.reports.page import render_report
 
     html = render_report(figures, lang or figures["campaign"]["language"] or "nl")
-    try:
-        Path(out_path).write_text(html, encoding="utf-8")
+    from mailer.privacy.private import write_private
+
+    try:  # 0600: a server's reply in it can quote an address
+        write_private(Path(out_path), html)
     except OSError as exc:
         raise InvalidInput(f"Cannot write {out_path}: {exc.strerror}") from None
     err().print(f"Report of {name} written to {out_path}.", highlight=False)

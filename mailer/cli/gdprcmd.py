@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,13 +98,12 @@ def _subscriber_id(project: Any, address: str) -> int | None:
 
 def _write_private(path: Path, body: str) -> None:
     """Create or replace the file as 0600 before a byte of personal data is in it."""
+    from mailer.privacy.private import write_private
+
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        write_private(path, body)
     except OSError as exc:
         raise MailerError(f"Cannot write {path}: {exc.strerror}") from None
-    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(body)
 
 
 @command.command("erase")
