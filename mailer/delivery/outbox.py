@@ -125,13 +125,6 @@ class Outbox:
             out.append(Due(row.id, row.list_id, row.attempts, recipient, reason))
         return out
 
-    def has_future_retries(self) -> datetime | None:
-        """When the earliest deferred delivery is due, if any."""
-        with self.engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.min(D.c.next_attempt_at)).where(
-                D.c.campaign_id == self.campaign_id,
-                D.c.state == DeliveryState.DEFERRED)).scalar_one()
-
     def open_count(self) -> int:
         """Deliveries not in a final state."""
         with self.engine.connect() as conn:
