@@ -82,7 +82,7 @@ def test_export_holds_everything_and_is_readable_by_the_owner_only(run, project,
     assert [(e["kind"], e["reason"]) for e in doc["feedback"]] == [("bounce", "mailboxfull")]
     assert doc["suppressed"] is None
     text = run("gdpr", "export", ADDRESS, "--format", "text", "--out", "-")
-    assert text.exit_code == 0 and "Wat we over u bewaren" in text.output
+    assert text.exit_code == 0 and "Wat we over je bewaren" in text.output
     assert f"{NAME}dorp" in text.output
     audit = json.loads(run("audit", "ls", "--action", "gdpr", "--json").stdout)
     assert [a["action"] for a in audit] == ["gdpr.export", "gdpr.export"]

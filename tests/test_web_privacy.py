@@ -88,7 +88,7 @@ def test_a_copy_of_the_data_is_mailed_to_the_person_alone(site):
     assert message["Subject"] == "Je gegevens bij Voorbeeld vzw"
     assert message["To"] == f"Griet <{ADDRESS}>" and message["Cc"] is None
     body = message.get_body(("plain",)).get_content()
-    assert "Wat we over u bewaren" in body and f"email: {ADDRESS}" in body
+    assert "Wat we over je bewaren" in body and f"email: {ADDRESS}" in body
     [attachment] = message.iter_attachments()
     assert attachment.get_filename() == "gegevens.json"
     document = json.loads(attachment.get_content())
