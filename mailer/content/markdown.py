@@ -48,4 +48,6 @@ def markdown_template(folder: Path, name: str, source: str) -> str:
     protected, found = protect(source)
     html = restore(_MARKDOWN.render(protected), found)
     child = f'{{% extends "{layout}" %}}{{% block content %}}\n{html}{{% endblock %}}'
-    return flatten_source(folder, child, name)
+    # Compiled as the HTML template it becomes, so escaped as one (mailing.load_sources).
+    html_name = re.sub(r"\.md(\.j2)?$", ".html.j2", name)
+    return flatten_source(folder, child, name, compiled_as=html_name)
