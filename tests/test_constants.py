@@ -36,3 +36,11 @@ def test_only_constants_are_rendered_and_bound_names_are_left_alone():
         "org": {"name": "A&B"}, "campaign": {"title": "nieuws"}, "t": {}, "list": {}})
     assert out.startswith("A&amp;B {{ subscriber.first_name }}")
     assert "{{ t }}" in out and out.endswith("NIEUWS")
+
+
+def test_a_binding_with_plus_whitespace_control_shadows_a_constant_too():
+    env = make_environment()
+    source = "{%+ for t in items %}{{ t }}{% endfor %}{%+ set org = 1 %}{{ org }}"
+    out = prerender_constants(env, source, "x.html.j2", {
+        "org": {"name": "A"}, "campaign": {}, "t": {"x": 1}, "list": {}})
+    assert "{{ t }}" in out and "{{ org }}" in out

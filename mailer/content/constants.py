@@ -32,7 +32,7 @@ def prerender_constants(env: MailEnvironment, source: str, name: str,
     # constants; expressions under such a binding are left alone.
     bound = set()
     for block in _BLOCK.findall(source):
-        bound.update(re.findall(r"\{%-?\s*(?:set|for)\s+([\w\s,]+?)\s*(?:=|in)\b", block))
+        bound.update(re.findall(r"\{%[-+]?\s*(?:set|for)\s+([\w\s,]+?)\s*(?:=|in)\b", block))
     shadowed = {n.strip() for group in bound for n in group.split(",")}
     cache: dict[str, str] = {}
 
