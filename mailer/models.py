@@ -268,7 +268,8 @@ class Delivery(SQLModel, table=True):
     __tablename__ = "delivery"
     __table_args__ = (UniqueConstraint("campaign_id", "subscriber_id"),
                       Index("ix_delivery_campaign_state", "campaign_id", "state"),
-                      Index("ix_delivery_message_id", "message_id"))
+                      Index("ix_delivery_message_id", "message_id"),
+                      Index("ix_delivery_subscriber", "subscriber_id"))
 
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(sa_column=Column(
