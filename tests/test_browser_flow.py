@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from email import message_from_bytes
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from mailer.project import Project
 from mailer.web.app import create_app
 from tests.support.browser import shot
 from tests.support.smtpserver import SmtpServer
+from tests.support.waiting import wait_for
 from tests.support.webserver import WebServer, free_port
 
 
@@ -31,13 +31,11 @@ def status(project: Project, email: str) -> str | None:
 
 
 def mail_to(smtp: SmtpServer, address: str, subject: str) -> bytes:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        for m in smtp.messages():
-            if address in m.recipients and message_from_bytes(m.data)["Subject"] == subject:
-                return m.data
-        time.sleep(0.05)
-    raise AssertionError(f"no mail '{subject}' for {address}")
+    def arrived() -> bytes | None:
+        return next((m.data for m in smtp.messages() if address in m.recipients
+                     and message_from_bytes(m.data)["Subject"] == subject), None)
+
+    return wait_for(arrived, f"the mail '{subject}' for {address}")
 
 
 def html_link(raw: bytes, pattern: str) -> str:

@@ -7,10 +7,23 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
+from tests.support.waiting import wait_for
 from tests.support.webserver import free_port
+
+
+def healthz(server: subprocess.Popen[bytes], port: int) -> bool:
+    """True once /healthz answers ok (with the security headers); False while nothing
+    listens yet; the server's stderr if it ended."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+            assert r.status == 200 and r.read() == b"ok"
+            assert "content-security-policy" in r.headers
+            return True
+    except OSError:
+        assert server.poll() is None, server.stderr.read().decode()
+        return False
 
 
 def test_mailer_serve_serves_and_stops_cleanly(run, project):
@@ -18,20 +31,11 @@ def test_mailer_serve_serves_and_stops_cleanly(run, project):
     server = subprocess.Popen([sys.executable, "-m", "mailer", "serve", "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                    assert r.status == 200 and r.read() == b"ok"
-                    assert "content-security-policy" in r.headers
-                    break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()
-                assert time.monotonic() < deadline, "mailer serve did not answer"
-                time.sleep(0.1)
+        wait_for(lambda: healthz(server, port), "mailer serve to answer on /healthz",
+                 interval=0.1)
     finally:
         server.send_signal(signal.SIGTERM)
-        _, err = server.communicate(timeout=20)
+        _, err = server.communicate(timeout=60)
     # uvicorn shuts down gracefully, then ends by the signal it got (systemd counts
     # SIGTERM as a clean stop)
     assert server.returncode in (0, -signal.SIGTERM), err.decode()

@@ -13,13 +13,14 @@ import aiosmtplib
 import pytest
 
 from tests.support.smtpserver import Received, SmtpServer
+from tests.support.waiting import wait_for
 
 MESSAGE = (b"From: Nieuwsbrief <news@example.org>\r\nTo: an@example.be\r\nSubject: Hallo\r\n\r\n"
            b"Body line\r\n.starts with a dot\r\n..two dots\r\n.\r\nlast line\r\n")
 
 
 def connect(server: SmtpServer, **kwargs) -> smtplib.SMTP:
-    return smtplib.SMTP(server.host, server.port, timeout=5, **kwargs)
+    return smtplib.SMTP(server.host, server.port, timeout=60, **kwargs)
 
 
 def send(server: SmtpServer, recipients: list[str], data: bytes = MESSAGE,
@@ -215,12 +216,37 @@ def test_stall_delays_the_data_reply_and_a_client_timeout_loses_the_message():
         started = time.monotonic()
         send(server, ["an@example.be"])
         assert time.monotonic() - started >= 0.2
-        server.stall(5.0)
-        with smtplib.SMTP(server.host, server.port, timeout=0.1) as client, \
-                pytest.raises(smtplib.SMTPServerDisconnected, match="timed out"):
-            client.sendmail("a@example.org", ["bo@example.be"], MESSAGE)
+        server.stall(60.0)  # longer than the test: stop() ends it
+        with connect(server) as client:
+            client.ehlo()
+            client.mail("a@example.org")
+            client.rcpt("bo@example.be")
+            assert client.docmd("DATA")[0] == 354
+            client.send(b"Subject: stalled\r\n\r\nBody\r\n.\r\n")
+            client.sock.settimeout(0.1)  # only the reply to the end of DATA times out
+            with pytest.raises(smtplib.SMTPServerDisconnected, match="timed out"):
+                client.getreply()
         assert server.wait_idle()  # the client hung up, so the stalled DATA was abandoned
         assert server.recipients() == ["an@example.be"]
+
+
+def test_held_messages_wait_unrecorded_until_released():
+    with SmtpServer() as server, ThreadPoolExecutor(3) as pool:
+        server.hold_data()
+        sends = [pool.submit(send, server, [f"{n}@example.be"]) for n in range(3)]
+        assert server.wait_held(3)
+        assert server.held == 3 and server.messages() == []
+        assert not any(f.done() for f in sends)  # no reply to the end of DATA yet
+        server.release_data(1)
+        assert wait_for(lambda: [f for f in sends if f.done()], "one message let go")
+        assert len(server.messages()) == 1 and server.held == 2
+        server.hold_data()  # again: the permits are reset, the two still wait
+        server.release_data(5)  # two now, three for later ones
+        assert [f.result(timeout=60) for f in sends] == [{}, {}, {}]
+        send(server, ["later@example.be"])  # a permit left over
+        server.release_data()
+        send(server, ["free@example.be"])  # not holding any more
+        assert len(server.messages()) == 5 and server.held == 0
 
 
 def test_starttls_verifies_against_cafile():

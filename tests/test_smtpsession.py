@@ -12,6 +12,7 @@ import pytest
 from mailer.content.mailing import Message
 from mailer.delivery.smtpsession import Session
 from tests.support.smtpserver import SmtpServer
+from tests.support.waiting import until
 
 MODES = pytest.mark.parametrize("pipelining", [True, False],
                                 ids=["pipelining", "one-command-at-a-time"])
@@ -81,7 +82,7 @@ def test_a_421_before_hanging_up_is_reported_with_its_code(pipelining):
         await session.send(message())
         with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
             await session.send(message("b@example.be"))
-        await asyncio.sleep(0.05)
+        await until(lambda: not session.connected, "the session to see the server hang up")
         return refused.value.code, session.connected
 
     with SmtpServer(pipelining=pipelining) as server:
@@ -113,7 +114,7 @@ def test_a_silent_server_times_out():
         session.close()
 
     with SmtpServer() as server:
-        server.stall(2.0)
+        server.stall(60.0)  # far beyond the client's 0.3 s, however slow the machine
         asyncio.run(go(server))
 
 

@@ -6,14 +6,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from concurrent.futures import Future
 
 from sqlalchemy import text
 
 from mailer.db import make_engine
+from mailer.web import writes
 from mailer.web.writes import Writer
+from tests.support.waiting import TIMEOUT, until
 
 
-def test_changes_are_grouped_a_failure_stays_alone_and_cancelled_ones_are_skipped(db_url):
+def test_changes_are_grouped_a_failure_stays_alone_and_cancelled_ones_are_skipped(
+        db_url, monkeypatch):
+    handed: list[Future] = []  # the writer's future of each change, in the order handed
+
+    class Recorded(Future):
+        def __init__(self) -> None:
+            super().__init__()
+            handed.append(self)
+
+    monkeypatch.setattr(writes, "Future", Recorded)
     engine = make_engine(db_url)
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE t (v INTEGER UNIQUE)")
@@ -24,25 +36,26 @@ def test_changes_are_grouped_a_failure_stays_alone_and_cancelled_ones_are_skippe
         def change(session):  # noqa: ANN001, ANN202
             if v == 0:
                 entered.set()
-                gate.wait(5)  # holds the writer while the others queue up
+                assert gate.wait(TIMEOUT)  # holds the writer while the others queue up
             session.connection().execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": v})
             return v
         return change
 
     async def main() -> list[object]:
         first = asyncio.ensure_future(writer(insert(0)))
-        assert await asyncio.to_thread(entered.wait, 5)  # the writer is inside change 0
+        assert await asyncio.to_thread(entered.wait, TIMEOUT)  # the writer is in change 0
         gone = asyncio.ensure_future(writer(insert(99)))  # its request is cancelled
         others = [asyncio.ensure_future(writer(insert(v))) for v in (1, 2, 1, 3)]
-        await asyncio.sleep(0.05)
+        await until(lambda: len(handed) == 6, "the five changes handed to the writer",
+                    state=lambda: f"{len(handed)} handed")
         gone.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await gone
-        await asyncio.sleep(0.01)  # the cancel reaches the writer's future via a callback
+        await until(handed[1].cancelled, "the cancel to reach the writer's future")
         gate.set()
         results = await asyncio.wait_for(
-            asyncio.gather(first, *others, return_exceptions=True), 5)
-        after = await asyncio.wait_for(writer(insert(4)), 5)  # the writer still works
+            asyncio.gather(first, *others, return_exceptions=True), TIMEOUT)
+        after = await asyncio.wait_for(writer(insert(4)), TIMEOUT)  # the writer still works
         return [*results, after]
 
     results = asyncio.run(main())

@@ -35,6 +35,11 @@ What a client sees and what is recorded:
   offered at once. Without `auth`, AUTH is not advertised.
 * PIPELINING (RFC 2920) is advertised, like Postfix does, unless `pipelining=False`:
   aiosmtpd answers pipelined commands in order.
+* `hold_data()` leaves every end of DATA unanswered, the message not yet recorded, until
+  `release_data(n)` lets n of them go on (`release_data()`: all, and stops holding); `held`
+  is how many wait now and `wait_held(n)` waits until that many do. A test uses it to
+  catch a sender with deliveries in flight, at a moment it chooses instead of one it
+  guesses with a sleep.
 * Faults with `times` fire for that many matching events and then expire (`times=None`:
   until `clear_faults()`). When several faults of one kind match, the oldest one fires.
   `match` is an address or "@domain" (that domain only, not its subdomains), compared
@@ -353,6 +358,7 @@ class _Handler:
     async def handle_DATA(self, conn: _Connection, session: Session,
                           envelope: Envelope) -> str:
         owner = self.owner
+        await owner._wait_until_released()
         stall = owner._take("stall")
         if stall is not None:
             await asyncio.sleep(stall.seconds)
@@ -408,6 +414,9 @@ class SmtpServer:
         self._changed = threading.Condition(self._lock)
         self._faults: list[_Fault] = []
         self._per_session: int | None = None
+        self._holding = False  # hold_data(): ends of DATA wait for release_data()
+        self._permits = 0  # held messages release_data() let go that have not gone yet
+        self._held = 0  # ends of DATA waiting now
         self._live: set[_Connection] = set()
         self._handler = _Handler(self)
         self._tls: ssl.SSLContext | None = None
@@ -524,7 +533,18 @@ class SmtpServer:
         with self._lock:
             return len(self._live)
 
-    def wait_idle(self, timeout: float = 5.0) -> bool:
+    @property
+    def held(self) -> int:
+        """How many ends of DATA wait for `release_data` now."""
+        with self._lock:
+            return self._held
+
+    def wait_held(self, n: int, timeout: float = 60.0) -> bool:
+        """Wait until at least `n` ends of DATA are held; False if not after `timeout`."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._held >= n, timeout)
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
         """Wait until no connection is open; False if some still are after `timeout`."""
         with self._changed:
             return self._changed.wait_for(lambda: not self._live, timeout)
@@ -548,6 +568,27 @@ class SmtpServer:
         with self._lock:
             self.received.append(message)
             conn.delivered += 1
+
+    async def _wait_until_released(self) -> None:
+        """While holding: wait (counted in `held`) until a release lets this one go."""
+        with self._changed:
+            if not self._holding:
+                return
+            self._held += 1
+            self._changed.notify_all()
+        try:
+            while True:
+                with self._lock:
+                    if not self._holding:
+                        return
+                    if self._permits:
+                        self._permits -= 1
+                        return
+                await asyncio.sleep(0.005)
+        finally:
+            with self._changed:
+                self._held -= 1
+                self._changed.notify_all()
 
     # -- faults ---------------------------------------------------------------------------
 
@@ -611,7 +652,26 @@ class SmtpServer:
         with self._lock:
             self._per_session = n
 
+    def hold_data(self) -> None:
+        """From now on, leave every end of DATA unanswered (and the message unrecorded)
+        until `release_data` lets it go."""
+        with self._lock:
+            self._holding, self._permits = True, 0
+
+    def release_data(self, n: int | None = None) -> None:
+        """Let `n` held messages go on (those held now first, then later ones, while
+        holding); None: every one, and stop holding."""
+        if n is not None and n < 0:
+            raise ValueError("n must be None or >= 0")
+        with self._lock:
+            if n is None:
+                self._holding, self._permits = False, 0
+            else:
+                self._permits += n
+
     def clear_faults(self) -> None:
+        """Every fault off, the limit per connection too; held messages go on."""
         with self._lock:
             self._faults.clear()
             self._per_session = None
+            self._holding, self._permits = False, 0

@@ -57,7 +57,7 @@ class WebServer:
 
     def __enter__(self) -> WebServer:
         self._thread.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a generous bound: it takes a moment when idle
         while not self.server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("uvicorn did not start")
@@ -67,7 +67,7 @@ class WebServer:
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=60)
 
     @property
     def url(self) -> str:
@@ -75,7 +75,7 @@ class WebServer:
 
     def request(self, method: str, path: str, *, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> Response:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             reply = conn.getresponse()
