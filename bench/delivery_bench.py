@@ -3,7 +3,8 @@
 In one run, against the same `smtp-sink` on loopback:
 
   A  the engine: `mailer campaign send` of an N-recipient campaign, personalised and
-     DKIM-signed (ed25519 by default), every delivery's state written to the database;
+     DKIM-signed (ed25519 by default; rsa, or both: two signatures a message), every
+     delivery's state written to the database;
   B  a bare aiosmtplib client sending N pre-built messages over 16 reused connections.
 
 Prints messages/s, CPU seconds and peak RSS of each (each runs in its own process,
@@ -12,6 +13,7 @@ measured with wait4), and the ratio A/B.
     .venv/bin/python bench/delivery_bench.py                      # 100,000, ed25519, SQLite
     .venv/bin/python bench/delivery_bench.py --recipients 1000000
     .venv/bin/python bench/delivery_bench.py --dkim rsa
+    .venv/bin/python bench/delivery_bench.py --dkim rsa+ed25519     # two signatures a message
     .venv/bin/python bench/delivery_bench.py --postgres           # the engine on PostgreSQL
 
 Needs /usr/sbin/smtp-sink (Debian package postfix; the bench starts its own sink and
@@ -156,19 +158,26 @@ def add_people(folder: Path, n: int, env: dict[str, str]) -> None:
 def make_project(folder: Path, n: int, port: int, dkim: str, db_url: str | None) -> dict[str, str]:
     from mailer.cli import cli  # noqa: F401 - imported to fail early
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    algorithms = dkim.split("+")  # "rsa+ed25519": a key (and a signature) each
+    keys = {f"bench{i}": (algorithm, folder / f"dkim{i}.pem")
+            for i, algorithm in enumerate(algorithms)}
     env.update({"MAILER_DELIVERY__TRANSPORT": f"smtp://127.0.0.1:{port}?tls=none",
                 "MAILER_DELIVERY__RATE": "0", "MAILER_DELIVERY__CONNECTIONS": "16",
                 "MAILER_DELIVERY__MESSAGES_PER_CONNECTION": "100000",
-                "MAILER_SENDING__DKIM_SELECTOR": "bench",
-                "MAILER_SENDING__DKIM_KEY": str(folder / "dkim.pem")})
+                "MAILER_SENDING__DKIM_KEYS": ",".join(
+                    f"{selector}:{path}" for selector, (_, path) in keys.items())})
     if db_url:
         env["MAILER_DATABASE_URL"] = db_url
     mailer = [sys.executable, "-m", "mailer"]
     subprocess.run([*mailer, "init", str(folder)], check=True, env=env,
                    capture_output=True)
     run = {"cwd": folder, "env": env, "check": True, "capture_output": True}
-    subprocess.run([*mailer, "dkim", "keygen", "--domain", "example.be", "--selector", "bench",
-                    "--algorithm", dkim, "--out", str(folder / "dkim.pem")], **run)
+    records = {}
+    for selector, (algorithm, path) in keys.items():
+        made = subprocess.run([*mailer, "dkim", "keygen", "--domain", "example.be", "--selector",
+                               selector, "--algorithm", algorithm, "--out", str(path),
+                               "--json"], **run)
+        records[selector] = json.loads(made.stdout)["value"].encode()
     add_people(folder, n, env)
     (folder / "templates" / "bench.html.j2").write_text(
         (ROOT / "templates" / "newsletter.html.j2").read_text().replace(
@@ -179,13 +188,31 @@ def make_project(folder: Path, n: int, port: int, dkim: str, db_url: str | None)
     subprocess.run([*mailer, "campaign", "create", "bench", "--list", "nieuwsbrief",
                     "--template", "templates/bench.html.j2", "--subject",
                     "{{ subscriber.first_name | default('Beste lezer') }}, ons nieuws"], **run)
+    check_signatures(folder, run, records)
     return env
+
+
+def check_signatures(folder: Path, run: dict, records: dict[str, bytes]) -> None:
+    """A preview of the bench message carries one DKIM signature per key, each valid."""
+    import dkim
+
+    shown = subprocess.run([sys.executable, "-m", "mailer", "preview", "--template",
+                            "templates/bench.html.j2", "--out", "preview", "--json"], **run)
+    eml = (folder / json.loads(shown.stdout)["files"]["eml"]).read_bytes()
+    checker = dkim.DKIM(eml)
+    for idx in range(len(records)):
+        if not checker.verify(idx=idx, dnsfunc=lambda name, timeout=5: records[
+                name.decode().split(".")[0]]):
+            raise SystemExit(f"DKIM signature {idx} of the bench message does not verify")
+    if eml.split(b"\r\n\r\n")[0].count(b"DKIM-Signature:") != len(records):
+        raise SystemExit("the bench message does not carry one signature per key")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipients", type=int, default=100_000)
-    parser.add_argument("--dkim", choices=["ed25519", "rsa"], default="ed25519")
+    parser.add_argument("--dkim", choices=["ed25519", "rsa", "rsa+ed25519"], default="ed25519",
+                        help="the signing key(s); rsa+ed25519: two signatures a message")
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--skip-bare", action="store_true")
     parser.add_argument("--rate", type=float, default=None,

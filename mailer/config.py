@@ -28,6 +28,7 @@ from mailer.errors import ConfigError
 __all__ = [
     "CONFIG_NAME",
     "Delivery",
+    "DkimKey",
     "SECRET_NAMES",
     "Organisation",
     "Secrets",
@@ -57,6 +58,13 @@ class Organisation(_Section):
     logo_url: str = ""
     primary_colour: str = "#1f5f8b"
     accent_colour: str = "#f2a900"
+
+
+class DkimKey(_Section):
+    """One DKIM signing key: its private key file and the selector it is published under."""
+
+    key: str = Field(min_length=1)  # the private key file, relative to mailer.toml
+    selector: str = Field(min_length=1)  # published as SELECTOR._domainkey.DOMAIN
 
 
 _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -89,8 +97,12 @@ class Sending(_Section):
 
     domain: str = ""  # Message-ID, List-Id, DKIM d=; default: the list's From domain
     bounce_domain: str = ""  # envelope sender bounces+TOKEN@…; default: `domain`
-    dkim_key: str = ""  # private key file from `mailer dkim keygen`; empty: not signed
-    dkim_selector: str = ""  # the selector the key is published under (DNS)
+    # The signing keys (`mailer dkim keygen --configure` adds one): every message gets one
+    # DKIM-Signature per key, e.g. an RSA-2048 and an ed25519 one (RFC 8463). None: unsigned.
+    # dkim_keys = [{ key = "dkim/mail2026.example.be.rsa.pem", selector = "mail2026" }, …]
+    dkim_keys: list[DkimKey] = Field(default_factory=list)
+    dkim_key: str = ""  # one key the older way (signs beside dkim_keys); empty: none
+    dkim_selector: str = ""  # the selector dkim_key is published under (DNS)
     feedback_id: str = ""  # the sender part of Feedback-ID; default: the project name
     # The name mailer gives in EHLO; default: this machine's name when it is a fully
     # qualified one, else `domain`, else the envelope sender's domain. Never localhost.
@@ -104,6 +116,38 @@ class Sending(_Section):
         if problem:
             raise ValueError(problem)
         return value
+
+    @field_validator("dkim_keys", mode="before")
+    @classmethod
+    def _keys_from_text(cls, value: Any) -> Any:
+        """MAILER_SENDING__DKIM_KEYS: `selector:keyfile`, several separated by commas."""
+        if not isinstance(value, str):
+            return value
+        keys = []
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            selector, colon, key = item.partition(":")
+            if not colon or not selector.strip() or not key.strip():
+                raise ValueError(f"{item!r} is not selector:keyfile")
+            keys.append({"selector": selector.strip(), "key": key.strip()})
+        return keys
+
+    def signing_keys(self) -> list[DkimKey]:
+        """Every configured key: `dkim_key` first (when set), then `dkim_keys`; a
+        ConfigError when a selector is missing or used twice."""
+        keys = list(self.dkim_keys)
+        if self.dkim_key:
+            if not self.dkim_selector:
+                raise ConfigError("[sending] dkim_key is set but dkim_selector is not.",
+                                  hint="Use the selector the key was published under.")
+            keys.insert(0, DkimKey(key=self.dkim_key, selector=self.dkim_selector))
+        seen: set[str] = set()
+        for entry in keys:
+            if entry.selector.lower() in seen:
+                raise ConfigError(f"[sending] DKIM selector {entry.selector!r} is configured "
+                                  "twice.", hint="Each key is published under its own "
+                                  "selector.")
+            seen.add(entry.selector.lower())
+        return keys
 
 
 class Delivery(_Section):

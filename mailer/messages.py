@@ -12,12 +12,12 @@ from mailer.config import Settings
 from mailer.content.dkim import Signer as DkimSigner
 from mailer.content.dkim import load_key
 from mailer.content.mailing import CampaignInfo, ListInfo, Mailing, Recipient, load_sources
-from mailer.errors import ConfigError, InvalidInput
+from mailer.errors import InvalidInput
 from mailer.models import MailingList, Subscriber
 from mailer.project import Project
 
-__all__ = ["dkim_signer", "list_info", "make_mailing", "recipient", "resolve_template",
-           "sample_recipient"]
+__all__ = ["dkim_keys", "dkim_signers", "list_info", "make_mailing", "recipient",
+           "resolve_template", "sample_recipient"]
 
 
 def list_info(row: MailingList) -> ListInfo:
@@ -56,16 +56,18 @@ def resolve_template(settings: Settings, path: str) -> tuple[Path, str]:
                        hint=f"Templates live in {settings.templates_path}.")
 
 
-def dkim_signer(settings: Settings, domain: str) -> DkimSigner | None:
-    """The DKIM signer from [sending] dkim_key/dkim_selector, or None when not set."""
-    sending = settings.sending
-    if not sending.dkim_key:
-        return None
-    if not sending.dkim_selector:
-        raise ConfigError("[sending] dkim_key is set but dkim_selector is not.",
-                          hint="Use the selector the key was published under.")
-    return DkimSigner(load_key(settings.path(sending.dkim_key)), domain=domain,
-                      selector=sending.dkim_selector)
+def dkim_keys(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """(key file, selector) of every configured DKIM key ([sending] dkim_keys and the
+    older dkim_key/dkim_selector), the files resolved against the project."""
+    return tuple((str(settings.path(k.key)), k.selector)
+                 for k in settings.sending.signing_keys())
+
+
+def dkim_signers(settings: Settings, domain: str) -> tuple[DkimSigner, ...]:
+    """A signer per configured key (none: messages go unsigned); each key file is loaded
+    and checked (readable by its owner only) here."""
+    return tuple(DkimSigner(load_key(Path(path)), domain=domain, selector=selector)
+                 for path, selector in dkim_keys(settings))
 
 
 def make_mailing(project: Project, *, template: str, subject: str,
@@ -81,4 +83,4 @@ def make_mailing(project: Project, *, template: str, subject: str,
         public_url=settings.public_url, tokens=project.signer, domain=domain,
         bounce_domain=settings.sending.bounce_domain,
         feedback_sender=settings.sending.feedback_id or settings.project,
-        dkim=dkim_signer(settings, domain))
+        dkim=dkim_signers(settings, domain))

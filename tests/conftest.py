@@ -8,6 +8,7 @@ copy; PostgreSQL: CREATE DATABASE … TEMPLATE), so each test has its own clean 
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -80,6 +81,18 @@ def project(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Pat
     monkeypatch.setenv("MAILER_DATABASE_URL", db_url)
     monkeypatch.chdir(folder)
     return folder
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project made by `mailer init` with its own SQLite file and no MAILER_* variables,
+    as the current folder: for tests of the settings, not of the database."""
+    for name in list(os.environ):
+        if name.startswith("MAILER_"):
+            monkeypatch.delenv(name)
+    create_project(tmp_path / "news")
+    monkeypatch.chdir(tmp_path / "news")
+    return tmp_path / "news"
 
 
 @pytest.fixture

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
 
 from mailer.cli import cli
 from mailer.config import load_settings
 from mailer.errors import ConfigError
-from mailer.scaffold import create_project
-
-
-@pytest.fixture
-def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith("MAILER_"):
-            monkeypatch.delenv(name)
-    create_project(tmp_path / "news")
-    monkeypatch.chdir(tmp_path / "news")
-    return tmp_path / "news"
 
 
 def test_found_in_current_folder_then_env_then_explicit(folder, tmp_path, monkeypatch):

@@ -3,11 +3,20 @@
 Signing runs on OpenSSL through `cryptography`: dkimpy's pure-Python RSA costs ~7 ms a
 message, OpenSSL ~0.3 ms; dkimpy stays the reference verifier in the tests.
 
+A message can carry several signatures, one per configured key: RFC 8463 (section 4)
+advises signing with an RSA key beside an ed25519 one, because many verifiers (Debian 12's
+Mail::DKIM, older milters) cannot check ed25519 and would see no valid signature at all.
+`sign()` hashes the body and canonicalises the headers once for all keys; each key adds
+only its own signature.
+
 The signed header list is explicit and includes List-Unsubscribe and
 List-Unsubscribe-Post, which RFC 8058 requires to be signed (dkimpy's default list leaves
-the latter out). From, To, Subject and the List-Unsubscribe pair are signed once more
-than they occur ("over-signing"), so nobody can add a second one without breaking the
-signature.
+the latter out). Every name in it is signed once more than it occurs ("over-signing",
+RFC 6376 section 8.15), an absent one once: nobody can add a Reply-To, a second From, a
+Cc or a Content-Type without breaking the signature.
+
+Key files must be readable by their owner only (like an SSH key): `load_key` refuses
+one that its group or others can read.
 """
 
 from __future__ import annotations
@@ -15,7 +24,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import stat
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -23,13 +34,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from mailer.errors import MailerError
 
-__all__ = ["SIGNED_HEADERS", "Signer", "generate_key", "load_key", "txt_record"]
+__all__ = ["SIGNED_HEADERS", "Signer", "generate_key", "load_key", "sign", "txt_record",
+           "txt_strings"]
 
-SIGNED_HEADERS = ("from", "to", "subject", "date", "message-id", "reply-to", "list-id",
-                  "list-unsubscribe", "list-unsubscribe-post", "feedback-id",
-                  "mime-version", "content-type")
-OVERSIGNED = ("from", "to", "subject", "list-unsubscribe", "list-unsubscribe-post")
-_SIGNED = tuple((name, name.encode(), name in OVERSIGNED) for name in SIGNED_HEADERS)
+SIGNED_HEADERS = ("from", "sender", "reply-to", "to", "cc", "subject", "date", "message-id",
+                  "in-reply-to", "references", "list-id", "list-unsubscribe",
+                  "list-unsubscribe-post", "feedback-id", "mime-version", "content-type",
+                  "content-transfer-encoding")
+_SIGNED = tuple((name, name.encode()) for name in SIGNED_HEADERS)
 
 _WSP = re.compile(rb"[ \t]+")
 _FOLD = re.compile(rb"\r\n(?=[ \t])")
@@ -90,7 +102,7 @@ class Signer:
         self.algorithm = "ed25519-sha256" if isinstance(key, ed25519.Ed25519PrivateKey) \
             else "rsa-sha256"
         self.domain, self.selector = domain, selector
-        self._heads: dict[tuple[str, ...], str] = {}
+        self._heads: dict[tuple[str, ...], tuple[str, bytes]] = {}
 
     def _sign(self, data: bytes) -> bytes:
         if isinstance(self._key, ed25519.Ed25519PrivateKey):
@@ -98,29 +110,15 @@ class Signer:
         return self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
 
     def sign(self, message: bytes, *, now: int | None = None) -> bytes:
-        """The message with a DKIM-Signature header in front."""
-        headers, body = _split(message)
-        body_hash = base64.b64encode(hashlib.sha256(_relaxed_body(body)).digest()).decode()
-        present: dict[bytes, list[bytes]] = {}
-        for name, value in headers:
-            present.setdefault(name.strip().lower(), []).append(value)
-        names: list[str] = []
-        signed: list[bytes] = []
-        for name, raw_name, oversigned in _SIGNED:
-            values = present.get(raw_name)
-            if not values:
-                continue
-            # RFC 6376 5.4.2: several instances are signed from the bottom up.
-            for value in reversed(values):
-                names.append(name)
-                signed.append(_relaxed_header(raw_name, value))
-            if oversigned:
-                names.append(name)  # a header that is absent is signed as empty
-        head, canonical_head = self._head(tuple(names))
-        tail = f" t={now or int(time.time())}; bh={body_hash}; b="
-        signed.append(canonical_head + tail.encode("ascii"))
-        signature = base64.b64encode(self._sign(b"\r\n".join(signed))).decode()
-        return _with_signature(f"{head}\r\n{tail}", signature) + message
+        """The message with this key's DKIM-Signature header in front."""
+        return sign(message, (self,), now=now)
+
+    def header(self, names: tuple[str, ...], signed: bytes, tail: str) -> bytes:
+        """This key's DKIM-Signature header over the canonical `signed` header lines
+        (each ending in CRLF) and the tags `tail` (t=, bh=, b=)."""
+        head, canonical_head = self._head(names)
+        signature = self._sign(signed + canonical_head + tail.encode("ascii"))
+        return _with_signature(f"{head}\r\n{tail}", base64.b64encode(signature).decode())
 
     def _head(self, names: tuple[str, ...]) -> tuple[str, bytes]:
         """The tags that are the same for a whole mailing (all but t=, bh= and b=),
@@ -133,6 +131,31 @@ class Signer:
             if len(self._heads) < 64:
                 self._heads[names] = cached
         return cached
+
+
+def sign(message: bytes, signers: Iterable[Signer], *, now: int | None = None) -> bytes:
+    """The message with one DKIM-Signature header per signer in front, the first signer's
+    on top. The body hash and the signed header lines are computed once for all."""
+    signers = tuple(signers)
+    if not signers:
+        return message
+    headers, body = _split(message)
+    body_hash = base64.b64encode(hashlib.sha256(_relaxed_body(body)).digest()).decode()
+    present: dict[bytes, list[bytes]] = {}
+    for name, value in headers:
+        present.setdefault(name.strip().lower(), []).append(value)
+    names: list[str] = []
+    signed: list[bytes] = []
+    for name, raw_name in _SIGNED:
+        values = present.get(raw_name, ())
+        # RFC 6376 5.4.2: several instances are signed from the bottom up; one more
+        # instance than there is (over-signing) is signed as empty.
+        names.extend([name] * (len(values) + 1))
+        for value in reversed(values):
+            signed.append(_relaxed_header(raw_name, value) + b"\r\n")
+    tail = f" t={now or int(time.time())}; bh={body_hash}; b="
+    joined, key = b"".join(signed), tuple(names)
+    return b"".join([*(s.header(key, joined, tail) for s in signers), message])
 
 
 def _fold(tags: str) -> str:
@@ -175,9 +198,18 @@ def private_pem(key: PrivateKey) -> bytes:
 
 
 def load_key(path: Path) -> PrivateKey:
+    """The private key in `path`; a MailerError when the file is missing, unreadable,
+    not a key, or readable by its group or others."""
     try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise MailerError(f"The DKIM key {path} can be read by other users "
+                              f"(mode {mode:o}).", hint=f"Run: chmod 600 {path}")
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
+    except OSError as exc:
+        raise MailerError(f"Cannot read the DKIM key {path}: {exc.strerror or exc}") \
+            from None
+    except (ValueError, TypeError) as exc:
         raise MailerError(f"Cannot read the DKIM key {path}: {exc}") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey):
         raise MailerError(f"{path} is not an ed25519 or RSA key.")
@@ -193,3 +225,10 @@ def txt_record(key: PrivateKey) -> str:
     der = public.public_bytes(serialization.Encoding.DER,
                               serialization.PublicFormat.SubjectPublicKeyInfo)
     return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+
+
+def txt_strings(record: str, size: int = 255) -> list[str]:
+    """The record cut into the character-strings of a TXT record: at most 255 bytes each
+    (RFC 1035 3.3); verifiers join them without a separator (RFC 6376 3.6.2.2). The
+    record is ASCII, so a character is a byte."""
+    return [record[i:i + size] for i in range(0, len(record), size)] or [""]

@@ -4,8 +4,9 @@ Everything that is the same for every recipient happens in the constructor, once
 template version: extends and includes resolved, Markdown converted, CSS inlined
 (premailer), the text part derived, the campaign's constants (organisation, texts, list,
 campaign) rendered into the templates (per language, on first use), the constant headers
-encoded, the DKIM tags folded. Per recipient, `message()` only renders three small Jinja
-templates (subject, text, HTML), makes the message's token, joins bytes and signs them.
+encoded, the DKIM tags folded (per key: a message can carry an RSA and an ed25519
+signature). Per recipient, `message()` only renders three small Jinja templates
+(subject, text, HTML), makes the message's token, joins bytes and signs them.
 Section 10 of docs/architecture.md has the cost of each step.
 
 Every message carries one token (tokens.Purpose.MESSAGE), bound to subscriber, list and
@@ -40,6 +41,7 @@ from jinja2 import Template
 from mailer.content.compose import Attachment, Composer
 from mailer.content.constants import prerender_constants
 from mailer.content.dkim import Signer as DkimSigner
+from mailer.content.dkim import sign as dkim_sign
 from mailer.content.environment import (
     MailEnvironment,
     TemplateProblem,
@@ -183,8 +185,10 @@ class Mailing:
     def __init__(self, *, sources: TemplateSources, subject: str, mailing_list: ListInfo,
                  campaign: CampaignInfo, organisation: dict[str, Any], public_url: str,
                  tokens: TokenSigner, domain: str = "", bounce_domain: str = "",
-                 feedback_sender: str = "mailer", dkim: DkimSigner | None = None,
+                 feedback_sender: str = "mailer",
+                 dkim: DkimSigner | Sequence[DkimSigner] | None = None,
                  env: MailEnvironment | None = None) -> None:
+        """`dkim`: a signer, or several (e.g. RSA and ed25519): each adds its signature."""
         self.sources = sources
         self.list = mailing_list
         self.campaign = campaign
@@ -196,7 +200,8 @@ class Mailing:
         self._tokens = tokens
         self.domain = (domain or mailing_list.from_address.rpartition("@")[2]).lower()
         self.bounce_domain = (bounce_domain or self.domain).lower()
-        self._dkim = dkim
+        self._dkim: tuple[DkimSigner, ...] = (dkim,) if isinstance(dkim, DkimSigner) \
+            else tuple(dkim or ())
         self._variants: dict[str, _Variant] = {}
         feedback = ":".join(re.sub(r"[^A-Za-z0-9._-]", "-", part) for part in (
             campaign.slug, mailing_list.slug, feedback_sender))
@@ -208,7 +213,7 @@ class Mailing:
 
     @property
     def signed(self) -> bool:
-        return self._dkim is not None
+        return bool(self._dkim)
 
     def _variant(self, language: str | None) -> _Variant:
         language = language if language in LANGUAGES else self.list.language
@@ -284,7 +289,7 @@ class Mailing:
                                "?subject=unsubscribe",
             message_id=message_id, date=now, attachments=attachments)
         data = composed.data
-        if self._dkim is not None:
-            data = self._dkim.sign(data, now=int(now.timestamp()))
+        if self._dkim:
+            data = dkim_sign(data, self._dkim, now=int(now.timestamp()))
         return Message(data, f"bounces+{token.address}@{self.bounce_domain}",
                        recipient.email, message_id, composed.smtputf8)

@@ -74,14 +74,13 @@ class MailingRecipe:
     sending_domain: str = ""
     bounce_domain: str = ""
     feedback_sender: str = "mailer"
-    dkim_key: str | None = None  # the key file
-    dkim_selector: str | None = None
+    dkim: tuple[tuple[str, str], ...] = ()  # (key file, selector) per signing key
     dkim_rsa: bool = False  # signing is the slow part: more helpers pay
 
     def mailing_for(self) -> Callable[[int], Mailing]:
         """list id -> its Mailing, each made once, when first needed."""
         tokens = TokenSigner(self.token_keys[0], self.token_keys[1])
-        key = load_key(Path(self.dkim_key)) if self.dkim_key else None
+        keys = [(load_key(Path(path)), selector) for path, selector in self.dkim]
         cache: dict[int, Mailing] = {}
 
         def mailing_for(list_id: int) -> Mailing:
@@ -93,8 +92,8 @@ class MailingRecipe:
                     campaign=self.campaign, organisation=self.organisation,
                     public_url=self.public_url, tokens=tokens, domain=domain,
                     bounce_domain=self.bounce_domain, feedback_sender=self.feedback_sender,
-                    dkim=DkimSigner(key, domain=domain, selector=self.dkim_selector or "")
-                    if key is not None else None)
+                    dkim=[DkimSigner(key, domain=domain, selector=selector)
+                          for key, selector in keys])
             return cache[list_id]
         return mailing_for
 

@@ -32,7 +32,7 @@ from mailer.delivery.rendering import (
 from mailer.delivery.sender import Sender, SendReport
 from mailer.delivery.transports import Outcome, Transport, default_helo_name, make_transport
 from mailer.errors import InvalidInput, MailerError
-from mailer.messages import dkim_signer, list_info, make_mailing, recipient
+from mailer.messages import dkim_keys, dkim_signers, list_info, make_mailing, recipient
 from mailer.models import (
     Campaign,
     CampaignState,
@@ -137,8 +137,8 @@ def recipe_for(project: Project, campaign: Campaign) -> MailingRecipe:
         lists = {ml.id: list_info(ml) for ml in session.exec(select(MailingList).where(
             MailingList.id.in_(campaign.list_ids)))}  # type: ignore[union-attr]
     sending = settings.sending
-    # a missing selector or key file is said here, before any helper starts
-    check = dkim_signer(settings, "check.invalid") if sending.dkim_key else None
+    # a missing selector or a bad key file is said here, before any helper starts
+    check = dkim_signers(settings, "check.invalid")
     current, previous = settings.secrets.signer_keys()
     return MailingRecipe(
         sources=snapshot_sources(campaign),
@@ -148,9 +148,8 @@ def recipe_for(project: Project, campaign: Campaign) -> MailingRecipe:
         public_url=settings.public_url, token_keys=(current, tuple(previous)),
         sending_domain=sending.domain, bounce_domain=sending.bounce_domain,
         feedback_sender=sending.feedback_id or settings.project,
-        dkim_key=str(settings.path(sending.dkim_key)) if sending.dkim_key else None,
-        dkim_selector=sending.dkim_selector or None,
-        dkim_rsa=check is not None and check.algorithm.startswith("rsa"))
+        dkim=dkim_keys(settings),
+        dkim_rsa=any(signer.algorithm.startswith("rsa") for signer in check))
 
 
 def mailings_for(project: Project, campaign: Campaign) -> Callable[[int], Mailing]:

@@ -55,8 +55,9 @@ accent_colour = "#f2a900"
 # domain = "example.be"            # Message-ID, List-Id, DKIM d= (default: the From domain)
 # bounce_domain = "bounce.example.be"   # envelope sender bounces+TOKEN@… (default: domain)
 # helo_name = "mailer.example.be"   # said in EHLO (default: this machine's FQDN, else domain)
-# dkim_key = "dkim/mail2026.example.be.rsa.pem"   # from `mailer dkim keygen`
-# dkim_selector = "mail2026"
+# DKIM: `mailer dkim keygen --domain example.be --selector mail2026 --configure` adds a key
+# here; again with `--algorithm ed25519 --selector mail2026e` to sign with both (RFC 8463).
+# dkim_keys = [{{ key = "dkim/mail2026.example.be.rsa.pem", selector = "mail2026" }}]
 
 [delivery]
 # A new project delivers into a local folder: nobody real gets mail until you set a relay:
