@@ -9,6 +9,9 @@ CHROMIUM := /usr/bin/chromium
 # (tests/support/mailserver.py starts it unprivileged on loopback; no system service is used).
 DOVECOT := /usr/lib/dovecot/imap /usr/lib/dovecot/pop3
 DOVECOT_PACKAGES := dovecot-imapd dovecot-pop3d
+# The doctor's tests serve their DNS zone with Debian's dnsmasq (tests/support/dnsserver.py
+# starts it unprivileged on a loopback port; no system service is used).
+DNSMASQ := /usr/sbin/dnsmasq
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 
 .PHONY: demo test lint bench clean
@@ -30,10 +33,14 @@ $(DOVECOT) &:
 	@[ "$$(id -u)" = 0 ] || { echo "dovecot is missing: install the Debian packages $(DOVECOT_PACKAGES)" >&2; exit 1; }
 	$(APT_INSTALL) $(DOVECOT_PACKAGES) || { apt-get update && $(APT_INSTALL) $(DOVECOT_PACKAGES); }
 
+$(DNSMASQ):
+	@[ "$$(id -u)" = 0 ] || { echo "$(DNSMASQ) is missing: install the Debian package dnsmasq-base" >&2; exit 1; }
+	$(APT_INSTALL) dnsmasq-base || { apt-get update && $(APT_INSTALL) dnsmasq-base; }
+
 demo: $(STAMP)
 	$(BIN)/python -m mailer.demo
 
-test: $(STAMP) | $(CHROMIUM) $(DOVECOT)
+test: $(STAMP) | $(CHROMIUM) $(DOVECOT) $(DNSMASQ)
 	$(BIN)/ruff check mailer tests bench
 	$(BIN)/pytest -q
 

@@ -106,6 +106,7 @@ def _register() -> None:
         configcmd,
         dbcmd,
         dkimcmd,
+        doctorcmd,
         gdprcmd,
         initcmd,
         listscmd,
@@ -122,6 +123,7 @@ def _register() -> None:
     cli.add_command(gdprcmd.incidents)
     cli.add_command(templatescmd.preview)
     cli.add_command(campaigncmd.run)
+    cli.add_command(doctorcmd.command)
 
 
 _register()
