@@ -233,6 +233,49 @@ def test_faults_are_deferred_and_retried_or_bounced_never_skipped(run, project, 
     assert replies[addresses[3]].startswith("554 5.7.1")
 
 
+@pytest.mark.parametrize("smtp", [True, False], indirect=True,
+                         ids=["pipelining", "one-command-at-a-time"])
+def test_a_reply_lost_after_the_final_dot_is_unknown_and_never_resent(run, project, smtp,
+                                                                      monkeypatch):
+    """The server takes two messages and hangs up before their 250s (RFC 1047): the
+    sender cannot know they arrived, so they end "unknown", reported and counted, and
+    no run sends them again (they did arrive: a resend would be a duplicate)."""
+    configure(monkeypatch, smtp, connections=2)
+    addresses = people(run, project, 20)
+    lost = {addresses[3], addresses[11]}
+    for address in lost:
+        smtp.drop_after_data(match=address)
+    create(run)
+    result = run("campaign", "send", "dec", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["finished"] and report["sent"] == 18 and report["unknown"] == 2
+    assert report["deferred"] == 0
+    got = Counter(r for m in smtp.messages() for r in m.recipients)
+    assert sorted(got) == sorted(addresses) and set(got.values()) == {1}
+    final = states(run)
+    assert {a for a, s in final.items() if s == "unknown"} == lost
+    rows = json.loads(run("campaign", "deliveries", "dec", "--state", "unknown",
+                          "--json").stdout)
+    assert all("no reply after the end of the message" in r["last_reply"] for r in rows)
+    shown = json.loads(run("campaign", "show", "dec", "--json").stdout)
+    assert shown["state"] == "sent" and shown["counts"] == {"sent": 18, "unknown": 2}
+    assert run("run", "--json").exit_code == 0  # nothing is due: unknown is not resent
+    assert len(smtp.messages()) == 20
+
+
+def test_the_send_report_says_how_many_are_unknown(run, project, smtp, monkeypatch):
+    configure(monkeypatch, smtp, connections=1)
+    addresses = people(run, project, 3)
+    smtp.drop_after_data(match=addresses[1])
+    create(run)
+    result = run("campaign", "send", "dec", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "2 sent, 1 unknown" in result.output
+    assert "1 deliveries got no reply after the end of their message" in result.output
+    assert len(smtp.messages()) == 3
+
+
 def test_a_deferral_that_never_ends_fails_after_max_attempts(run, project, smtp, monkeypatch):
     configure(monkeypatch, smtp, max_attempts=3)
     addresses = people(run, project, 3)

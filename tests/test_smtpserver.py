@@ -181,6 +181,18 @@ def test_drop_during_data_is_a_disconnect_and_nothing_is_recorded():
         assert len(server.messages()) == 1
 
 
+def test_drop_after_data_records_the_message_and_hangs_up_before_the_250():
+    with SmtpServer() as server:
+        server.drop_after_data(match="@lost.example")
+        send(server, ["an@example.be"])  # not matched: answered as usual
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            send(server, ["bo@lost.example"])
+        assert server.wait_idle()
+        assert server.recipients() == ["an@example.be", "bo@lost.example"]  # taken
+        send(server, ["bo@lost.example"])  # times=1: the next one is answered
+        assert len(server.messages()) == 3
+
+
 def test_greeting_421_then_close():
     with SmtpServer() as server:
         server.greet_with(421, "4.3.2 Too busy")

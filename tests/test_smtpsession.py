@@ -10,7 +10,7 @@ import aiosmtplib
 import pytest
 
 from mailer.content.mailing import Message
-from mailer.delivery.smtpsession import Session
+from mailer.delivery.smtpsession import ReplyLost, Session
 from tests.support.smtpserver import SmtpServer
 from tests.support.waiting import until
 
@@ -105,11 +105,27 @@ def test_a_connection_dropped_during_data_is_a_disconnect(pipelining):
         assert server.messages() == []
 
 
+@MODES
+def test_a_reply_lost_after_the_final_dot_is_not_a_plain_disconnect(pipelining):
+    """The server took the message and hung up before its 250: the session cannot know
+    whether it arrived, and says so (ReplyLost), unlike a drop before the data went."""
+    async def go(server: SmtpServer) -> None:
+        session = await session_with(server)
+        with pytest.raises(ReplyLost):
+            await session.send(message())
+        assert not session.connected
+
+    with SmtpServer(pipelining=pipelining) as server:
+        server.drop_after_data()
+        asyncio.run(go(server))
+        assert server.recipients() == ["an@example.be"]
+
+
 def test_a_silent_server_times_out():
     async def go(server: SmtpServer) -> None:
         session = await session_with(server)
         session.timeout = 0.3
-        with pytest.raises((TimeoutError, aiosmtplib.SMTPTimeoutError)):
+        with pytest.raises(ReplyLost, match="did not answer in time"):  # after the dot
             await session.send(message())
         session.close()
 

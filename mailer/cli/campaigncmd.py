@@ -533,7 +533,7 @@ def _deadline(max_seconds: float | None) -> float | None:
 
 def _line(figures: dict[str, Any]) -> str:
     parts = [f"{figures[k]:,} {k}" for k in ("sent", "deferred", "failed", "bounced",
-                                             "skipped") if figures[k]]
+                                             "skipped", "unknown") if figures.get(k)]
     return (", ".join(parts) or "nothing sent") + f" in {figures['seconds']:.0f} s"
 
 
@@ -593,6 +593,11 @@ def _report(name: str, report: SendReport, done: bool, as_json: bool) -> None:
         console.print(f"{report.unknown_found:,} deliveries were in flight when an earlier "
                       "sender stopped: marked unknown (see `campaign deliveries --state "
                       "unknown`; --retry-unknown resends them).")
+    if data["unknown"]:
+        console.print(f"{data['unknown']:,} deliveries got no reply after the end of their "
+                      "message: they may have arrived, and are marked unknown, not resent "
+                      "(see `campaign deliveries --state unknown`; --retry-unknown resends "
+                      "them).", highlight=False)
     if done:
         console.print(f"{name} is sent.")
     elif report.paused_reason:

@@ -13,6 +13,8 @@ The promises, and what keeps them:
   "unknown" and are not resent unless asked (`--retry-unknown`). A worker's result is
   written in the same transaction as its next mark, or an earlier one, so at most
   `connections` rows can ever be "sending".
+  The same holds when a relay's reply to the end of a message is lost (the connection
+  drops, the relay falls silent): that delivery becomes "unknown" at once.
 - **Never skipped.** A delivery leaves the outbox only with an outcome: sent, bounced,
   failed (after `max_attempts` deferrals), or skipped with the reason (unsubscribed,
   suppressed, erased) checked at send time. Stopping (pause, cancel, --max-seconds, a
@@ -376,6 +378,7 @@ def summary(report: SendReport) -> dict[str, Any]:
             "failed": report.counts[DeliveryState.FAILED],
             "bounced": report.counts[DeliveryState.BOUNCED],
             "skipped": report.counts[DeliveryState.SKIPPED],
+            "unknown": report.counts[DeliveryState.UNKNOWN],
             "unknown_found": report.unknown_found, "unknown_requeued": report.unknown_requeued,
             "seconds": round(report.seconds, 2), "rate": round(report.rate, 1),
             "stopped": report.stopped, "paused_reason": report.paused_reason,

@@ -20,7 +20,10 @@ with a dot at all (headers, base64 and MIME boundaries never do).
 
 Refusals raise aiosmtplib's exceptions (SMTPSenderRefused, SMTPRecipientRefused,
 SMTPDataError), a lost connection SMTPServerDisconnected, a silent server TimeoutError:
-the transport turns them into outcomes.
+the transport turns them into outcomes. Once the end of DATA (the final dot) has been
+written, a lost connection or a silent server raises `ReplyLost` instead: the server
+may have taken the message before its reply got lost (RFC 1047), so the delivery is
+"unknown", never resent on its own.
 """
 
 from __future__ import annotations
@@ -33,9 +36,13 @@ from aiosmtplib import SMTPResponse
 
 from mailer.content.mailing import Message
 
-__all__ = ["Session"]
+__all__ = ["ReplyLost", "Session"]
 
 MAX_REPLY = 64 * 1024  # a reply longer than this is not SMTP
+
+
+class ReplyLost(Exception):
+    """No reply to the end of DATA: the message may or may not have been taken."""
 
 
 class Session:
@@ -80,7 +87,14 @@ class Session:
                 await replies.read(1, self.timeout)
             raise refusal
         replies.write(data + b".\r\n")
-        (done,) = await replies.read(1, self.timeout)
+        try:
+            (done,) = await replies.read(1, self.timeout)
+        except (TimeoutError, aiosmtplib.SMTPServerDisconnected) as exc:
+            raise ReplyLost(_what(exc)) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code >= 0:
+                raise
+            raise ReplyLost(_what(exc)) from exc  # garbled: not a reply we can read
         if done.code != 250:
             raise aiosmtplib.SMTPDataError(done.code, done.message)
         return done
@@ -105,9 +119,10 @@ class Session:
         protocol.write(data + b".\r\n")
         try:
             reply = await protocol.read_response(timeout=self.timeout)
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        except (TimeoutError, aiosmtplib.SMTPServerDisconnected,
+                aiosmtplib.SMTPTimeoutError) as exc:
             client.close()
-            raise
+            raise ReplyLost(_what(exc)) from exc
         if reply.code != 250:
             raise aiosmtplib.SMTPDataError(reply.code, reply.message)
         return reply
@@ -155,6 +170,10 @@ def _refusal(replies: list[SMTPResponse],
         if stage == 2 and reply.code != 354:
             return aiosmtplib.SMTPDataError(reply.code, reply.message)
     return None
+
+
+def _what(exc: BaseException) -> str:
+    return " ".join((str(exc) or type(exc).__name__).split())
 
 
 def _dot_stuffed(data: bytes) -> bytes:

@@ -18,7 +18,9 @@ domain: never localhost, which receivers count against the mail.
 `send()` never raises for what a relay says or does; it returns an `Outcome` whose kind is
 the delivery's next state: sent (250), deferred (4xx, 421, a dropped or refused
 connection, a timeout), bounced (5xx at RCPT or DATA: the address does not take mail) or
-failed (5xx for anything else, e.g. the relay refusing our sender: retrying won't help).
+failed (5xx for anything else, e.g. the relay refusing our sender: retrying won't help),
+or unknown (the connection was lost, or the relay fell silent, after the end of the
+message was sent: it may have been taken, RFC 1047; not resent unless asked).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import aiosmtplib
 
 from mailer.config import helo_problem
 from mailer.content.mailing import Message
-from mailer.delivery.smtpsession import Session
+from mailer.delivery.smtpsession import ReplyLost, Session
 from mailer.errors import ConfigError
 from mailer.privacy.private import private_dir, write_private
 
@@ -53,7 +55,7 @@ _PRIVATE_SUFFIXES = ("localdomain", "local", "internal", "lan", "home", "arpa")
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # sent | deferred | bounced | failed (a DeliveryState value)
+    kind: str  # sent | deferred | bounced | failed | unknown (a DeliveryState value)
     reply: str  # what the relay said, e.g. "250 2.0.0 Ok: queued as 4Xy"
 
     @property
@@ -325,6 +327,10 @@ class SmtpTransport:
         session = conn.session
         try:
             reply = await session.send(message)
+        except ReplyLost as exc:
+            self._drop(conn)
+            return Outcome("unknown", f"no reply after the end of the message ({exc}): "
+                                      "it may have arrived, so it is not resent")
         except aiosmtplib.SMTPRecipientRefused as exc:
             return await self._refused(conn, exc.code, exc.message, stage="rcpt")
         except aiosmtplib.SMTPDataError as exc:

@@ -19,7 +19,8 @@ What a client sees and what is recorded:
 * A message is in `received` (one `Received` per accepted DATA, with only the recipients
   accepted at RCPT) *before* the server sends its 250, so once a client has seen the 250 the
   message can be inspected without waiting. A message refused at DATA, or whose connection
-  is dropped or closed before the end-of-DATA reply, is not recorded.
+  is dropped or closed before the end of its data, is not recorded; `drop_after_data` records
+  the message and then hangs up without the 250 (the reply a client can lose, RFC 1047).
 * `session` numbers connections 1, 2, ... in the order they were opened (a connection keeps
   its number across STARTTLS); `sessions` is how many were opened, `active_sessions` how many
   are open now and `max_concurrent_sessions` the most that were open at once;
@@ -254,6 +255,8 @@ class _Connection(SMTP):
         if arg:
             await self.push("501 Syntax: DATA")
             return
+        if self.owner._take("drop_during_data") is not None:
+            await _hang_up(self)  # before the 354: the client has sent no data yet
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         reader = self._reader
         line_limit = reader._limit  # type: ignore[attr-defined]
@@ -362,13 +365,14 @@ class _Handler:
         stall = owner._take("stall")
         if stall is not None:
             await asyncio.sleep(stall.seconds)
-        if owner._take("drop_during_data") is not None:
-            await _hang_up(conn)
         fault = owner._take("data", lambda f: f.match is None or any(
             _matches(f.match, r) for r in envelope.rcpt_tos))
         if fault is not None and not 200 <= fault.code < 300:
             return fault.reply
         owner._record(conn, envelope)
+        if owner._take("drop_after_data", lambda f: f.match is None or any(
+                _matches(f.match, r) for r in envelope.rcpt_tos)) is not None:
+            await _hang_up(conn)  # taken and recorded, but the 250 never leaves
         return "250 OK" if fault is None else fault.reply
 
     async def handle_exception(self, error: Exception) -> str:
@@ -631,8 +635,15 @@ class SmtpServer:
         self._add(_Fault("drop_after", times, messages=messages))
 
     def drop_during_data(self, times: int | None = 1) -> None:
-        """Hang up after a message's data arrived, before the reply; it is not recorded."""
+        """Hang up at DATA, before the 354: the client never sent the message's data (so
+        it knows it was not taken); nothing is recorded."""
         self._add(_Fault("drop_during_data", times))
+
+    def drop_after_data(self, times: int | None = 1, match: str | None = None) -> None:
+        """Take a message (it is recorded), then hang up before the 250 goes out (only if
+        a recipient matches `match`): the client cannot know that it arrived."""
+        self._add(_Fault("drop_after_data", times,
+                         match=None if match is None else _pattern(match)))
 
     def greet_with(self, code: int, text: str = "", times: int | None = 1) -> None:
         """Greet the next connections with `code text` (e.g. 421), then close them."""
