@@ -336,6 +336,15 @@ def test_a_relay_without_starttls_fails(world):
     assert "smtps://localhost:465" in finding["fix"]
 
 
+def test_a_relay_with_tls_from_the_first_byte_passes(world):
+    world.implicit_tls = True
+    code, report = doctor(world)
+    assert code == 0
+    finding = one(report, "relay", "ok")
+    assert finding["what"].startswith("smtps://mailer@localhost:")
+    assert "login as mailer accepted" in finding["what"]
+
+
 def test_a_relay_certificate_for_another_name_fails(world):
     world.relay_host = "relay.example.be"
     world.zone.extra.address("relay.example.be", "127.0.0.1")

@@ -148,6 +148,7 @@ class World:
     zone: Zone
     env: dict[str, str]  # MAILER_* settings the doctor runs with
     starttls: bool = True  # whether the relay offers STARTTLS
+    implicit_tls: bool = False  # TLS from the first byte instead (smtps://)
     relay_host: str = "localhost"  # the name the transport gives the relay
     https: bool = True  # whether public_url is https (else http, and no web server)
 
@@ -183,10 +184,12 @@ class World:
         env = dict(self.env)
         with contextlib.ExitStack() as stack:
             dns = stack.enter_context(DnsServer(self.zone.records()))
-            smtp = stack.enter_context(SmtpServer(starttls=self.starttls,
-                                                  auth=(RELAY_USER, RELAY_PASSWORD)))
+            smtp = stack.enter_context(SmtpServer(
+                starttls=self.starttls and not self.implicit_tls,
+                implicit_tls=self.implicit_tls, auth=(RELAY_USER, RELAY_PASSWORD)))
+            scheme = "smtps" if self.implicit_tls else "smtp"
             env["MAILER_DELIVERY__TRANSPORT"] = (
-                f"smtp://{RELAY_USER}@{self.relay_host}:{smtp.port}?cafile={smtp.cafile}")
+                f"{scheme}://{RELAY_USER}@{self.relay_host}:{smtp.port}?cafile={smtp.cafile}")
             if self.https:
                 ca, cert, key = _web_certificate(self.folder)
                 web = WebServer(create_app(Project.load(str(self.folder / "mailer.toml"))))
