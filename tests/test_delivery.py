@@ -276,6 +276,66 @@ def test_the_send_report_says_how_many_are_unknown(run, project, smtp, monkeypat
     assert len(smtp.messages()) == 3
 
 
+@pytest.mark.parametrize("connections", [1, 2])
+def test_an_unexpected_error_in_one_delivery_fails_that_one_only(run, project, smtp,
+                                                                 monkeypatch, connections):
+    """A bug strikes one message in the middle of its SMTP transaction (the server has
+    said 354 and waits for the data): that delivery fails with the error as its reason,
+    its connection is dropped, and every other recipient gets the message once: no hang
+    with one connection, no "503 nested MAIL" for the next recipient with two."""
+    from mailer.delivery import smtpsession
+
+    configure(monkeypatch, smtp, connections=connections, timeout=10)
+    addresses = people(run, project, 12)
+    bad = addresses[4]
+    write = smtpsession._Replies.write
+
+    def faulty(self, data: bytes) -> None:  # noqa: ANN001
+        if data.endswith(b"\r\n.\r\n") and f"<{bad}>".encode() in data:
+            raise RuntimeError("a bug, half-way through a transaction")
+        write(self, data)
+
+    monkeypatch.setattr(smtpsession._Replies, "write", faulty)
+    create(run)
+    result = run("campaign", "send", "dec", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["finished"] and report["sent"] == 11 and report["failed"] == 1
+    got = Counter(r for m in smtp.messages() for r in m.recipients)
+    assert sorted(got) == sorted(set(addresses) - {bad}) and set(got.values()) == {1}
+    final = states(run)
+    assert final[bad] == "failed" and Counter(final.values()) == {"sent": 11, "failed": 1}
+    (row,) = json.loads(run("campaign", "deliveries", "dec", "--state", "failed",
+                            "--json").stdout)
+    assert "RuntimeError: a bug, half-way through a transaction" in row["last_reply"]
+    assert smtp.wait_idle()
+
+
+def test_an_unexpected_error_before_the_transport_fails_that_delivery_only(
+        run, project, smtp, monkeypatch):
+    """Raised by the transport itself (not by a relay): the worker lives on."""
+    from mailer.delivery.transports import SmtpTransport
+
+    configure(monkeypatch, smtp, connections=1)
+    addresses = people(run, project, 5)
+    send = SmtpTransport.send
+
+    async def faulty(self, message, *, before=None):  # noqa: ANN001, ANN202
+        if message.recipient == addresses[1]:
+            raise KeyError("surprise")
+        return await send(self, message, before=before)
+
+    monkeypatch.setattr(SmtpTransport, "send", faulty)
+    create(run)
+    result = run("campaign", "send", "dec", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["sent"] == 4
+    assert sorted(smtp.recipients()) == sorted(set(addresses) - {addresses[1]})
+    (row,) = json.loads(run("campaign", "deliveries", "dec", "--state", "failed",
+                            "--json").stdout)
+    assert row["email"] == addresses[1] and "KeyError" in row["last_reply"]
+
+
 def test_a_deferral_that_never_ends_fails_after_max_attempts(run, project, smtp, monkeypatch):
     configure(monkeypatch, smtp, max_attempts=3)
     addresses = people(run, project, 3)

@@ -39,6 +39,7 @@ from mailer.delivery.outbox import Due, Outbox, Result
 from mailer.delivery.ratelimit import QuotaExhausted, RateLimiter
 from mailer.delivery.rendering import Rendered, Renderer
 from mailer.delivery.transports import Outcome, Transport
+from mailer.errors import MailerError
 from mailer.models import DeliveryState
 
 __all__ = ["SendReport", "Sender"]
@@ -349,6 +350,15 @@ class Sender:
         except _NotSent:
             await writer.release(due.id)  # marked but not sent: back in the queue
             return
+        except MailerError as exc:  # e.g. an unreadable CA file: the run cannot go on
+            await writer.release(due.id)
+            self.stop(str(exc))
+            raise
+        except Exception as exc:  # noqa: BLE001 - one delivery's fault ends that one only
+            # (a worker that died would hang the run, or leave its connection mid-
+            # transaction for the next recipient)
+            outcome = Outcome(DeliveryState.FAILED, f"not sent: internal error "
+                              f"({type(exc).__name__}: {' '.join(str(exc).split())})")
         attempts = due.attempts + 1
         if outcome.kind == DeliveryState.SENT:
             self.report.last_sent = time.monotonic()

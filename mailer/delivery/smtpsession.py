@@ -52,6 +52,7 @@ class Session:
         self.client = client
         self.timeout = timeout
         self.sent = 0  # messages delivered on this connection
+        self.data_sent = False  # the current transaction's final dot was written
         self._replies = (_Replies(client) if client.supports_extension("pipelining")
                          and client.transport is not None else None)
 
@@ -63,6 +64,7 @@ class Session:
 
     async def send(self, message: Message) -> SMTPResponse:
         """One mail transaction; the reply to the end of DATA."""
+        self.data_sent = False
         encoding = "utf-8" if message.smtputf8 else "ascii"
         mail = b"MAIL FROM:<" + message.envelope_from.encode(encoding) + b">"
         if message.smtputf8:
@@ -87,6 +89,7 @@ class Session:
                 await replies.read(1, self.timeout)
             raise refusal
         replies.write(data + b".\r\n")
+        self.data_sent = True
         try:
             (done,) = await replies.read(1, self.timeout)
         except (TimeoutError, aiosmtplib.SMTPServerDisconnected) as exc:
@@ -117,6 +120,7 @@ class Session:
         if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         protocol.write(data + b".\r\n")
+        self.data_sent = True
         try:
             reply = await protocol.read_response(timeout=self.timeout)
         except (TimeoutError, aiosmtplib.SMTPServerDisconnected,

@@ -15,7 +15,8 @@ The EHLO name is `[sending] helo_name`, else this machine's name when it is full
 qualified (socket.getfqdn(), often just "localhost" in a container), else the sending
 domain: never localhost, which receivers count against the mail.
 
-`send()` never raises for what a relay says or does; it returns an `Outcome` whose kind is
+`send()` never raises for what a relay says or does, nor for a fault of ours in one
+message (that message fails, its connection is dropped); it returns an `Outcome` whose kind is
 the delivery's next state: sent (250), deferred (4xx, 421, a dropped or refused
 connection, a timeout), bounced (5xx at RCPT or DATA: the address does not take mail) or
 failed (5xx for anything else, e.g. the relay refusing our sender: retrying won't help),
@@ -342,6 +343,15 @@ class SmtpTransport:
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             self._drop(conn)
             return Outcome("deferred", f"connection lost: {_describe(exc)}")
+        except Exception as exc:  # noqa: BLE001 - a fault of ours, in this message only
+            # The transaction is in an unknown state: the connection is not reused (the
+            # next message would meet "503 nested MAIL" or be taken as this one's data).
+            self._drop(conn)
+            what = f"{type(exc).__name__}: {_describe(exc)}"
+            if session.data_sent:
+                return Outcome("unknown", f"internal error after the end of the message "
+                                          f"({what}): it may have arrived")
+            return Outcome("failed", f"not sent: internal error ({what})")
         session.sent += 1
         return Outcome("sent", _reply(reply.code, reply.message))
 
