@@ -336,6 +336,69 @@ def test_an_unexpected_error_before_the_transport_fails_that_delivery_only(
     assert row["email"] == addresses[1] and "KeyError" in row["last_reply"]
 
 
+def test_an_address_with_a_line_break_is_refused_never_written_raw(run, project, smtp,
+                                                                  monkeypatch, database):
+    """An address with CR/LF (only a direct database write can make one) would be SMTP
+    commands of its own in a pipelined RCPT: that delivery fails with the reason, nothing
+    of it reaches the server, the others go out once."""
+    configure(monkeypatch, smtp, connections=1)
+    addresses = people(run, project, 6)
+    create(run)
+    injected = f"{addresses[2]}>\r\nRCPT TO:<evil@example.net"
+    with database.begin() as conn:
+        conn.exec_driver_sql("UPDATE subscriber SET email = %s WHERE email = %s"
+                             if database.dialect.name == "postgresql" else
+                             "UPDATE subscriber SET email = ? WHERE email = ?",
+                             (injected, addresses[2]))
+    result = run("campaign", "send", "dec", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["finished"] and report["sent"] == 5 and report["failed"] == 1
+    got = Counter(r for m in smtp.messages() for r in m.recipients)
+    assert sorted(got) == sorted(set(addresses) - {addresses[2]}) and set(got.values()) == {1}
+    assert all(b"evil@" not in m.data for m in smtp.messages())
+    (row,) = json.loads(run("campaign", "deliveries", "dec", "--state", "failed",
+                            "--json").stdout)
+    assert "not a valid address" in row["last_reply"]
+
+
+def test_a_header_line_over_998_characters_fails_and_never_blames_the_address(
+        run, project, smtp, monkeypatch):
+    """A 2,000-character attribute in the subject cannot be folded: that delivery fails with
+    a reason that says the message is at fault, the address is not bounced nor
+    suppressed. A strict server's "500 Line too long" is not a bounce either."""
+    configure(monkeypatch, smtp, connections=1)
+    addresses = people(run, project, 6)
+    csv = project / "long.csv"
+    addresses[1] = "lang@example.be"  # instead of p1, who is not on the list then
+    assert run("subscribers", "remove", "p1@example.be", "--list",
+               "nieuwsbrief").exit_code == 0
+    csv.write_text(f"email,first_name,long\n{addresses[1]},Lang,{'A' * 2000}\n")
+    result = run("subscribers", "import", str(csv), "--list", "nieuwsbrief", "--consent",
+                 "test", "--confirmed")
+    assert result.exit_code == 0, result.output
+    result = run("campaign", "create", "dec", "--list", "nieuwsbrief", "--template",
+                 TEMPLATE, "--subject", "{{ subscriber.attributes.long | default('Nieuws') }}")
+    assert result.exit_code == 0, result.output
+    smtp.reply_to_data(500, "5.5.2 Line too long", match=addresses[4])
+    result = run("campaign", "send", "dec", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["finished"] and report["sent"] == 4 and report["failed"] == 2
+    assert sorted(smtp.recipients()) == sorted(set(addresses) - {addresses[1], addresses[4]})
+    final = states(run)
+    assert final[addresses[1]] == final[addresses[4]] == "failed"
+    assert "bounced" not in final.values()
+    rows = {r["email"]: r["last_reply"] for r in json.loads(run(
+        "campaign", "deliveries", "dec", "--state", "failed", "--json").stdout)}
+    assert "over SMTP's 998" in rows[addresses[1]]
+    assert "the message is at fault, not the address" in rows[addresses[1]]
+    assert rows[addresses[4]].startswith("500 5.5.2")
+    listed = json.loads(run("suppression", "ls", "--json").stdout)
+    assert not any(addresses[1] in json.dumps(e) or addresses[4] in json.dumps(e)
+                   for e in listed)
+
+
 def test_a_deferral_that_never_ends_fails_after_max_attempts(run, project, smtp, monkeypatch):
     configure(monkeypatch, smtp, max_attempts=3)
     addresses = people(run, project, 3)

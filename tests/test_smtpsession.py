@@ -10,7 +10,7 @@ import aiosmtplib
 import pytest
 
 from mailer.content.mailing import Message
-from mailer.delivery.smtpsession import ReplyLost, Session
+from mailer.delivery.smtpsession import ReplyLost, Session, Unsendable
 from tests.support.smtpserver import SmtpServer
 from tests.support.waiting import until
 
@@ -119,6 +119,47 @@ def test_a_reply_lost_after_the_final_dot_is_not_a_plain_disconnect(pipelining):
         server.drop_after_data()
         asyncio.run(go(server))
         assert server.recipients() == ["an@example.be"]
+
+
+@MODES
+def test_a_message_that_cannot_go_out_as_it_is_is_refused_before_a_byte_is_written(
+        pipelining):
+    """A CR/LF in an address or a header value, a line over 998 octets: refused with the
+    reason, nothing written (no raw RCPT of an injected address), the session goes on."""
+    def with_data(head: bytes, body: bytes = b"Dag\r\n") -> Message:
+        return Message(data=head + b"\r\n\r\n" + body, envelope_from="b@example.be",
+                       recipient="an@example.be", message_id="1@example.be",
+                       smtputf8=False)
+
+    bad = [
+        (message("an@example.be>\r\nRCPT TO:<evil@example.be"), "recipient address"),
+        (with_data(b"To: <an@example.be>\r\nSubject: x\nBcc: evil@example.be"),
+         "line break"),
+        (with_data(b"To: <an@example.be>\r\nSubject: x\r\nBcc evil@example.be"),
+         "neither a field nor a fold"),
+        (with_data(b"To: <an@example.be>\r\nSubject: " + b"x" * 2000),
+         "a line in the header Subject is 2,009 characters long"),
+        (with_data(b"To: <an@example.be>", b"y" * 1000 + b"\r\n"),
+         "a line in the body is 1,000 characters long"),
+    ]
+
+    async def go(server: SmtpServer) -> list[str]:
+        session = await session_with(server)
+        reasons = []
+        for refused, _ in bad:
+            with pytest.raises(Unsendable) as error:
+                await session.send(refused)
+            reasons.append(str(error.value))
+        assert (await session.send(message())).code == 250
+        await session.quit()
+        return reasons
+
+    with SmtpServer(pipelining=pipelining) as server:
+        reasons = asyncio.run(go(server))
+        assert server.recipients() == ["an@example.be"]
+    for reason, (_, expected) in zip(reasons, bad, strict=True):
+        assert expected in reason
+    assert all("not the address" in r for r in reasons[3:])
 
 
 def test_a_silent_server_times_out():

@@ -43,7 +43,7 @@ import aiosmtplib
 
 from mailer.config import helo_problem
 from mailer.content.mailing import Message
-from mailer.delivery.smtpsession import ReplyLost, Session
+from mailer.delivery.smtpsession import ReplyLost, Session, Unsendable
 from mailer.errors import ConfigError
 from mailer.privacy.private import private_dir, write_private
 
@@ -328,6 +328,8 @@ class SmtpTransport:
         session = conn.session
         try:
             reply = await session.send(message)
+        except Unsendable as exc:  # nothing was written: the connection goes on
+            return Outcome("failed", f"not sent: {exc}")
         except ReplyLost as exc:
             self._drop(conn)
             return Outcome("unknown", f"no reply after the end of the message ({exc}): "
@@ -368,6 +370,8 @@ class SmtpTransport:
             self._drop(conn)
         if code < 500:
             return Outcome("deferred", reply)
+        if stage == "data" and code <= 504:  # a syntax error ("500 Line too long"): our
+            return Outcome("failed", reply)   # message is at fault, not the address
         return Outcome("bounced" if stage in ("rcpt", "data") else "failed", reply)
 
     def _drop(self, conn: _Connection) -> None:
