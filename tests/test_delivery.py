@@ -489,6 +489,37 @@ def test_pause_and_resume_while_sending_gives_no_duplicate_and_no_gap(run, proje
     assert sorted(got) == sorted(addresses) and set(got.values()) == {1}
 
 
+def test_a_killed_then_cancelled_campaign_settles_its_in_flight_rows_as_unknown(
+        run, project, smtp, monkeypatch, database):
+    """SIGKILL while deliveries are in flight (held at the server, asserted "sending" in
+    the database), then cancel: those become unknown, nothing stays "sending", `campaign
+    show` gives no ETA, and no later run sends anything of it."""
+    configure(monkeypatch, smtp, rate=100, connections=2)
+    people(run, project, 30)
+    create(run)
+    smtp.hold_data()
+    sender = mailer("campaign", "send", "dec", "--yes", "--json")
+    wait_for(lambda: alive(sender) and smtp.held == 2
+             and outbox_states(database)["sending"] == 2,
+             "2 deliveries in flight", state=lambda: f"{smtp.held} held, "
+             f"{outbox_states(database)}")
+    sender.kill()
+    sender.wait(timeout=60)
+    assert outbox_states(database)["sending"] == 2
+    assert run("campaign", "cancel", "dec").exit_code == 0
+    smtp.release_data()
+    after = outbox_states(database)
+    assert after["sending"] == 0 and after["unknown"] == 2 and after["skipped"] == 28
+    shown = json.loads(run("campaign", "show", "dec", "--json").stdout)
+    assert shown["state"] == "cancelled" and shown["eta_seconds"] is None
+    assert shown["counts"] == {"unknown": 2, "skipped": 28}
+    text = run("campaign", "show", "dec")
+    assert "to go" not in text.output and "unknown" in text.output
+    assert run("run", "--json").exit_code == 0
+    assert smtp.wait_idle()
+    assert len(smtp.messages()) <= 2  # at most the two in flight, never more
+
+
 def test_two_overlapping_runs_send_each_message_once(run, project, smtp, monkeypatch):
     configure(monkeypatch, smtp, rate=100, connections=4)
     addresses = people(run, project, 60)

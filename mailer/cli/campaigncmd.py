@@ -457,6 +457,12 @@ def _skip_open(session: Any, campaign: Campaign) -> None:
         table.c.campaign_id == campaign.id,
         table.c.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED])).values(
         state=DeliveryState.SKIPPED, last_reply="campaign cancelled", updated_at=utcnow()))
+    # Left "sending" by a sender that died (or still in flight: a live sender's result
+    # overwrites this): they may have arrived. No run recovers them once cancelled.
+    session.connection().execute(table.update().where(
+        table.c.campaign_id == campaign.id, table.c.state == DeliveryState.SENDING).values(
+        state=DeliveryState.UNKNOWN, updated_at=utcnow(),
+        last_reply="in flight when the campaign was cancelled: it may have arrived"))
 
 
 _simple("pause", CampaignState.PAUSED, "mailer campaign pause dec-2026",
