@@ -520,6 +520,50 @@ def test_a_killed_then_cancelled_campaign_settles_its_in_flight_rows_as_unknown(
     assert len(smtp.messages()) <= 2  # at most the two in flight, never more
 
 
+def living_children(pid: int) -> set[int]:
+    """The processes whose parent is `pid` and that have not ended (zombies have)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                state, parent = (entry / "stat").read_text().rpartition(")")[2].split()[:2]
+            except (OSError, ValueError):
+                continue
+            if int(parent) == pid and state != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rpartition(")")[2].split()[0] \
+            != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_render_helpers_end_when_the_sender_is_killed(run, project, smtp, monkeypatch,
+                                                      database):
+    """SIGKILL of a sender that renders in helper processes, while deliveries are in
+    flight: the helpers (~80 MB each) do not live on as orphans."""
+    configure(monkeypatch, smtp, connections=2, render_processes=2)
+    people(run, project, 40)
+    create(run)
+    smtp.hold_data()
+    sender = mailer("campaign", "send", "dec", "--yes", "--json")
+    helpers = wait_for(
+        lambda: alive(sender) and smtp.held == 2 and outbox_states(database)["sending"] == 2
+        and len(living_children(sender.pid)) >= 2 and living_children(sender.pid),
+        "deliveries in flight and 2 render helpers",
+        state=lambda: f"{smtp.held} held, children {living_children(sender.pid)}")
+    sender.kill()
+    sender.wait(timeout=60)
+    wait_for(lambda: not any(running(pid) for pid in helpers), "the helpers to end",
+             state=lambda: f"still running: {[p for p in helpers if running(p)]}")
+    smtp.release_data()
+
+
 def test_two_overlapping_runs_send_each_message_once(run, project, smtp, monkeypatch):
     configure(monkeypatch, smtp, rate=100, connections=4)
     addresses = people(run, project, 60)

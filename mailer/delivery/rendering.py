@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from mailer.content.mailing import (
     Recipient,
     TemplateSources,
 )
+from mailer.delivery.orphans import exit_with_parent
 from mailer.tokens import Signer as TokenSigner
 
 __all__ = ["Due", "InlineRenderer", "MailingRecipe", "ProcessRenderer", "Rendered",
@@ -130,9 +132,11 @@ class InlineRenderer:
 _MAILING_FOR: Callable[[int], Mailing] | None = None
 
 
-def _start(recipe: MailingRecipe) -> None:
-    """In a helper process: the campaign's mailings, made once."""
+def _start(recipe: MailingRecipe, parent: int) -> None:
+    """In a helper process: the campaign's mailings, made once; the helper ends when
+    the sender does, however it ends (mailer/delivery/orphans.py)."""
     global _MAILING_FOR
+    exit_with_parent(parent)
     _MAILING_FOR = recipe.mailing_for()
 
 
@@ -145,7 +149,7 @@ class ProcessRenderer:
     def __init__(self, recipe: MailingRecipe, *, processes: int) -> None:
         self._pool = ProcessPoolExecutor(
             max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start, initargs=(recipe,))
+            initializer=_start, initargs=(recipe, os.getpid()))
 
     async def render(self, chunk: list[Due]) -> list[Rendered]:
         return await asyncio.get_running_loop().run_in_executor(
