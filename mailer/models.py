@@ -304,7 +304,8 @@ class Notice(SQLModel, table=True):
     deletes it."""
 
     __tablename__ = "notice"
-    __table_args__ = (Index("ix_notice_state", "state", "next_attempt_at"),)
+    __table_args__ = (Index("ix_notice_state", "state", "next_attempt_at"),
+                      Index("ix_notice_subscriber", "subscriber_id"))
 
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(sa_column=Column(String(16), nullable=False))

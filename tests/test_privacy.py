@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from mailer.db import make_engine
@@ -182,7 +183,13 @@ def _age(db_url: str, table: str, column: str, days: int, where: str = "1=1") ->
     engine.dispose()
 
 
-def test_purge_applies_each_retention_period_and_dry_run_only_counts(run, project, db_url):
+@pytest.mark.parametrize("windows", ["default", "one row per batch"])
+def test_purge_applies_each_retention_period_and_dry_run_only_counts(run, project, db_url,
+                                                                     windows, monkeypatch):
+    if windows != "default":  # every rule then spans several windows and batches
+        from mailer.privacy import retention
+        monkeypatch.setattr(retention, "BATCH", 1)
+        monkeypatch.setattr(retention, "WINDOW", 2)
     people(run, project, 3)  # confirmed: they stay
     for n in range(2):  # double opt-in, never confirmed
         assert run("subscribers", "add", f"pending{n}@example.org", "--list", "nieuwsbrief",
@@ -201,6 +208,7 @@ def test_purge_applies_each_retention_period_and_dry_run_only_counts(run, projec
     assert run("subscribers", "show", "pending0@example.org").exit_code == 0  # unchanged
     done = json.loads(run("gdpr", "purge", "--json").stdout)
     assert done["never_confirmed_people"] == 2
+    assert done["delivery_details"] == 3 and done["return_texts"] == 1
     assert run("subscribers", "show", "pending0@example.org").exit_code == 1
     assert run("suppression", "check", "pending0@example.org").exit_code == 1  # not objected
     assert run("subscribers", "show", "p1@example.org").exit_code == 0
