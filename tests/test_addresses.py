@@ -7,7 +7,7 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailer.audience.addresses import InvalidAddress, normalise_address
+from mailer.audience.addresses import InvalidAddress, needs_smtputf8, normalise_address
 
 
 def reference(raw: str) -> str | None:
@@ -88,3 +88,13 @@ ADDRESSES = st.builds(lambda local, domain: f"{local}@{domain}",
 @given(st.one_of(ADDRESSES, st.text(max_size=40)))
 def test_fast_path_agrees_with_the_library(raw):
     assert ours(raw) == reference(raw)
+
+
+@pytest.mark.parametrize("raw, utf8", [
+    ("an@example.be", False),
+    ("Chloë@example.be", True),
+    ("x@xn--mller-kva.de", True),  # kept as müller.de, and sent so
+    ("o'brien+news@example.ie", False),
+])
+def test_needs_smtputf8(raw, utf8):
+    assert needs_smtputf8(normalise_address(raw)) is utf8

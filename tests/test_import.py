@@ -253,3 +253,35 @@ def test_blocks_never_cut_a_record_and_keep_line_numbers(size):
     expected_cells = list(csv.reader(io.StringIO(text, newline=""), delimiter=";"))[1:]
     assert [cells for _, cells in got] == [c for c in expected_cells if c]
     assert [line for line, _ in got] == [2, 4, 6, 7, 10]
+
+
+def test_addresses_that_need_smtputf8_are_imported_counted_and_named(run, project):
+    """chloë@… is a valid address: imported, counted and named by line, with the warning
+    that only a relay offering SMTPUTF8 can deliver it; a rejected row is not counted."""
+    path = write(project / "p.csv", "email;voornaam\n"
+                                    "an@example.be;An\n"
+                                    "Chloë@Example.be;Chloë\n"
+                                    "chloë@example.be;Chloë\n"  # duplicate: rejected
+                                    "jürgen@müller.de;Jürgen\n")
+    report = import_json(run, str(path), "--list", "nieuwsbrief", "--consent", "v1",
+                         "--dry-run")
+    assert (report["smtputf8"], report["smtputf8_lines"]) == (2, [3, 5])
+    result = run("subscribers", "import", str(path), "--list", "nieuwsbrief",
+                 "--consent", "v1")
+    assert result.exit_code == 0, result.stderr
+    assert "2 addresses need SMTPUTF8" in result.stderr and "lines 3, 5" in result.stderr
+    assert "only a relay that offers SMTPUTF8" in result.stderr
+    assert show_json(run, "chloë@example.be")["first_name"] == "Chloë"
+    # Once known, the same address counts again on a re-import (it is still in the list).
+    again = import_json(run, str(path), "--list", "nieuwsbrief", "--consent", "v1")
+    assert again["unchanged"] == 3 and again["smtputf8"] == 2
+    plain = write(project / "plain.csv", "email\nbob@example.be\n")
+    result = run("subscribers", "import", str(plain), "--list", "nieuwsbrief",
+                 "--consent", "v1")
+    assert result.exit_code == 0 and "SMTPUTF8" not in result.stderr
+
+
+def show_json(run, address: str) -> dict:  # noqa: ANN001
+    result = run("subscribers", "show", address, "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)

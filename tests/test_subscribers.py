@@ -150,3 +150,16 @@ def test_remove_asks_and_deletes_everything(run, project):
         assert conn.execute(text("SELECT count(*) FROM consent_event")).scalar() == 0
         assert conn.execute(text("SELECT count(*) FROM subscription")).scalar() == 0
     engine.dispose()
+
+
+def test_add_warns_about_an_address_that_needs_smtputf8(run, project):
+    result = run("subscribers", "add", "Chloë@example.be", "--list", "nieuwsbrief",
+                 "--consent", "v1")
+    assert result.exit_code == 0, result.stderr
+    assert "chloë@example.be needs SMTPUTF8" in result.stderr
+    result = run("subscribers", "add", "zoë@example.be", "--list", "nieuwsbrief",
+                 "--consent", "v1", "--json")
+    assert json.loads(result.stdout)["smtputf8"] is True
+    result = run("subscribers", "add", "an@example.be", "--list", "nieuwsbrief",
+                 "--consent", "v1")
+    assert result.exit_code == 0 and "SMTPUTF8" not in result.stderr

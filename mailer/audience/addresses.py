@@ -8,6 +8,11 @@ and the domain checked once by the library itself and cached. Anything unusual (
 non-ASCII local parts, internationalised domains, over-long addresses) goes through the
 library whole. tests/test_addresses.py proves both paths agree with the library.
 
+An address with a non-ASCII character (`chloë@example.be`, `an@müller.de`) is valid and
+kept as written (NFC): it is sent with SMTPUTF8 (RFC 6531), which most large mailbox
+providers and relays offer but not every one; `needs_smtputf8` tells them apart, so an
+import can count and name them.
+
 Addresses are normalised to lower case entirely: local parts are case-insensitive in
 practice everywhere, and an address must not be subscribed twice as An@ and an@.
 """
@@ -19,7 +24,7 @@ from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
-__all__ = ["InvalidAddress", "normalise_address"]
+__all__ = ["InvalidAddress", "needs_smtputf8", "normalise_address"]
 
 # RFC 5322 atext, as email-validator's ATEXT; dot-atom: no leading, trailing or double dot.
 _ATEXT = r"[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]"
@@ -66,3 +71,10 @@ def normalise_address(raw: str) -> str:
             raise InvalidAddress(str(checked))
         return f"{local}@{checked}".lower()
     return _check(value)
+
+
+def needs_smtputf8(address: str) -> bool:
+    """Whether a (normalised) address goes out only through a relay that offers SMTPUTF8:
+    any character outside ASCII, in the local part (`chloë@`) or in the domain, which is
+    sent as written (UTF-8) rather than as its xn-- form."""
+    return not address.isascii()

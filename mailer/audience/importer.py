@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, text, update
 from sqlmodel import Session
 
+from mailer.audience.addresses import needs_smtputf8
 from mailer.audience.bulk import Insert, SelectIn, processor
 from mailer.audience.csvrows import (
     FATAL,
@@ -99,6 +100,10 @@ class ImportReport:
     dry_run: bool = False
     seconds: float = 0.0
     status: str = "pending"  # membership status given to new members
+    # Accepted addresses that need a relay with SMTPUTF8 (non-ASCII: chloë@…), and the
+    # lines of the first SHOWN_REJECTS of them.
+    smtputf8: int = 0
+    smtputf8_lines: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +112,7 @@ class ImportReport:
             "confirmed": self.confirmed, "updated": self.updated, "unchanged": self.unchanged,
             "rejected": sum(self.rejected.values()), "rejected_by_reason": dict(self.rejected),
             "first_rejects": self.first_rejects, "rejects_file": self.rejects_file,
+            "smtputf8": self.smtputf8, "smtputf8_lines": self.smtputf8_lines,
             "seconds": round(self.seconds, 3),
         }
 
@@ -312,16 +318,21 @@ class _Writer:
             old = existing.get(row.email)
             if row.email_hash in suppressed:
                 reject(row.line, "suppressed", "on the suppression list")
-            elif old is None:
+                continue
+            if old is None:
                 new_people.append(row)
             elif old.id in self._created:
                 reject(row.line, "duplicate", "same address as an earlier line")
+                continue
             elif old.id in earlier:
                 reject(row.line, "duplicate", f"same address as line {earlier[old.id]}")
+                continue
             elif old.status == GlobalStatus.BLOCKLISTED:
                 reject(row.line, "blocklisted", "the subscriber is blocklisted")
+                continue
             elif (status := members.get(old.id)) == SubscriptionStatus.UNSUBSCRIBED:
                 reject(row.line, "unsubscribed", "unsubscribed from this list earlier")
+                continue
             else:
                 joined = status is None
                 upgraded = status == SubscriptionStatus.PENDING and self.confirmed
@@ -334,6 +345,10 @@ class _Writer:
                     updates.append(change)
                 elif not joined and not upgraded:
                     report.unchanged += 1
+            if needs_smtputf8(row.email):  # type: ignore[arg-type]
+                report.smtputf8 += 1
+                if len(report.smtputf8_lines) < SHOWN_REJECTS:
+                    report.smtputf8_lines.append(row.line)
         now = utcnow()
         stamp = self._timestamp(now)
         if new_people:

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from mailer.audience.addresses import needs_smtputf8
 from mailer.audience.csvrows import parse_mapping
 from mailer.audience.importer import ImportOptions, ImportReport, import_csv
 from mailer.audience.subscribers import (
@@ -121,6 +122,15 @@ def _print_report(report: ImportReport) -> None:
             console.print(f"    … and {total - len(report.first_rejects):,} more")
         if report.rejects_file:
             console.print(f"  Rejected rows are in {report.rejects_file}")
+    if report.smtputf8:
+        lines = ", ".join(map(str, report.smtputf8_lines))
+        more = ", …" if report.smtputf8 > len(report.smtputf8_lines) else ""
+        console.print(f"  [yellow]Warning:[/] {report.smtputf8:,} "
+                      f"{'address needs' if report.smtputf8 == 1 else 'addresses need'} "
+                      f"SMTPUTF8 (a character outside ASCII, as in chloë@…; "
+                      f"{'line' if report.smtputf8 == 1 else 'lines'} {lines}{more}):"
+                      " imported, but only a relay that offers SMTPUTF8 can deliver to them",
+                      highlight=False)
 
 
 @command.command("add")
@@ -153,10 +163,16 @@ def add(state: State, email: str, lists: tuple[str, ...], consent: str, confirme
             confirmed=confirmed, first_name=first_name, last_name=last_name,
             language=language, attributes=parse_attributes(attrs))
         address = sub.email
+    utf8 = needs_smtputf8(address)
     if as_json:
-        print_json({"email": address, "lists": result})
-    else:
-        err().print(f"{address}: " + ", ".join(f"{k} {v}" for k, v in result.items()))
+        print_json({"email": address, "lists": result, "smtputf8": utf8})
+        return
+    err().print(f"{address}: " + ", ".join(f"{k} {v}" for k, v in result.items()),
+                highlight=False)
+    if utf8:
+        err().print(f"[yellow]Warning:[/] {address} needs SMTPUTF8 (a character outside "
+                    "ASCII): only a relay that offers SMTPUTF8 can deliver to it.",
+                    highlight=False)
 
 
 @command.command("show")
