@@ -3,6 +3,15 @@
 SQLite is the embedded default: WAL journal (readers never block the writer), a busy
 timeout (a second `mailer` process waits instead of failing) and foreign keys on (SQLite
 leaves them off per connection). The same code runs on PostgreSQL via `database_url`.
+
+Durability: SQLite runs at `synchronous=NORMAL`, where a commit survives a crash of the
+process but not a power loss (the WAL is synced at checkpoints, not at each commit).
+That is right for most writes, not for the ones that stand between a message and a
+duplicate: a "sending" mark lost to a power cut puts the delivery back in the queue,
+and it is sent again after the restart. Those commits go through `durable_begin`, at
+`synchronous=FULL`: the WAL is synced before the commit returns, with every commit
+before it (bench/delivery_bench.py measures the cost). On PostgreSQL the same commits
+run with `synchronous_commit` on, also where the server's default was turned off.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlmodel import Session
 
@@ -25,6 +34,7 @@ from mailer.errors import DatabaseBehind, DatabaseError
 __all__ = [
     "SchemaStatus",
     "check_schema",
+    "durable_begin",
     "make_engine",
     "schema_status",
     "session_scope",
@@ -33,6 +43,8 @@ __all__ = [
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 10_000
+SYNCHRONOUS = "NORMAL"  # every SQLite connection's level between durable commits
+DURABLE = "FULL"  # durable_begin's (bench/delivery_bench.py --marks both sets it NORMAL)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -43,7 +55,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA synchronous=NORMAL")  # durable in WAL mode except on power loss
+    cur.execute(f"PRAGMA synchronous={SYNCHRONOUS}")  # durable except on power loss
     # Deleted content is overwritten with zeros, so an erased person's address does not
     # linger in free space (privacy/erase.py); a memset per freed cell.
     cur.execute("PRAGMA secure_delete=ON")
@@ -74,6 +86,29 @@ def make_engine(url: str, **kwargs: object) -> Engine:
     except (ArgumentError, NoSuchModuleError) as exc:
         raise DatabaseError(f"Invalid database_url: {exc}") from None
     return engine
+
+
+@contextmanager
+def durable_begin(engine: Engine) -> Iterator[Connection]:
+    """`engine.begin()` whose commit is on disk when the block ends, power loss included
+    (SQLite: synchronous=FULL for this transaction; PostgreSQL: synchronous_commit on)."""
+    with engine.connect() as conn:
+        if conn.dialect.name != "sqlite":
+            with conn.begin():
+                # on even where the server's default was turned off; for this one only
+                conn.exec_driver_sql("SET LOCAL synchronous_commit = on")
+                yield conn
+            return
+        # The level can only change outside a transaction; the sqlite3 module opens one
+        # at the first write, not for a PRAGMA. It goes back before the connection does.
+        conn.exec_driver_sql(f"PRAGMA synchronous={DURABLE}")
+        conn.commit()
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            conn.exec_driver_sql(f"PRAGMA synchronous={SYNCHRONOUS}")
+            conn.commit()
 
 
 @contextmanager

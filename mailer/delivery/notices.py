@@ -33,6 +33,7 @@ from mailer.audience.suppression import is_suppressed
 from mailer.content.compose import Attachment
 from mailer.content.mailing import CampaignInfo, Mailing, Message
 from mailer.content.texts import LANGUAGES
+from mailer.db import durable_begin
 from mailer.delivery.ratelimit import QuotaExhausted, RateLimiter
 from mailer.delivery.transports import Outcome, Transport
 from mailer.messages import make_mailing, recipient
@@ -111,16 +112,15 @@ def _claim(project: Project) -> tuple[int, Message | str] | None:
         due = or_(col(Notice.state) == DeliveryState.QUEUED,
                   col(Notice.state).in_([DeliveryState.DEFERRED, DeliveryState.SENDING])
                   & (col(Notice.next_attempt_at) <= now))
-        with Session(project.engine) as session:
-            notice_id = session.exec(select(Notice.id).where(due).order_by(col(Notice.id))
-                                     .limit(1)).first()
+        with durable_begin(project.engine) as conn:  # a lost claim would mean a resend
+            notice_id = conn.execute(select(Notice.id).where(due).order_by(col(Notice.id))
+                                     .limit(1)).scalar()
             if notice_id is None:
                 return None
-            won = session.execute(
+            won = conn.execute(
                 update(Notice).where(col(Notice.id) == notice_id, due)
                 .values(state=DeliveryState.SENDING, attempts=col(Notice.attempts) + 1,
-                        next_attempt_at=now + CLAIM_HOLD)).rowcount  # type: ignore[attr-defined]
-            session.commit()
+                        next_attempt_at=now + CLAIM_HOLD)).rowcount
         if won:
             return notice_id, _message(project, notice_id)
 

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from mailer.audience.hashing import address_hash
 from mailer.content.mailing import Recipient
+from mailer.db import durable_begin
 from mailer.dbtypes import Timestamp, placeholder, stamp
 from mailer.delivery.rendering import Due
 from mailer.delivery.transports import Outcome
@@ -155,7 +156,7 @@ class Outbox:
         at = stamp(now, dialect)
         q = placeholder(dialect)
         marked: set[int] = set()
-        with self.engine.begin() as conn:
+        with durable_begin(self.engine) as conn:  # a lost mark would mean a resend
             run = conn.exec_driver_sql
             if sending:
                 marked = {row[0] for row in run(
