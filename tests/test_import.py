@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import stat
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlmodel import Session
 
 from mailer.audience.importer import ImportOptions, import_csv
@@ -285,3 +286,92 @@ def show_json(run, address: str) -> dict:  # noqa: ANN001
     result = run("subscribers", "show", address, "--json")
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def notices(project: Path) -> list[tuple[str, str, str]]:
+    """(address, kind, state) of every notice, in address order."""
+    engine = make_engine(load_settings().resolved_database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT s.email, n.kind, n.state FROM notice n JOIN subscriber s "
+            "ON s.id = n.subscriber_id ORDER BY s.email")).all()
+    engine.dispose()
+    return [tuple(r) for r in rows]
+
+
+def test_send_confirmation_asks_every_pending_person_once_and_the_link_confirms(
+        run, project, monkeypatch):
+    """Into a double opt-in list: without the option the summary says nobody asks them;
+    with it, a confirmation is queued for the new and the earlier pending (once), `mailer
+    run` sends them through the relay, and the link confirms with the import's consent."""
+    from tests.support.smtpserver import SmtpServer
+    from tests.support.webserver import WebServer
+
+    first = write(project / "a.csv", "email;voornaam\nan@example.be;An\nbo@example.be;Bo\n")
+    result = run("subscribers", "import", str(first), "--list", "nieuwsbrief",
+                 "--consent", "ledenlijst 2026")
+    assert result.exit_code == 0, result.stderr
+    assert "2 pending" in result.stderr and "--send-confirmation" in result.stderr
+    assert notices(project) == []
+
+    both = write(project / "b.csv", "email;voornaam\nan@example.be;An\ncas@example.be;Cas\n")
+    args = ("--list", "nieuwsbrief", "--consent", "ledenlijst 2026", "--send-confirmation")
+    dry = import_json(run, str(both), *args, "--dry-run")
+    assert (dry["confirmations_queued"], dry["already_asked"]) == (2, 0)
+    assert notices(project) == []
+    report = import_json(run, str(both), *args)
+    # cas is new, an was pending and never asked; bo is not in this file
+    assert (report["confirmations_queued"], report["already_asked"]) == (2, 0)
+    assert notices(project) == [("an@example.be", "confirm", "queued"),
+                                ("cas@example.be", "confirm", "queued")]
+    again = run("subscribers", "import", str(both), *args)
+    assert again.exit_code == 0, again.stderr
+    assert "0 confirmation mails queued (2 asked before, not again)" in again.stderr
+    assert len(notices(project)) == 2
+
+    with SmtpServer() as smtp:
+        monkeypatch.setenv("MAILER_DELIVERY__TRANSPORT",
+                           f"smtp://127.0.0.1:{smtp.port}?tls=none")
+        monkeypatch.setenv("MAILER_PUBLIC_URL", "https://nieuws.example.be")
+        sent = run("run", "--json")
+        assert sent.exit_code == 0, sent.output
+        assert json.loads(sent.stdout)["notices"]["sent"] == 2
+        assert sorted(m.recipients for m in smtp.messages()) == [
+            ("an@example.be",), ("cas@example.be",)]
+        mail = next(m for m in smtp.messages() if m.recipients == ("cas@example.be",))
+    assert notices(project) == [("an@example.be", "confirm", "sent"),
+                                ("cas@example.be", "confirm", "sent")]
+
+    from email import message_from_bytes
+
+    from mailer.project import Project
+    from mailer.web.app import create_app
+
+    html = next(p for p in message_from_bytes(mail.data).walk()
+                if p.get_content_type() == "text/html").get_payload(decode=True).decode()
+    link = re.search(r'href="https://nieuws\.example\.be(/c/[^"]+)"', html).group(1)
+    app_project = Project.load()
+    with WebServer(create_app(app_project)) as web:
+        assert web.request("POST", link).status == 200
+    app_project.close()
+    shown = show_json(run, "cas@example.be")
+    assert shown["lists"][0]["status"] == "confirmed"
+    assert [(e["action"], e["consent"], e["confirmed"]) for e in shown["consent"]] == [
+        ("import", "ledenlijst 2026", False), ("confirm", "ledenlijst 2026", True)]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--list", "nieuwsbrief", "--confirmed"], "give one of the two"),
+    (["--list", "events"], "'events' is a single opt-in list"),
+])
+def test_send_confirmation_is_refused_where_nobody_confirms(run, project, args, message):
+    (project / "lists" / "events.toml").write_text(
+        'name = "Events"\nlanguage = "en"\noptin = "single"\nfrom_name = "Events"\n'
+        'from_address = "events@example.be"\n')
+    run("lists", "sync")
+    path = write(project / "p.csv", "email\na@example.be\n")
+    result = run("subscribers", "import", str(path), *args, "--consent", "v1",
+                 "--send-confirmation")
+    assert result.exit_code == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert counts(project)["subscribers"] == 0

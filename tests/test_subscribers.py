@@ -136,6 +136,21 @@ def test_ls_filters_and_json(run, project):
     assert "b@example.be" in run("subscribers", "ls").stdout
 
 
+def test_ls_of_a_list_shows_the_status_on_that_list(run, project):
+    """Not only the global status (active for both): pending and confirmed on this list."""
+    run("subscribers", "add", "a@example.be", "--list", "nieuwsbrief", "--consent", "v1")
+    run("subscribers", "add", "b@example.be", "--list", "nieuwsbrief", "--consent", "v1",
+        "--confirmed")
+    rows = json.loads(run("subscribers", "ls", "--list", "nieuwsbrief", "--json").stdout)
+    assert [(r["email"], r["list_status"], r["status"]) for r in rows] == [
+        ("a@example.be", "pending", "active"), ("b@example.be", "confirmed", "active")]
+    lines = run("subscribers", "ls", "--list", "nieuwsbrief").stdout.splitlines()
+    assert "list status" in next(line for line in lines if "email" in line)
+    assert "pending" in next(line for line in lines if "a@example.be" in line)
+    assert "confirmed" in next(line for line in lines if "b@example.be" in line)
+    assert "list_status" not in json.loads(run("subscribers", "ls", "--json").stdout)[0]
+
+
 def test_remove_asks_and_deletes_everything(run, project):
     run("subscribers", "add", "a@example.be", "--list", "nieuwsbrief", "--consent", "v1")
     result = run("subscribers", "remove", "a@example.be", input="n\n")

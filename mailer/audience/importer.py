@@ -11,6 +11,12 @@ rejected (invalid, duplicate, suppressed, blocklisted, unsubscribed) are reporte
 their line number and reason and written to a rejects CSV; they never stop the import.
 
 Nobody who unsubscribed or is suppressed is ever subscribed again by an import.
+
+Into a double opt-in list, people are pending until they confirm. `send_confirmation`
+queues the confirmation mail for each of them (new members and those already pending who
+were never asked), as a `notice` row in the same transaction: the notice sender (`mailer
+run`, `mailer serve`) sends them through the transport at the configured pace, exactly as
+for a sign-up on the web form.
 """
 
 from __future__ import annotations
@@ -46,7 +52,10 @@ from mailer.models import (
     AuditLog,
     ConsentAction,
     ConsentEvent,
+    DeliveryState,
     GlobalStatus,
+    Notice,
+    NoticeKind,
     OptIn,
     Subscriber,
     Subscription,
@@ -66,6 +75,11 @@ SUB = Subscriber.__table__  # type: ignore[attr-defined]
 MEMBER = Subscription.__table__  # type: ignore[attr-defined]
 EVENT = ConsentEvent.__table__  # type: ignore[attr-defined]
 SUPPRESSED = Suppression.__table__  # type: ignore[attr-defined]
+NOTICE = Notice.__table__  # type: ignore[attr-defined]
+# A confirmation in one of these states asked the person already (or is about to): an
+# import does not ask again. One that failed, bounced or was skipped is asked again.
+ASKED = (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED,
+         DeliveryState.SENT, DeliveryState.UNKNOWN)
 
 
 @dataclass
@@ -73,6 +87,7 @@ class ImportOptions:
     list_slug: str
     consent: str
     confirmed: bool = False
+    send_confirmation: bool = False  # queue the double opt-in mail for the pending ones
     update: bool = False
     dry_run: bool = False
     mapping: dict[str, str] = field(default_factory=dict)
@@ -104,6 +119,9 @@ class ImportReport:
     # lines of the first SHOWN_REJECTS of them.
     smtputf8: int = 0
     smtputf8_lines: list[int] = field(default_factory=list)
+    send_confirmation: bool = False
+    confirmations_queued: int = 0  # confirmation mails queued (--send-confirmation)
+    already_asked: int = 0  # pending people with a confirmation already queued or sent
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -113,6 +131,9 @@ class ImportReport:
             "rejected": sum(self.rejected.values()), "rejected_by_reason": dict(self.rejected),
             "first_rejects": self.first_rejects, "rejects_file": self.rejects_file,
             "smtputf8": self.smtputf8, "smtputf8_lines": self.smtputf8_lines,
+            "send_confirmation": self.send_confirmation,
+            "confirmations_queued": self.confirmations_queued,
+            "already_asked": self.already_asked,
             "seconds": round(self.seconds, 3),
         }
 
@@ -235,6 +256,7 @@ class _Writer:
         self.status = (SubscriptionStatus.CONFIRMED if self.confirmed
                        else SubscriptionStatus.PENDING).value
         report.status = self.status
+        report.send_confirmation = self.ask = options.send_confirmation and not self.confirmed
         # Duplicates in the file. A person this import created is recognised by id
         # (`_created`); a person who existed before is remembered in a temporary table
         # keyed by id. Both keep memory flat, whatever the size of the file.
@@ -271,6 +293,12 @@ class _Writer:
         self._insert_events = Insert(conn, EVENT, (
             "subscriber_id", "list_id", "action", "at", "source", "consent", "confirmed"))
         self._timestamp = processor(conn, SUB.c.created_at)
+        self._asked = SelectIn(conn, "SELECT subscriber_id FROM notice WHERE list_id = ? "
+                                     "AND kind = 'confirm' AND state IN ("
+                                     + ", ".join(f"'{s.value}'" for s in ASKED)
+                                     + ") AND subscriber_id {IN}")
+        self._insert_notices = Insert(conn, NOTICE, (
+            "kind", "subscriber_id", "list_id", "state", "attempts", "queued_at"))
 
     def close(self) -> None:
         self.conn.execute(text("DROP TABLE IF EXISTS mailer_import_seen"))
@@ -313,6 +341,7 @@ class _Writer:
         new_people: list[CheckedRow] = []
         join_ids: list[int] = []
         confirm_ids: list[int] = []
+        pending_ids: list[int] = []  # already pending on this list before this import
         updates: list[dict[str, Any]] = []
         for row in rows:
             old = existing.get(row.email)
@@ -340,6 +369,8 @@ class _Writer:
                     join_ids.append(old.id)
                 elif upgraded:
                     confirm_ids.append(old.id)
+                elif status == SubscriptionStatus.PENDING:
+                    pending_ids.append(old.id)
                 change = self._changes(old, row) if self.options.update else None
                 if change:
                     updates.append(change)
@@ -381,6 +412,18 @@ class _Writer:
         if updates:
             self._update_people(updates, now)
             report.updated += len(updates)
+        if self.ask:
+            self._ask([*join_ids, *pending_ids], stamp)
+
+    def _ask(self, pending: list[int], stamp: Any) -> None:
+        """Queue the confirmation mail for these pending members, unless one is already
+        queued or was sent."""
+        asked = {i for (i,) in self._asked(pending, self.list_id)}
+        ask = [i for i in pending if i not in asked]
+        self._insert_notices([(NoticeKind.CONFIRM.value, sid, self.list_id,
+                               DeliveryState.QUEUED.value, 0, stamp) for sid in ask])
+        self.report.confirmations_queued += len(ask)
+        self.report.already_asked += len(asked)
 
     def _update_people(self, updates: list[dict[str, Any]], now: Any) -> None:
         # One statement per set of changed columns, each run as executemany.
@@ -429,6 +472,13 @@ def import_csv(session: Session, hash_key: bytes, path: Path, options: ImportOpt
         raise InvalidInput('Say which consent these people gave: --consent "webform 2026-03".')
     mailing_list = get_list(session, options.list_slug)
     assert mailing_list.id is not None
+    if options.send_confirmation and options.confirmed:
+        raise InvalidInput("--send-confirmation asks people to confirm, --confirmed says "
+                           "they already did: give one of the two.")
+    if options.send_confirmation and mailing_list.optin != OptIn.DOUBLE:
+        raise InvalidInput(f"{mailing_list.slug!r} is a single opt-in list: nobody there "
+                           "confirms, so there is no confirmation mail to send.",
+                           hint="Leave out --send-confirmation.")
     try:
         binary = path.open("rb")
     except OSError as exc:

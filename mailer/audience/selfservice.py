@@ -125,7 +125,8 @@ def confirm_member(session: Session, subscriber_id: int, list_id: int, *,
                    issued_at: datetime, ip: str | None = None,
                    user_agent: str | None = None) -> str | None:
     """Confirm a membership from a confirmation link issued at `issued_at`, recording the
-    consent event (with the consent text the person agreed to when signing up).
+    consent event (with the consent text the person agreed to when signing up, or the
+    one an import with `--send-confirmation` recorded).
 
     Pending: confirmed. Unsubscribed: confirmed only by a link issued after the
     unsubscribe (the person signed up again); an older link does not bring them back.
@@ -149,7 +150,7 @@ def confirm_member(session: Session, subscriber_id: int, list_id: int, *,
     agreed = session.exec(
         select(ConsentEvent.consent).where(
             ConsentEvent.subscriber_id == subscriber_id, ConsentEvent.list_id == list_id,
-            ConsentEvent.action == ConsentAction.SUBSCRIBE)
+            col(ConsentEvent.action).in_([ConsentAction.SUBSCRIBE, ConsentAction.IMPORT]))
         .order_by(col(ConsentEvent.id).desc())).first()
     record_consent(session, subscriber_id, ConsentAction.CONFIRM, list_id=list_id,
                    source="confirmation link", consent=agreed, confirmed=True, ip=ip,

@@ -287,16 +287,19 @@ def iter_subscribers(
     limit: int | None = None,
     batch: int = 1000,
 ) -> Iterator[dict[str, Any]]:
-    """Subscribers matching the filters, in id order, streamed in batches (flat memory)."""
+    """Subscribers matching the filters, in id order, streamed in batches (flat memory).
+    With a list, each carries `list_status`: the membership's status on that list
+    (pending, confirmed, unsubscribed), beside the global `status`."""
     if status is not None and list_slug is None:
         raise InvalidInput("--status needs --list (membership status is per list).")
     if status is not None and status not in {s.value for s in SubscriptionStatus}:
         raise InvalidInput(f"Status must be pending, confirmed or unsubscribed, not {status!r}.")
-    query = select(Subscriber)
+    query: Any = select(Subscriber)
     if list_slug is not None:
         ml = get_list(session, list_slug)
-        query = query.join(Subscription, col(Subscription.subscriber_id) == Subscriber.id) \
-            .where(Subscription.list_id == ml.id)
+        query = select(Subscriber, Subscription.status).join(
+            Subscription, col(Subscription.subscriber_id) == Subscriber.id).where(
+            Subscription.list_id == ml.id)
         if status is not None:
             query = query.where(Subscription.status == status)
     if global_status is not None:
@@ -314,12 +317,15 @@ def iter_subscribers(
                             .order_by(col(Subscriber.id)).limit(size)).all()
         if not rows:
             return
-        for sub in rows:
-            yield {"email": sub.email, "first_name": sub.first_name,
-                   "last_name": sub.last_name, "language": sub.language,
-                   "status": sub.status, "attributes": sub.attributes,
+        for row in rows:
+            sub, member = (row, None) if list_slug is None else row
+            item = {"email": sub.email, "first_name": sub.first_name,
+                    "last_name": sub.last_name, "language": sub.language}
+            if list_slug is not None:
+                item["list_status"] = member
+            yield {**item, "status": sub.status, "attributes": sub.attributes,
                    "created_at": sub.created_at.isoformat()}
-        last_id = rows[-1].id or 0
+        last_id = (rows[-1] if list_slug is None else rows[-1][0]).id or 0
         if remaining is not None:
             remaining -= len(rows)
         session.expunge_all()

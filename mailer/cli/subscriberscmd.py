@@ -46,6 +46,10 @@ def command() -> None:
 @click.option("--confirmed", is_flag=True,
               help="They already confirmed (double opt-in done elsewhere): subscribe as "
                    "confirmed instead of pending.")
+@click.option("--send-confirmation", is_flag=True,
+              help="Double opt-in list: queue the confirmation mail for everyone left "
+                   "pending (also those imported earlier and never asked); `mailer run` "
+                   "or `mailer serve` sends them at the configured pace.")
 @click.option("--update", is_flag=True,
               help="Refresh names, language and attributes of people already known.")
 @click.option("--dry-run", is_flag=True, help="Check and count everything, change nothing.")
@@ -64,9 +68,10 @@ def command() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @pass_state
 def import_cmd(state: State, csv_file: Path, list_slug: str, consent: str, confirmed: bool,
-               update: bool, dry_run: bool, mapping: tuple[str, ...], delimiter: str | None,
-               encoding: str, language: str | None, rejects_path: Path | None,
-               as_json: bool, quiet: bool) -> None:
+               send_confirmation: bool, update: bool, dry_run: bool,
+               mapping: tuple[str, ...], delimiter: str | None, encoding: str,
+               language: str | None, rejects_path: Path | None, as_json: bool,
+               quiet: bool) -> None:
     """Import subscribers from a CSV file into a list.
 
     The file needs a header row. The address column is found by name (email, e-mail,
@@ -76,14 +81,21 @@ def import_cmd(state: State, csv_file: Path, list_slug: str, consent: str, confi
     suppression list is subscribed again. Rejected rows are listed with line number and
     reason, and written to a rejects file.
 
+    Into a double opt-in list, people stay pending (no mail) until they confirm:
+    --send-confirmation mails each of them the confirmation link, once (a re-import does
+    not ask again); --confirmed records that they already confirmed elsewhere.
+
     \b
-    Example:
+    Examples:
         mailer subscribers import people.csv --list nieuwsbrief \\
             --consent "webform 2026-03, text v2" --map "E-mailadres=email" --dry-run
+        mailer subscribers import leden.csv --list nieuwsbrief \\
+            --consent "ledenlijst 2026, mondeling gevraagd" --send-confirmation
     """
     project = state.project
     options = ImportOptions(
-        list_slug=list_slug, consent=consent, confirmed=confirmed, update=update,
+        list_slug=list_slug, consent=consent, confirmed=confirmed,
+        send_confirmation=send_confirmation, update=update,
         dry_run=dry_run, mapping=parse_mapping(mapping),
         delimiter="\t" if delimiter == "tab" else delimiter, encoding=encoding,
         default_language=language or project.settings.imports.default_language,
@@ -122,6 +134,7 @@ def _print_report(report: ImportReport) -> None:
             console.print(f"    … and {total - len(report.first_rejects):,} more")
         if report.rejects_file:
             console.print(f"  Rejected rows are in {report.rejects_file}")
+    _print_confirmations(report)
     if report.smtputf8:
         lines = ", ".join(map(str, report.smtputf8_lines))
         more = ", …" if report.smtputf8 > len(report.smtputf8_lines) else ""
@@ -131,6 +144,24 @@ def _print_report(report: ImportReport) -> None:
                       f"{'line' if report.smtputf8 == 1 else 'lines'} {lines}{more}):"
                       " imported, but only a relay that offers SMTPUTF8 can deliver to them",
                       highlight=False)
+
+
+def _print_confirmations(report: ImportReport) -> None:
+    """What happens next for the pending: asked by mail now, or nobody asks them."""
+    console = err()
+    if report.send_confirmation:
+        verb = "would be queued" if report.dry_run else "queued"
+        asked = (f" ({report.already_asked:,} asked before, not again)"
+                 if report.already_asked else "")
+        console.print(f"  {report.confirmations_queued:,} confirmation mails {verb}{asked}"
+                      + ("" if report.dry_run else
+                         ": `mailer run` (cron) or `mailer serve` sends them, at the pace "
+                         "of [sending]"), highlight=False)
+    elif report.status == "pending" and report.subscribed:
+        console.print(f"  [yellow]{report.subscribed:,} pending[/]: they get no mail until "
+                      "they confirm, and nobody has asked them. Import again with "
+                      "--send-confirmation to mail them the link (or --confirmed if they "
+                      "confirmed elsewhere).", highlight=False)
 
 
 @command.command("add")
@@ -287,6 +318,9 @@ def ls(state: State, list_slug: str | None, status: str | None, global_status: s
        search: str | None, limit: int | None, as_json: bool) -> None:
     """List subscribers, filtered by list, membership status, global status or text.
 
+    With --list, `list_status` is each one's status on that list (pending, confirmed,
+    unsubscribed); `status` is the global one (active, blocklisted).
+
     \b
     Example:
         mailer subscribers ls --list nieuwsbrief --status confirmed --json
@@ -299,7 +333,9 @@ def ls(state: State, list_slug: str | None, status: str | None, global_status: s
         if as_json:
             stream_json(rows)
         else:
-            shown = table(rows, ["email", "first_name", "last_name", "language", "status"],
+            columns = ["email", "first_name", "last_name", "language",
+                       *(["list_status"] if list_slug else []), "status"]
+            shown = table(rows, columns,
                           title="Subscribers", empty="No subscribers match.")
             if shown == limit:
                 err().print(f"Showing the first {limit}; use --limit or --json for more.")
