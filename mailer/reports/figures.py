@@ -99,11 +99,14 @@ def _unsubscribes(conn: sa.Connection, campaign: Any) -> dict[str, int]:
     if campaign.started_at is None:
         return counts
     since = sa.literal(campaign.started_at - timedelta(seconds=1), CE.c.at.type)
+    # EXISTS, not IN: SQLite would build a temporary index of every recipient (a million
+    # for a large campaign: 0.43 CPU-s) to test the few unsubscribes against; EXISTS looks
+    # each one up in the outbox's (campaign, subscriber) key (0.06 s; bench/report_bench.py).
+    sent_to = sa.exists().where(D.c.campaign_id == campaign.id,
+                                D.c.subscriber_id == CE.c.subscriber_id)
     rows = conn.execute(
         sa.select(CE.c.source, sa.func.count())
-        .where(CE.c.action == "unsubscribe", CE.c.at >= since,
-               CE.c.subscriber_id.in_(sa.select(D.c.subscriber_id).where(
-                   D.c.campaign_id == campaign.id, D.c.subscriber_id.is_not(None))))
+        .where(CE.c.action == "unsubscribe", CE.c.at >= since, sent_to)
         .group_by(CE.c.source)).all()
     for source, n in rows:
         name = next((key for prefix, key in _CHANNELS if (source or "").startswith(prefix)),
