@@ -31,7 +31,7 @@ def recipient(row: Subscriber) -> Recipient:
     assert row.id is not None
     return Recipient(subscriber_id=row.id, email=row.email, first_name=row.first_name,
                      last_name=row.last_name, language=row.language,
-                     attributes=dict(row.attributes or {}))
+                     attributes=dict(row.attributes or {}), infix=row.infix)
 
 
 def sample_recipient(language: str | None = None) -> Recipient:

@@ -139,6 +139,8 @@ class Subscriber(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(sa_column=Column(String(254), unique=True, nullable=False))
     first_name: str | None = Field(default=None, sa_column=Column(String(200)))
+    # The Dutch tussenvoegsel ("van der"): "Jan van der Berg", sorted under B (names.py).
+    infix: str | None = Field(default=None, sa_column=Column(String(200)))
     last_name: str | None = Field(default=None, sa_column=Column(String(200)))
     language: str | None = Field(default=None, sa_column=Column(String(8)))
     attributes: dict[str, Any] = Field(default_factory=dict,

@@ -375,3 +375,72 @@ def test_send_confirmation_is_refused_where_nobody_confirms(run, project, args, 
     assert result.exit_code == 1
     assert message in result.stderr and "Traceback" not in result.stderr
     assert counts(project)["subscribers"] == 0
+
+
+DUTCH_NAMES = (
+    "E-mailadres;Voornaam;Tussenvoegsel;Achternaam\r\n"
+    "jan@example.nl;Jan;van der;Berg\r\n"
+    "marieke@example.nl;Marieke;De;Vries\r\n"  # as some systems export it: capital D
+    "piet@example.nl;Piet;;Jansen\r\n"
+    "anna@example.nl;Anna;'t;Hart\r\n"
+)
+
+
+def test_a_tussenvoegsel_column_is_imported_shown_sorted_and_used_in_the_mail(
+        run, project, monkeypatch):
+    """The infix (tussenvoegsel) is a field of its own: imported, shown, searched, sorted
+    under the last name, and written the Dutch way in the To header and the template."""
+    from email import message_from_bytes
+    from email.header import decode_header, make_header
+
+    from tests.support.smtpserver import SmtpServer
+
+    path = write(project / "leden.csv", DUTCH_NAMES, bom=True)
+    report = import_json(run, str(path), "--list", "nieuwsbrief", "--consent", "v1",
+                         "--confirmed")
+    assert report["added"] == 4 and report["rejected"] == 0
+    jan = show_json(run, "jan@example.nl")
+    assert (jan["first_name"], jan["infix"], jan["last_name"]) == ("Jan", "van der", "Berg")
+    assert jan["name"] == "Jan van der Berg" and "attributes" not in jan["attributes"]
+    assert jan["attributes"] == {}
+    assert show_json(run, "marieke@example.nl")["name"] == "Marieke de Vries"
+    assert "Jan van der Berg" in run("subscribers", "show", "jan@example.nl").stdout
+
+    def emails(*args: str) -> list[str]:
+        result = run("subscribers", "ls", *args, "--json")
+        assert result.exit_code == 0, result.stderr
+        return [r["email"].partition("@")[0] for r in json.loads(result.stdout)]
+
+    assert emails("--sort", "name") == ["jan", "anna", "piet", "marieke"]  # B, H, J, V
+    assert emails("--sort", "name", "--list", "nieuwsbrief", "--limit", "2") == [
+        "jan", "anna"]
+    assert emails("--search", "de vries") == ["marieke"]
+    assert emails("--search", "van der") == ["jan"]
+
+    # --update changes an infix; a file with an "infix" (or "prefix") header works too
+    fixed = write(project / "fix.csv", "email,prefix,last_name\npiet@example.nl,van,Jansen\n")
+    updated = import_json(run, str(fixed), "--list", "nieuwsbrief", "--consent", "v1",
+                          "--update")
+    assert updated["updated"] == 1
+    assert show_json(run, "piet@example.nl")["name"] == "Piet van Jansen"
+
+    subject = ("Beste {{ subscriber.name | default('lezer') }} "
+               "({{ subscriber.family_name | default('-') }})")
+    with SmtpServer() as smtp:
+        monkeypatch.setenv("MAILER_DELIVERY__TRANSPORT",
+                           f"smtp://127.0.0.1:{smtp.port}?tls=none")
+        created = run("campaign", "create", "namen", "--list", "nieuwsbrief", "--template",
+                      "templates/newsletter.html.j2", "--subject", subject)
+        assert created.exit_code == 0, created.output
+        sent = run("campaign", "send", "namen", "--yes", "--json")
+        assert sent.exit_code == 0, sent.output
+        mails = {m.recipients[0]: message_from_bytes(m.data) for m in smtp.messages()}
+    jan_mail, anna_mail = mails["jan@example.nl"], mails["anna@example.nl"]
+    assert str(make_header(decode_header(jan_mail["To"]))) == (
+        "Jan van der Berg <jan@example.nl>")
+    assert str(make_header(decode_header(jan_mail["Subject"]))) == (
+        "Beste Jan van der Berg (Van der Berg)")
+    assert str(make_header(decode_header(anna_mail["Subject"]))) == (
+        "Beste Anna 't Hart ('t Hart)")
+    assert str(make_header(decode_header(mails["marieke@example.nl"]["Subject"]))) == (
+        "Beste Marieke de Vries (De Vries)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import text
 
 from mailer.config import load_settings
@@ -178,3 +179,59 @@ def test_add_warns_about_an_address_that_needs_smtputf8(run, project):
     result = run("subscribers", "add", "an@example.be", "--list", "nieuwsbrief",
                  "--consent", "v1")
     assert result.exit_code == 0 and "SMTPUTF8" not in result.stderr
+
+
+@pytest.mark.parametrize("first, infix, last, full, family", [
+    ("Jan", "van der", "Berg", "Jan van der Berg", "Van der Berg"),
+    ("Marieke", "De", "Vries", "Marieke de Vries", "De Vries"),
+    (None, "van der", "Berg", "Van der Berg", "Van der Berg"),
+    ("Anna", "'t", "Hart", "Anna 't Hart", "'t Hart"),
+    (" Jan ", " van  den ", " Bosch ", "Jan van den Bosch", "Van den Bosch"),
+    ("Lieve", None, "Van den Bossche", "Lieve Van den Bossche", "Van den Bossche"),
+    ("Jan", "van", None, "Jan", ""),
+    (None, None, None, "", ""),
+])
+def test_full_and_family_name_follow_the_dutch_rules(first, infix, last, full, family):
+    """After a first name the infix is lower case, alone it takes a capital (not 't);
+    a Belgian surname kept whole in the last name is left as it is."""
+    from mailer.audience.names import family_name, full_name
+    from mailer.content.mailing import Recipient
+
+    assert full_name(first, infix, last) == full
+    assert family_name(infix, last) == family
+    data = Recipient(subscriber_id=1, email="x@example.nl", first_name=first, infix=infix,
+                     last_name=last).template_data()
+    assert data.get("name", "") == full and data.get("family_name", "") == family
+    assert ("infix" in data) == bool(infix)
+
+
+def test_add_and_edit_an_infix(run, project):
+    result = run("subscribers", "add", "jan@example.nl", "--list", "nieuwsbrief",
+                 "--first-name", "Jan", "--infix", "van der", "--last-name", "Berg",
+                 "--consent", "v1")
+    assert result.exit_code == 0, result.stderr
+    assert show(run, "jan@example.nl")["name"] == "Jan van der Berg"
+    assert run("subscribers", "edit", "jan@example.nl", "--infix", "van den").exit_code == 0
+    data = show(run, "jan@example.nl")
+    assert data["name"] == "Jan van den Berg"
+    assert data["consent"][-1]["source"] == "cli: infix"  # the field, never its value
+    assert run("subscribers", "edit", "jan@example.nl", "--infix", "").exit_code == 0
+    assert show(run, "jan@example.nl")["infix"] is None
+    result = run("subscribers", "edit", "jan@example.nl", "--infix", "van\nder")
+    assert result.exit_code == 1 and "line breaks" in result.stderr
+
+
+def test_gdpr_export_holds_the_infix_and_erase_removes_it(run, project):
+    run("subscribers", "add", "jan@example.nl", "--list", "nieuwsbrief", "--first-name",
+        "Jan", "--infix", "uit den", "--last-name", "Bogaard", "--consent", "v1")
+    result = run("gdpr", "export", "jan@example.nl", "--out", "-")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["subscriber"]["infix"] == "uit den"
+    text_export = run("gdpr", "export", "jan@example.nl", "--format", "text", "--out", "-")
+    assert "infix: uit den" in text_export.stdout
+    assert run("gdpr", "erase", "jan@example.nl", "--yes").exit_code == 0
+    engine = make_engine(load_settings().resolved_database_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM subscriber WHERE infix IS NOT NULL")
+                            ).scalar() == 0
+    engine.dispose()

@@ -30,7 +30,7 @@ __all__ = [
     "parse_mapping",
 ]
 
-FIELDS = ("email", "first_name", "last_name", "language")
+FIELDS = ("email", "first_name", "infix", "last_name", "language")
 
 # Header names recognised without a --map, lower-cased, spaces/dashes/underscores removed.
 ALIASES = {
@@ -39,6 +39,9 @@ ALIASES = {
     "firstname": "first_name", "voornaam": "first_name", "givenname": "first_name",
     "lastname": "last_name", "achternaam": "last_name", "familienaam": "last_name",
     "surname": "last_name", "naam": "last_name",
+    # the Dutch tussenvoegsel ("van der"): its own field, see audience/names.py
+    "tussenvoegsel": "infix", "tussenvoegsels": "infix", "voorvoegsel": "infix",
+    "voorvoegsels": "infix", "infix": "infix", "prefix": "infix",
     "language": "language", "taal": "language", "lang": "language",
 }
 IGNORE = "-"
@@ -76,6 +79,7 @@ class ColumnPlan:
     language: int | None = None
     attributes: tuple[tuple[int, str], ...] = ()
     default_language: str | None = None
+    infix: int | None = None
 
     @classmethod
     def from_header(cls, header: list[str], mapping: dict[str, str],
@@ -112,7 +116,7 @@ class ColumnPlan:
                      '"|").')
         return cls(tuple(header), slots["email"], slots.get("first_name"),
                    slots.get("last_name"), slots.get("language"), tuple(attributes),
-                   default_language)
+                   default_language, slots.get("infix"))
 
 
 class CheckedRow(NamedTuple):
@@ -131,6 +135,7 @@ class CheckedRow(NamedTuple):
     attributes: str | None = None
     error: str | None = None
     detail: str = ""
+    infix: str | None = None
 
 
 FATAL = "fatal"  # CheckedRow.error of a batch that cannot be read at all (encoding, quoting)
@@ -167,6 +172,7 @@ def _check_row(line: int, raw: list[str], plan: ColumnPlan, width: int,
     try:
         email = normalise_address(address)
         first_name = _cell(raw, plan.first_name)
+        infix = _cell(raw, plan.infix)
         last_name = _cell(raw, plan.last_name)
         language = _language(_cell(raw, plan.language), plan.default_language)
     except ValueError as exc:  # InvalidAddress is a ValueError too
@@ -174,7 +180,7 @@ def _check_row(line: int, raw: list[str], plan: ColumnPlan, width: int,
     attributes = {name: raw[i].strip() for i, name in plan.attributes
                   if i < len(raw) and raw[i].strip()}
     return CheckedRow(line, email, address_hash(key, email), first_name, last_name, language,
-                      _to_json(attributes))
+                      _to_json(attributes), infix=infix)
 
 
 _to_json = json.JSONEncoder(ensure_ascii=True).encode  # = json.dumps, without its wrapper

@@ -280,12 +280,13 @@ class _Writer:
         if conn.execute(text("SELECT count(*) FROM suppression")).scalar_one() <= 100_000:
             self._all_suppressed = set(conn.execute(
                 text("SELECT email_hash FROM suppression")).scalars())
-        self._existing = SelectIn(conn, "SELECT id, email, status, first_name, last_name, "
-                                         "language, attributes FROM subscriber WHERE email {IN}")
+        self._existing = SelectIn(conn, "SELECT id, email, status, first_name, infix, "
+                                         "last_name, language, attributes FROM subscriber "
+                                         "WHERE email {IN}")
         self._members = SelectIn(conn, "SELECT subscriber_id, status FROM subscription "
                                         "WHERE list_id = ? AND subscriber_id {IN}")
         self._insert_people = Insert(conn, SUB, (
-            "email", "first_name", "last_name", "language", "attributes", "status",
+            "email", "first_name", "infix", "last_name", "language", "attributes", "status",
             "created_at", "updated_at"), serial="id")
         self._insert_members = Insert(conn, MEMBER, (
             "subscriber_id", "list_id", "status", "source", "created_at", "updated_at",
@@ -386,8 +387,8 @@ class _Writer:
             active = GlobalStatus.ACTIVE.value
             # The new ids, in any order: each new subscriber gets the same membership.
             ids = [i for (i,) in self._insert_people([
-                (r.email, r.first_name, r.last_name, r.language, r.attributes, active,
-                 stamp, stamp) for r in new_people])]
+                (r.email, r.first_name, r.infix, r.last_name, r.language, r.attributes,
+                 active, stamp, stamp) for r in new_people])]
             report.added += len(ids)
             self._created.add(ids)
             join_ids.extend(ids)
@@ -442,7 +443,7 @@ class _Writer:
     def _changes(old: Any, row: CheckedRow) -> dict[str, Any] | None:
         """What --update changes: names and language when given, attributes merged."""
         change: dict[str, Any] = {}
-        for name in ("first_name", "last_name", "language"):
+        for name in ("first_name", "infix", "last_name", "language"):
             value = getattr(row, name)
             if value is not None and value != getattr(old, name):
                 change[name] = value

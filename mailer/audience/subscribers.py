@@ -10,12 +10,13 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import func, or_
+from sqlalchemy import func, null, or_
 from sqlmodel import Session, col, select
 
 from mailer.audience.addresses import InvalidAddress, normalise_address
 from mailer.audience.consent import record_consent
 from mailer.audience.lists import get_list
+from mailer.audience.names import full_name
 from mailer.audience.suppression import is_suppressed
 from mailer.dbtypes import placeholder, stamp
 from mailer.errors import InvalidInput, NotFound
@@ -33,6 +34,7 @@ from mailer.models import (
 
 __all__ = [
     "LANGUAGES",
+    "SORTS",
     "add_subscriber",
     "clean_name",
     "edit_subscriber",
@@ -47,6 +49,7 @@ __all__ = [
 ]
 
 LANGUAGES = ("nl", "en")
+SORTS = ("added", "name")
 
 
 def validate_address(raw: str) -> str:
@@ -103,6 +106,7 @@ def add_subscriber(
     source: str = "cli",
     confirmed: bool = False,
     first_name: str | None = None,
+    infix: str | None = None,
     last_name: str | None = None,
     language: str | None = None,
     attributes: dict[str, Any] | None = None,
@@ -126,6 +130,7 @@ def add_subscriber(
     sub = session.exec(select(Subscriber).where(Subscriber.email == address)).first()
     if sub is None:
         sub = Subscriber(email=address, first_name=clean_name(first_name, "first name"),
+                         infix=clean_name(infix, "infix"),
                          last_name=clean_name(last_name, "last name"),
                          language=_check_language(language), attributes=attributes or {})
         session.add(sub)
@@ -167,6 +172,7 @@ def edit_subscriber(
     email: str,
     *,
     first_name: str | None = None,
+    infix: str | None = None,
     last_name: str | None = None,
     language: str | None = None,
     status: str | None = None,
@@ -174,9 +180,13 @@ def edit_subscriber(
     unset_attributes: tuple[str, ...] = (),
     source: str = "cli",
 ) -> Subscriber:
-    """Change name, language, attributes or global status; logged as a preference event."""
+    """Change name, language, attributes or global status; logged as a preference event.
+    An empty infix ("") removes it (a name is changed, never emptied, by the others)."""
     sub = get_subscriber(session, email)
     changed: list[str] = []
+    if infix is not None and sub.infix != (value := clean_name(infix, "infix")):
+        sub.infix = value
+        changed.append("infix")
     for field, value in (("first_name", clean_name(first_name, "first name")),
                          ("last_name", clean_name(last_name, "last name")),
                          ("language", _check_language(language))):
@@ -262,7 +272,8 @@ def subscriber_details(session: Session, sub: Subscriber) -> dict[str, Any]:
     events = session.exec(select(ConsentEvent).where(ConsentEvent.subscriber_id == sub.id)
                           .order_by(col(ConsentEvent.id))).all()
     return {
-        "email": sub.email, "first_name": sub.first_name, "last_name": sub.last_name,
+        "email": sub.email, "first_name": sub.first_name, "infix": sub.infix,
+        "last_name": sub.last_name, "name": full_name(sub.first_name, sub.infix, sub.last_name),
         "language": sub.language, "status": sub.status, "attributes": sub.attributes,
         "created_at": sub.created_at.isoformat(), "updated_at": sub.updated_at.isoformat(),
         "lists": [{"list": slug, "status": m.status, "source": m.source,
@@ -285,16 +296,27 @@ def iter_subscribers(
     global_status: str | None = None,
     search: str | None = None,
     limit: int | None = None,
+    sort: str = "added",
     batch: int = 1000,
 ) -> Iterator[dict[str, Any]]:
-    """Subscribers matching the filters, in id order, streamed in batches (flat memory).
+    """Subscribers matching the filters, streamed in batches (flat memory): in the order
+    they were added, or (`sort="name"`) by last name, first name and infix, ignoring case
+    ("van der Berg" under B; those without a last name at the end).
     With a list, each carries `list_status`: the membership's status on that list
     (pending, confirmed, unsubscribed), beside the global `status`."""
     if status is not None and list_slug is None:
         raise InvalidInput("--status needs --list (membership status is per list).")
     if status is not None and status not in {s.value for s in SubscriptionStatus}:
         raise InvalidInput(f"Status must be pending, confirmed or unsubscribed, not {status!r}.")
-    query: Any = select(Subscriber)
+    if sort not in SORTS:
+        raise InvalidInput(f"Sort by {' or '.join(SORTS)}, not {sort!r}.")
+    person = col(Subscriber.id)
+    keys: list[Any] = [person] if sort == "added" else [
+        col(Subscriber.last_name).is_(None), *(func.lower(func.coalesce(column, "")) for column
+                                               in (col(Subscriber.last_name),
+                                                   col(Subscriber.first_name),
+                                                   col(Subscriber.infix))), person]
+    query: Any = select(Subscriber, null())
     if list_slug is not None:
         ml = get_list(session, list_slug)
         query = select(Subscriber, Subscription.status).join(
@@ -306,26 +328,20 @@ def iter_subscribers(
         query = query.where(Subscriber.status == global_status)
     if search:
         pattern = f"%{search.lower()}%"
+        surname = col(Subscriber.infix) + " " + col(Subscriber.last_name)  # "de vries"
         query = query.where(or_(col(Subscriber.email).like(pattern),
-                                func.lower(col(Subscriber.first_name)).like(pattern),
-                                func.lower(col(Subscriber.last_name)).like(pattern)))
-    last_id = 0
-    remaining = limit
-    while remaining is None or remaining > 0:
-        size = batch if remaining is None else min(batch, remaining)
-        rows = session.exec(query.where(col(Subscriber.id) > last_id)
-                            .order_by(col(Subscriber.id)).limit(size)).all()
-        if not rows:
-            return
-        for row in rows:
-            sub, member = (row, None) if list_slug is None else row
-            item = {"email": sub.email, "first_name": sub.first_name,
+                                *(func.lower(c).like(pattern) for c in (
+                                    col(Subscriber.first_name), col(Subscriber.infix),
+                                    col(Subscriber.last_name), surname))))
+    # One query, read in partitions (a server-side cursor on PostgreSQL): a page-by-page
+    # walk would sort the whole table again for every page when sorted by name.
+    query = query.order_by(*keys).limit(limit).execution_options(yield_per=batch)
+    for part in session.execute(query).partitions():
+        for sub, member in part:
+            item = {"email": sub.email, "first_name": sub.first_name, "infix": sub.infix,
                     "last_name": sub.last_name, "language": sub.language}
             if list_slug is not None:
                 item["list_status"] = member
             yield {**item, "status": sub.status, "attributes": sub.attributes,
                    "created_at": sub.created_at.isoformat()}
-        last_id = (rows[-1] if list_slug is None else rows[-1][0]).id or 0
-        if remaining is not None:
-            remaining -= len(rows)
         session.expunge_all()

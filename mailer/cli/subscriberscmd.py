@@ -13,6 +13,7 @@ from mailer.audience.csvrows import parse_mapping
 from mailer.audience.importer import ImportOptions, ImportReport, import_csv
 from mailer.audience.subscribers import (
     LANGUAGES,
+    SORTS,
     add_subscriber,
     edit_subscriber,
     get_subscriber,
@@ -54,8 +55,8 @@ def command() -> None:
               help="Refresh names, language and attributes of people already known.")
 @click.option("--dry-run", is_flag=True, help="Check and count everything, change nothing.")
 @click.option("--map", "mapping", multiple=True, metavar="COLUMN=FIELD",
-              help="Map a CSV column to email, first_name, last_name, language, attr:NAME, "
-                   "or - to ignore it. Repeatable.")
+              help="Map a CSV column to email, first_name, infix, last_name, language, "
+                   "attr:NAME, or - to ignore it. Repeatable.")
 @click.option("--delimiter", type=click.Choice([";", ",", "tab", "|"]),
               help="Column separator (default: detected from the first lines).")
 @click.option("--encoding", default="utf-8", show_default=True,
@@ -75,8 +76,9 @@ def import_cmd(state: State, csv_file: Path, list_slug: str, consent: str, confi
     """Import subscribers from a CSV file into a list.
 
     The file needs a header row. The address column is found by name (email, e-mail,
-    e-mailadres…) or set with --map; first_name/voornaam, last_name/achternaam and
-    language/taal are recognised too; every other column becomes an attribute.
+    e-mailadres…) or set with --map; first_name/voornaam, last_name/achternaam,
+    language/taal and the Dutch tussenvoegsel (tussenvoegsel, infix or prefix: the "van
+    der" of Jan van der Berg) are recognised too; every other column becomes an attribute.
     Re-importing the same file changes nothing. Nobody who unsubscribed or is on the
     suppression list is subscribed again. Rejected rows are listed with line number and
     reason, and written to a rejects file.
@@ -171,6 +173,7 @@ def _print_confirmations(report: ImportReport) -> None:
 @click.option("--confirmed", is_flag=True,
               help="The person already confirmed: skip the pending state of double opt-in.")
 @click.option("--first-name")
+@click.option("--infix", help='The Dutch tussenvoegsel: "van der" in Jan van der Berg.')
 @click.option("--last-name")
 @click.option("--language", type=click.Choice(LANGUAGES))
 @click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE",
@@ -178,20 +181,22 @@ def _print_confirmations(report: ImportReport) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
 def add(state: State, email: str, lists: tuple[str, ...], consent: str, confirmed: bool,
-        first_name: str | None, last_name: str | None, language: str | None,
-        attrs: tuple[str, ...], as_json: bool) -> None:
+        first_name: str | None, infix: str | None, last_name: str | None,
+        language: str | None, attrs: tuple[str, ...], as_json: bool) -> None:
     """Add one subscriber to one or more lists, recording the consent.
 
     \b
     Example:
         mailer subscribers add an@example.be --list nieuwsbrief --first-name An \\
             --consent "paper form at the fair, 2026-10-12" --attr city=Gent
+        mailer subscribers add jan@example.nl --list nieuwsbrief --first-name Jan \\
+            --infix "van der" --last-name Berg --consent "aanmeldformulier beurs"
     """
     project = state.project
     with session_scope(project.engine) as session:
         sub, result = add_subscriber(
             session, project.hash_key, email, list(lists), consent=consent, source="cli",
-            confirmed=confirmed, first_name=first_name, last_name=last_name,
+            confirmed=confirmed, first_name=first_name, infix=infix, last_name=last_name,
             language=language, attributes=parse_attributes(attrs))
         address = sub.email
     utf8 = needs_smtputf8(address)
@@ -236,8 +241,7 @@ def show(state: State, email: str, consent_only: bool, as_json: bool) -> None:
         print_json(details)
         return
     console = out()
-    name = " ".join(p for p in (details["first_name"], details["last_name"]) if p) or "-"
-    console.print(f"[bold]{details['email']}[/]  {name}  language: "
+    console.print(f"[bold]{details['email']}[/]  {details['name'] or '-'}  language: "
                   f"{details['language'] or '-'}  status: {details['status']}", highlight=False)
     for key, value in details["attributes"].items():
         console.print(f"  {key}: {value}", highlight=False)
@@ -281,6 +285,7 @@ def _show_consent(details: dict[str, Any], as_json: bool) -> None:
 @command.command("edit")
 @click.argument("email")
 @click.option("--first-name")
+@click.option("--infix", help='The Dutch tussenvoegsel ("van der"); "" removes it.')
 @click.option("--last-name")
 @click.option("--language", type=click.Choice(LANGUAGES))
 @click.option("--status", type=click.Choice([s.value for s in GlobalStatus]),
@@ -288,17 +293,19 @@ def _show_consent(details: dict[str, Any], as_json: bool) -> None:
 @click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE", help="Set an attribute.")
 @click.option("--unset", "unset", multiple=True, metavar="KEY", help="Remove an attribute.")
 @pass_state
-def edit(state: State, email: str, first_name: str | None, last_name: str | None,
-         language: str | None, status: str | None, attrs: tuple[str, ...],
+def edit(state: State, email: str, first_name: str | None, infix: str | None,
+         last_name: str | None, language: str | None, status: str | None, attrs: tuple[str, ...],
          unset: tuple[str, ...]) -> None:
     """Change a subscriber's name, language, attributes or global status.
 
     \b
     Example:
         mailer subscribers edit an@example.be --language en --attr city=Gent --unset old
+        mailer subscribers edit jan@example.nl --infix "van der" --last-name Berg
     """
     with session_scope(state.project.engine) as session:
-        sub = edit_subscriber(session, email, first_name=first_name, last_name=last_name,
+        sub = edit_subscriber(session, email, first_name=first_name, infix=infix,
+                              last_name=last_name,
                               language=language, status=status,
                               set_attributes=parse_attributes(attrs), unset_attributes=unset)
         address = sub.email
@@ -311,11 +318,13 @@ def edit(state: State, email: str, first_name: str | None, last_name: str | None
               help="Only members with this status on --list.")
 @click.option("--global-status", type=click.Choice([s.value for s in GlobalStatus]))
 @click.option("--search", help="Part of the address or name.")
+@click.option("--sort", type=click.Choice(SORTS), default="added", show_default=True,
+              help="name: by last name, the Dutch way (van der Berg under B).")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @pass_state
 def ls(state: State, list_slug: str | None, status: str | None, global_status: str | None,
-       search: str | None, limit: int | None, as_json: bool) -> None:
+       search: str | None, sort: str, limit: int | None, as_json: bool) -> None:
     """List subscribers, filtered by list, membership status, global status or text.
 
     With --list, `list_status` is each one's status on that list (pending, confirmed,
@@ -324,16 +333,18 @@ def ls(state: State, list_slug: str | None, status: str | None, global_status: s
     \b
     Example:
         mailer subscribers ls --list nieuwsbrief --status confirmed --json
+        mailer subscribers ls --list nieuwsbrief --sort name --search "van der"
     """
     if limit is None and not as_json:
         limit = 1000  # a terminal table; --json streams any number
     with session_scope(state.project.engine) as session:
         rows = iter_subscribers(session, list_slug=list_slug, status=status,
-                                global_status=global_status, search=search, limit=limit)
+                                global_status=global_status, search=search, limit=limit,
+                                sort=sort)
         if as_json:
             stream_json(rows)
         else:
-            columns = ["email", "first_name", "last_name", "language",
+            columns = ["email", "first_name", "infix", "last_name", "language",
                        *(["list_status"] if list_slug else []), "status"]
             shown = table(rows, columns,
                           title="Subscribers", empty="No subscribers match.")

@@ -16,8 +16,10 @@ List-Unsubscribe (`https` and `mailto:unsub+TOKEN@…`) and in the envelope send
 delivery and nobody can forge one for another address.
 
 Template data (plain values only):
-    subscriber  email, first_name, last_name, name, language, attributes: fields that
-                are empty are left out, so `| default("…")` applies
+    subscriber  email, first_name, infix, last_name, name, family_name, language,
+                attributes: fields that are empty are left out, so `| default("…")`
+                applies; name is "Jan van der Berg", family_name "Van der Berg" (the
+                Dutch rules for an infix: mailer/audience/names.py)
     subject     this recipient's subject, as rendered
     urls        unsubscribe, preferences
     org         the organisation from mailer.toml
@@ -38,6 +40,7 @@ from typing import Any
 
 from jinja2 import Template
 
+from mailer.audience.names import family_name, full_name
 from mailer.content.compose import Attachment, Composer
 from mailer.content.constants import prerender_constants
 from mailer.content.dkim import Signer as DkimSigner
@@ -83,19 +86,22 @@ class Recipient:
     last_name: str | None = None
     language: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    infix: str | None = None  # the Dutch tussenvoegsel: "van der"
 
     @property
     def display_name(self) -> str:
-        return " ".join(p for p in (self.first_name, self.last_name) if p)
+        return full_name(self.first_name, self.infix, self.last_name)
 
     def template_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"email": self.email, "attributes": dict(self.attributes)}
-        for key in ("first_name", "last_name", "language"):
+        for key in ("first_name", "infix", "last_name", "language"):
             value = getattr(self, key)
             if value:
                 data[key] = value
         if self.display_name:
             data["name"] = self.display_name
+        if surname := family_name(self.infix, self.last_name):
+            data["family_name"] = surname
         return data
 
 

@@ -84,7 +84,8 @@ class Outbox:
         erased, blocklisted, unsubscribed from the list, or suppressed: skipped."""
         base = (
             sa.select(D.c.id, D.c.list_id, D.c.attempts, D.c.subscriber_id, P.c.email,
-                      P.c.first_name, P.c.last_name, P.c.language, P.c.attributes,
+                      P.c.first_name, P.c.infix, P.c.last_name, P.c.language,
+                      P.c.attributes,
                       P.c.status.label("person_status"), S.c.status.label("member_status"))
             .select_from(D.outerjoin(P, P.c.id == D.c.subscriber_id).outerjoin(
                 S, sa.and_(S.c.subscriber_id == D.c.subscriber_id,
@@ -122,7 +123,7 @@ class Outbox:
             recipient = None if reason else Recipient(
                 subscriber_id=row.subscriber_id, email=row.email, first_name=row.first_name,
                 last_name=row.last_name, language=row.language,
-                attributes=dict(row.attributes or {}))
+                attributes=dict(row.attributes or {}), infix=row.infix)
             out.append(Due(row.id, row.list_id, row.attempts, recipient, reason))
         return out
 

@@ -107,7 +107,8 @@ def _document(now: datetime | None, person: Any, *, suppressed: Any) -> dict[str
     profile = None
     if person is not None:
         profile = {"email": person.email, "first_name": person.first_name,
-                   "last_name": person.last_name, "language": person.language,
+                   "infix": person.infix, "last_name": person.last_name,
+                   "language": person.language,
                    "attributes": person.attributes, "status": person.status,
                    "created_at": _iso(person.created_at),
                    "updated_at": _iso(person.updated_at)}

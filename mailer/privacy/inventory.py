@@ -20,7 +20,8 @@ Kind = Literal["person", "link", "none"]
 
 INVENTORY: dict[str, dict[str, Kind]] = {
     "subscriber": {  # deleted at erasure
-        "id": "link", "email": "person", "first_name": "person", "last_name": "person",
+        "id": "link", "email": "person", "first_name": "person", "infix": "person",
+        "last_name": "person",
         "language": "person", "attributes": "person", "status": "person",
         "created_at": "person", "updated_at": "person",
     },
