@@ -271,7 +271,7 @@ def test_addresses_that_need_smtputf8_are_imported_counted_and_named(run, projec
                  "--consent", "v1")
     assert result.exit_code == 0, result.stderr
     assert "2 addresses need SMTPUTF8" in result.stderr and "lines 3, 5" in result.stderr
-    assert "only a relay that offers SMTPUTF8" in result.stderr
+    assert "only a relay that offers SMTPUTF8 can deliver to them" in result.stderr
     assert show_json(run, "chloë@example.be")["first_name"] == "Chloë"
     # Once known, the same address counts again on a re-import (it is still in the list).
     again = import_json(run, str(path), "--list", "nieuwsbrief", "--consent", "v1")
@@ -280,6 +280,10 @@ def test_addresses_that_need_smtputf8_are_imported_counted_and_named(run, projec
     result = run("subscribers", "import", str(plain), "--list", "nieuwsbrief",
                  "--consent", "v1")
     assert result.exit_code == 0 and "SMTPUTF8" not in result.stderr
+    one = write(project / "one.csv", "email\nzoë@example.be\n")
+    result = run("subscribers", "import", str(one), "--list", "nieuwsbrief", "--consent", "v1")
+    assert "1 address needs SMTPUTF8" in result.stderr and "line 2)" in result.stderr
+    assert "can deliver to it" in result.stderr
 
 
 def show_json(run, address: str) -> dict:  # noqa: ANN001
@@ -327,6 +331,8 @@ def test_send_confirmation_asks_every_pending_person_once_and_the_link_confirms(
     again = run("subscribers", "import", str(both), *args)
     assert again.exit_code == 0, again.stderr
     assert "0 confirmation mails queued (2 asked before, not again)" in again.stderr
+    assert "`mailer run` (cron) or `mailer serve` sends them, at the pace of [sending]" \
+        in again.stderr
     assert len(notices(project)) == 2
 
     with SmtpServer() as smtp:

@@ -140,11 +140,12 @@ def _print_report(report: ImportReport) -> None:
     if report.smtputf8:
         lines = ", ".join(map(str, report.smtputf8_lines))
         more = ", …" if report.smtputf8 > len(report.smtputf8_lines) else ""
+        one = report.smtputf8 == 1
         console.print(f"  [yellow]Warning:[/] {report.smtputf8:,} "
-                      f"{'address needs' if report.smtputf8 == 1 else 'addresses need'} "
+                      f"{'address needs' if one else 'addresses need'} "
                       f"SMTPUTF8 (a character outside ASCII, as in chloë@…; "
-                      f"{'line' if report.smtputf8 == 1 else 'lines'} {lines}{more}):"
-                      " imported, but only a relay that offers SMTPUTF8 can deliver to them",
+                      f"{'line' if one else 'lines'} {lines}{more}): imported, but only a "
+                      f"relay that offers SMTPUTF8 can deliver to {'it' if one else 'them'}",
                       highlight=False)
 
 
@@ -158,7 +159,7 @@ def _print_confirmations(report: ImportReport) -> None:
         console.print(f"  {report.confirmations_queued:,} confirmation mails {verb}{asked}"
                       + ("" if report.dry_run else
                          ": `mailer run` (cron) or `mailer serve` sends them, at the pace "
-                         "of [sending]"), highlight=False)
+                         "of [sending]"), highlight=False, markup=False)
     elif report.status == "pending" and report.subscribed:
         console.print(f"  [yellow]{report.subscribed:,} pending[/]: they get no mail until "
                       "they confirm, and nobody has asked them. Import again with "
