@@ -6,18 +6,25 @@ the CLI (preview, templates check) and the delivery engine share.
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+
+from sqlmodel import Session
 
 from mailer.config import Settings
 from mailer.content.dkim import Signer as DkimSigner
 from mailer.content.dkim import load_key
+from mailer.content.lint import Finding, check, group_audience, refuse_errors
 from mailer.content.mailing import CampaignInfo, ListInfo, Mailing, Recipient, load_sources
 from mailer.errors import InvalidInput
-from mailer.models import MailingList, Subscriber
+from mailer.models import Campaign, MailingList, Subscriber
 from mailer.project import Project
 
-__all__ = ["dkim_keys", "dkim_signers", "list_info", "make_mailing", "recipient",
-           "resolve_template", "sample_recipient"]
+__all__ = ["audience", "check_campaign", "checked_mailing", "dkim_keys",
+           "dkim_signers", "list_info", "make_mailing", "recipient", "resolve_template",
+           "sample_recipient", "stand_in"]
 
 
 def list_info(row: MailingList) -> ListInfo:
@@ -38,6 +45,59 @@ def sample_recipient(language: str | None = None) -> Recipient:
     """The subscriber `templates check` renders for when none is given."""
     return Recipient(subscriber_id=1, email="an.peeters@example.be", first_name="An",
                      last_name="Peeters", language=language)
+
+
+def stand_in(address: str, language: str | None = None) -> Recipient:
+    """Who a test address that is no subscriber is rendered as: the sample subscriber's
+    fields with that address (never a person without fields, whom no real audience
+    resembles)."""
+    return replace(sample_recipient(language), subscriber_id=0, email=address)
+
+
+def audience(session: Session, campaign: Campaign) -> Iterator[Recipient]:
+    """The people `campaign` would reach now, as the templates see them."""
+    from mailer.delivery.campaigns import audience_members
+
+    for subscriber_id, _, data in audience_members(session, campaign):
+        yield Recipient(subscriber_id=subscriber_id, email=data["email"],
+                        first_name=data["first_name"], infix=data["infix"],
+                        last_name=data["last_name"],
+                        language=data["language"], attributes=dict(data["attributes"]))
+
+
+def check_campaign(project: Project, session: Session, campaign: Campaign, *,
+                   subject: str | None = None) -> tuple[Mailing, list[Finding], int]:
+    """`templates check` for a campaign (or a list and segment in a campaign not saved):
+    its template and subject against its real audience. Returns the mailing (for the
+    first list), the findings and the audience's size."""
+    first = session.get(MailingList, campaign.list_ids[0])
+    assert first is not None
+    mailing = make_mailing(project, template=campaign.template,
+                           subject=campaign.subject if subject is None else subject,
+                           mailing_list=first,
+                           campaign=CampaignInfo(campaign.id or 0, campaign.slug,
+                                                 campaign.title))
+    people = group_audience(audience(session, campaign))
+    return mailing, check(mailing, sample_recipient(first.language), audience=people), \
+        people.total
+
+
+def checked_mailing(project: Project, session: Session, campaign: Campaign, *,
+                    subject: str | None = None, new: bool = False) -> Mailing:
+    """The campaign's mailing once it passes the check; else the check's first error,
+    as `campaign create` (`new`: the campaign is not saved then), `test` and `send`
+    refuse it."""
+    mailing, findings, _ = check_campaign(project, session, campaign, subject=subject)
+    if new:
+        lists = " ".join(f"--list {session.get(MailingList, i).slug}"  # type: ignore[union-attr]
+                         for i in campaign.list_ids)
+        where = "".join(f" --where {shlex.quote(c)}" for c in campaign.segment)
+        command = (f"mailer templates check {shlex.quote(campaign.template)} {lists}{where}"
+                   f" --subject {shlex.quote(campaign.subject)}")
+    else:
+        command = f"mailer templates check --campaign {campaign.slug}"
+    refuse_errors(findings, hint=f"See every problem: {command}")
+    return mailing
 
 
 def resolve_template(settings: Settings, path: str) -> tuple[Path, str]:

@@ -34,12 +34,14 @@ def test_check_reports_every_problem_and_exits_1(run, project):
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     messages = [f["message"] for f in report["findings"] if f["level"] == "error"]
-    assert any("subscriber.frist_name is undefined" in m for m in messages)
+    assert any("subscriber.frist_name (bad.html.j2, line 5) is undefined" in m
+               for m in messages)
     assert any("alt text" in m and "x.png" in m for m in messages)
     assert any("stylesheet https://cdn.example.com/x.css" in m for m in messages)
     assert any("<script>" in m for m in messages)
     warnings = [f["message"] for f in report["findings"] if f["level"] == "warning"]
-    assert any(m.startswith("subscriber.first_name has no | default") for m in warnings)
+    assert any(m.startswith("subscriber.first_name (bad.html.j2, line 5) has no | default")
+               for m in warnings)
     assert not report["ok"]
 
 
@@ -99,3 +101,126 @@ def test_preview_of_an_unknown_subscriber_is_a_clear_error(run):
                  "nobody@example.be", "--out", "p")
     assert result.exit_code == 1 and "No subscriber" in result.output
     assert not Path("p").exists()
+
+
+# -- one set of rules: `templates check`, `campaign create`, `test` and `send` (issue 12, 2)
+
+GREETING = """{% extends "layout.html.j2" %}
+{% block content %}
+<p>Dag {{ subscriber.first_name }},</p>
+{% endblock %}
+"""
+
+
+def _members(run, project, rows: str) -> None:  # noqa: ANN001
+    csv = project / "members.csv"
+    csv.write_text("email,first_name\n" + rows)
+    result = run("subscribers", "import", str(csv), "--list", "nieuwsbrief", "--consent",
+                 "test", "--confirmed")
+    assert result.exit_code == 0, result.output
+
+
+def _sent(project: Path) -> list[str]:
+    """Subject and first lines of the messages the maildir transport wrote."""
+    return [BytesParser(policy=policy.default).parsebytes(p.read_bytes())
+            .get_body(("plain",)).get_content()
+            for p in (project / "outbox" / "new").iterdir()]
+
+
+def test_a_field_every_recipient_has_passes_and_test_and_send_use_real_data(run, project):
+    (project / "templates" / "greeting.html.j2").write_text(GREETING)
+    _members(run, project, "a@example.be,Anneke\nb@example.be,Bart\n")
+    result = run("templates", "check", "templates/greeting.html.j2", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] and report["findings"] == [] and report["recipients"] == 2
+    assert run("campaign", "create", "dec", "--list", "nieuwsbrief", "--template",
+               "templates/greeting.html.j2", "--subject",
+               "{{ subscriber.first_name }}, ons nieuws").exit_code == 0
+    # a test address that is nobody's: rendered with the sample's fields, not refused
+    result = run("campaign", "test", "dec", "--to", "ik@example.org")
+    assert result.exit_code == 0, result.output
+    assert any("Dag An," in text for text in _sent(project))
+    result = run("campaign", "send", "dec", "--yes")
+    assert result.exit_code == 0, result.output
+    texts = _sent(project)
+    assert any("Dag Anneke," in t for t in texts) and any("Dag Bart," in t for t in texts)
+
+
+def test_check_counts_who_lacks_a_field_and_send_refuses_with_that_count(run, project):
+    (project / "templates" / "greeting.html.j2").write_text(GREETING)
+    _members(run, project, "a@example.be,Anneke\nb@example.be,Bart\n")
+    assert run("campaign", "create", "dec", "--list", "nieuwsbrief", "--template",
+               "templates/greeting.html.j2", "--subject", "Ons nieuws").exit_code == 0
+    _members(run, project, "c@example.be,\nd@example.be,\ne@example.be,Eva\n")
+    result = run("templates", "check", "--campaign", "dec", "--json")
+    assert result.exit_code == 1
+    (finding,) = json.loads(result.stdout)["findings"]
+    assert finding["level"] == "error" and finding["field"] == "subscriber.first_name"
+    assert finding["lacking"] == 2
+    assert "missing for 2 of 5 recipients" in finding["message"]
+    assert "greeting.html.j2, line 3" in finding["message"]
+    for args in (("test", "dec", "--to", "ik@example.org"), ("send", "dec", "--yes")):
+        result = run("campaign", *args)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert "missing for 2 of 5 recipients" in result.output
+        assert '| default("…")' in result.output and '--where "first_name is set"' \
+            in result.output
+        assert "templates check --campaign dec" in result.output
+    assert not (project / "outbox" / "new").exists() or not _sent(project)
+    shown = json.loads(run("campaign", "show", "dec", "--json").stdout)
+    assert shown["state"] == "draft" and shown["total"] == 0  # nothing was queued
+    # the fix the message gives works: leave them out
+    assert run("campaign", "create", "jan", "--list", "nieuwsbrief", "--template",
+               "templates/greeting.html.j2", "--subject", "Ons nieuws", "--where",
+               "first_name is set").exit_code == 0
+    result = run("campaign", "send", "jan", "--yes", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["sent"] == 3
+
+
+def test_create_refuses_what_the_check_calls_an_error(run, project):
+    _members(run, project, "a@example.be,Anneke\n")
+    (project / "templates" / "broken.html.j2").write_text("<p>{% if %}</p>")
+    (project / "templates" / "script.html.j2").write_text(
+        GREETING.replace("</p>", "</p><script>track()</script>"))
+    for template, said in (("broken.html.j2", "broken.html.j2, line 1"),
+                           ("script.html.j2", "<script>")):
+        result = run("campaign", "create", "dec", "--list", "nieuwsbrief", "--template",
+                     f"templates/{template}", "--subject", "Nieuws")
+        assert result.exit_code == 1 and said in result.output, result.output
+        assert "Traceback" not in result.output
+        assert run("templates", "check", f"templates/{template}").exit_code == 1
+    assert json.loads(run("campaign", "ls", "--json").stdout) == []
+
+
+def test_a_campaign_whose_template_changed_is_refused_at_send(run, project):
+    """The check runs again at send: a <script> added after `campaign create` is not
+    sent."""
+    _members(run, project, "a@example.be,Anneke\n")
+    template = project / "templates" / "greeting.html.j2"
+    template.write_text(GREETING)
+    assert run("campaign", "create", "dec", "--list", "nieuwsbrief", "--template",
+               "templates/greeting.html.j2", "--subject", "Nieuws").exit_code == 0
+    template.write_text(GREETING.replace("</p>", "</p><script>track()</script>"))
+    result = run("campaign", "send", "dec", "--yes")
+    assert result.exit_code == 1 and "<script>" in result.output
+    assert json.loads(run("campaign", "show", "dec", "--json").stdout)["total"] == 0
+
+
+def test_errors_name_the_users_file_and_line_never_an_internal_name(run, project):
+    (project / "templates" / "partials" / "groet.html.j2").write_text(
+        "<p>\n  {{ subscriber.attributes.Gemeente }}\n</p>\n")
+    (project / "templates" / "typo.html.j2").write_text(
+        GREETING.replace("<p>Dag", '{% include "partials/groet.html.j2" %}\n<p>Dag'))
+    _members(run, project, "a@example.be,Anneke\n")
+    result = run("campaign", "create", "dec", "--list", "nieuwsbrief", "--template",
+                 "templates/typo.html.j2", "--subject", "{{ subscriber.frist_name }}")
+    assert result.exit_code == 1
+    assert "subscriber.frist_name (the subject)" in result.output
+    result = run("templates", "check", "templates/typo.html.j2", "--subject",
+                 "{{ subscriber.frist_name }}")
+    assert result.exit_code == 1
+    assert "subscriber.frist_name (the subject) is missing for 1 of 1" in result.output
+    assert "(partials/groet.html.j2, line 2)" in result.output
+    for internal in ("text.txt.j2", "subject.txt.j2"):
+        assert internal not in result.output

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from sqlmodel import Session, select
 
 from mailer.audience.lists import get_list
@@ -15,12 +16,15 @@ from mailer.cli.output import err, print_json
 from mailer.content.lint import check
 from mailer.content.mailing import CampaignInfo
 from mailer.db import session_scope
-from mailer.errors import NotFound
-from mailer.messages import list_info, make_mailing, recipient, sample_recipient
-from mailer.models import MailingList
+from mailer.delivery.campaigns import get_campaign
+from mailer.delivery.segments import parse_segment
+from mailer.errors import InvalidInput, NotFound
+from mailer.messages import check_campaign, make_mailing, recipient, sample_recipient
+from mailer.models import Campaign, MailingList
 from mailer.privacy.private import private_dir, write_private
 
 DEFAULT_SUBJECT = "{{ campaign.title }}"
+SAMPLE = sample_recipient().email
 
 _list_option = click.option(
     "--list", "slug", metavar="SLUG",
@@ -58,49 +62,78 @@ def command() -> None:
 
 
 @command.command("check")
-@click.argument("template")
+@click.argument("template", required=False)
+@click.option("--campaign", "campaign_slug", metavar="NAME",
+              help="Check a campaign: its template and subject against its audience.")
+@click.option("--list", "slugs", multiple=True, metavar="SLUG",
+              help="The list whose members to check for (repeatable; default: the only "
+                   "list, or the subscriber's first).")
+@click.option("--where", "segment", multiple=True, metavar="CONDITION",
+              help="Only the members for whom this holds, as `campaign create --where`.")
 @click.option("--subscriber", "email", metavar="EMAIL",
-              help="Render for this subscriber (default: a sample subscriber, An Peeters).")
-@_list_option
+              help="Render for this one subscriber instead of the list's members.")
 @_subject_option
 @_title_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
-def check_command(state: State, template: str, email: str | None, slug: str | None,
+def check_command(state: State, template: str | None, campaign_slug: str | None,
+                  slugs: tuple[str, ...], segment: tuple[str, ...], email: str | None,
                   subject: str, title: str | None, as_json: bool) -> None:
-    """Check a template: undefined variables for the sample subscriber, a visible
-    unsubscribe link, alt text on images, no remote stylesheets or scripts, and an HTML
-    part under Gmail's 102 KB clipping limit. Exits 1 when there is an error.
+    """Check a template with the rules `campaign create`, `test` and `send` apply: it
+    renders for the list's confirmed members (each field used without a `| default`
+    is counted: how many lack it), it has a visible unsubscribe link, alt text on
+    images, no remote stylesheets or scripts, and an HTML part under Gmail's 102 KB
+    clipping limit. With nobody on the list yet it renders for a sample subscriber (An
+    Peeters). Exits 1 when there is an error: a send would refuse it.
 
     \b
     Example:
-        mailer templates check templates/newsletter.html.j2
-        mailer templates check templates/december.md.j2 --subscriber an@example.be
+        mailer templates check templates/newsletter.html.j2 --list nieuwsbrief
+        mailer templates check templates/december.md.j2 --where "language = en"
+        mailer templates check --campaign dec-2026
     """
     project = state.project
     with session_scope(project.engine) as session:
-        person = recipient(get_subscriber(session, email)) if email else None
-        row = _pick_list(session, slug, person.subscriber_id if person else None)
-        info = list_info(row)
-        mailing = make_mailing(project, template=template, subject=subject,
-                               mailing_list=row, campaign=_campaign(title, info.name))
-    sample = person or sample_recipient(info.language)
-    findings = check(mailing, sample)
+        if campaign_slug:
+            campaign = get_campaign(session, campaign_slug)
+        elif template:
+            member = get_subscriber(session, email) if email else None
+            rows = [get_list(session, s) for s in dict.fromkeys(slugs)] or [
+                _pick_list(session, None, member.id if member else None)]
+            campaign = Campaign(slug="check", title=title or rows[0].name, template=template,
+                                subject=subject, list_ids=[row.id for row in rows],
+                                segment=[str(c) for c in parse_segment(list(segment))])
+        else:
+            raise InvalidInput("Say which template to check, or --campaign NAME.")
+        if email:
+            person = recipient(get_subscriber(session, email))
+            row = session.get(MailingList, campaign.list_ids[0])
+            mailing = make_mailing(project, template=campaign.template,
+                                   subject=campaign.subject, mailing_list=row,
+                                   campaign=_campaign(campaign.title, row.name))
+            findings, people = check(mailing, person), None
+        else:
+            mailing, findings, people = check_campaign(project, session, campaign)
+    who = person.email if email else (f"{people:,} recipients" if people
+                                     else f"the sample subscriber {SAMPLE}")
     errors = [f for f in findings if f.level == "error"]
     if as_json:
-        print_json({"template": template, "subscriber": sample.email,
-                    "ok": not errors, "findings": [vars(f) for f in findings]})
+        print_json({"template": campaign.template, "rendered_for": who,
+                    "recipients": people, "ok": not errors,
+                    "findings": [vars(f) for f in findings]})
     else:
         console = err()
         for finding in findings:
             colour = "red" if finding.level == "error" else "yellow"
-            console.print(f"[{colour}]{finding.level}[/]: {finding.message}",
+            console.print(f"[{colour}]{finding.level}[/]: {escape(finding.message)}",
                           highlight=False, markup=True)
         if not findings:
-            console.print(f"{template}: no problems found (rendered for {sample.email}).")
+            console.print(f"{campaign.template}: no problems found (rendered for {who}).",
+                          highlight=False)
         else:
-            console.print(f"{template}: {len(errors)} error(s), "
-                          f"{len(findings) - len(errors)} warning(s).")
+            console.print(f"{campaign.template}: {len(errors)} error(s), "
+                          f"{len(findings) - len(errors)} warning(s) (rendered for {who}).",
+                          highlight=False)
     if errors:
         sys.exit(1)
 

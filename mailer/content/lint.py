@@ -1,29 +1,44 @@
-"""`mailer templates check`: what would go wrong with a template before anyone gets it.
+"""The rules a template must pass before anyone gets it: one set, applied by `mailer
+templates check`, `campaign create`, `campaign test` and `campaign send` (issue 12, 2).
 
-Errors (exit 1): the template does not load or render; a variable is undefined for the
-sample subscriber; no visible unsubscribe link; an image without alt text; a remote
-stylesheet, an @import or a script (mail clients block them, spam filters count them);
-an HTML part over 102 KB (Gmail clips the message there and hides the unsubscribe link).
-Warnings: a personal field used without a `default`, so a subscriber who lacks it would
-make the render fail; an HTML part over 80 KB, close to the clipping limit.
+Errors (exit 1, and no send): the template does not load or render; a variable is
+undefined for the recipients; no visible unsubscribe link; an image without alt text; a
+remote stylesheet, an @import or a script (mail clients block them, spam filters count
+them); an HTML part over 102 KB (Gmail clips the message there and hides the unsubscribe
+link). Warning: an HTML part over 80 KB, close to the clipping limit.
+
+Personal fields are judged against the real audience when there is one: for each field
+used without a `default`, how many recipients lack it (an error: they would not get the
+mail; the fix is `| default("…")` in the template, or leaving them out with `--where`).
+Without an audience (a list nobody is on yet, or `--subscriber`) the template is rendered
+for one sample subscriber, and a field used without a default is a warning.
+
+The audience is not rendered person by person: recipients with the same fields present
+(and the same language) render the same undefined names, so one recording render per
+such group decides for all of them; a million members make a handful of groups.
 
 Every undefined variable is reported, not just the first: the template is rendered with
-an Undefined that records the dotted name it was asked for and renders as nothing.
+an Undefined that records the dotted name it was asked for and renders as nothing; where
+the name is used is found in the user's own files with Jinja's parser (`locate`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
-from jinja2 import ChainableUndefined
+from jinja2 import ChainableUndefined, TemplateError, meta, nodes
 
 from mailer.content.environment import TemplateProblem, from_source, make_environment
-from mailer.content.mailing import Mailing, Recipient, TemplateSources
+from mailer.content.mailing import SUBJECT_NAME, Mailing, Recipient, TemplateSources
+from mailer.content.texts import LANGUAGES
+from mailer.tokens import MessageToken
 
-__all__ = ["CLIP_BYTES", "Finding", "check"]
+__all__ = ["CLIP_BYTES", "Audience", "Finding", "check", "group_audience", "locate",
+           "refuse_errors"]
 
 CLIP_BYTES = 102 * 1024  # Gmail shows "[Message clipped]" past this much HTML
 NEAR_CLIP_BYTES = 80 * 1024
@@ -33,6 +48,30 @@ NEAR_CLIP_BYTES = 80 * 1024
 class Finding:
     level: str  # "error" | "warning"
     message: str
+    field: str | None = None  # a variable the template reads that some recipients lack
+    lacking: int = 0  # how many recipients lack it
+
+
+@dataclass
+class Audience:
+    """The recipients, grouped by the fields they have (and their language): each group
+    renders the same undefined names. `groups`: shape -> (how many, one of them)."""
+
+    total: int = 0
+    groups: dict[tuple[Any, ...], tuple[int, Recipient]] = field(default_factory=dict)
+
+
+def group_audience(recipients: Iterable[Recipient]) -> Audience:
+    audience = Audience()
+    groups = audience.groups
+    for person in recipients:
+        data = person.template_data()
+        shape = (person.language if person.language in LANGUAGES else None,
+                 tuple(sorted(data)), tuple(sorted(data["attributes"])))
+        seen = groups.get(shape)
+        groups[shape] = (seen[0] + 1, seen[1]) if seen else (1, person)
+        audience.total += 1
+    return audience
 
 
 class _Path(dict):
@@ -90,11 +129,67 @@ def _render_recording(sources: TemplateSources, subject: str,
     env.undefined = recording
     named = {k: _named(v, k) for k, v in data.items()}
     html = ""
-    for source, name in ((subject, "subject.txt.j2"), (sources.html, sources.name),
-                         (sources.text, "text.txt.j2")):
+    for source, name in ((subject, SUBJECT_NAME), (sources.html, sources.name),
+                         (sources.text, sources.text_name)):
         out = from_source(env, source, name).render(named)
         html = out if name == sources.name else html
     return list(dict.fromkeys(seen)), html
+
+
+def _dotted(node: nodes.Node) -> str | None:
+    if isinstance(node, nodes.Name):
+        return node.name
+    if isinstance(node, nodes.Getattr):
+        base = _dotted(node.node)
+        return f"{base}.{node.attr}" if base else None
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
+            and isinstance(node.arg.value, str):
+        base = _dotted(node.node)
+        return f"{base}.{node.arg.value}" if base else None
+    return None
+
+
+def _lines(ast: nodes.Template, dotted: str) -> list[int]:
+    found = {n.lineno for n in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Name))
+             if _dotted(n) == dotted}
+    return sorted(found)
+
+
+def locate(sources: TemplateSources, subject: str, dotted: str) -> list[str]:
+    """Where the template reads `dotted` (e.g. `subscriber.first_name`), in the user's
+    own files: "the subject", "newsletter.html.j2, line 5", also in the layout and
+    partials the template extends or includes. Empty when the files are not at hand (a
+    campaign's frozen snapshot)."""
+    env = make_environment(sources.folder)
+    places: list[str] = []
+    try:
+        if _lines(env.parse(subject), dotted):
+            places.append(SUBJECT_NAME)
+    except TemplateError:
+        pass
+    if sources.folder is None:
+        return places
+    stem = re.sub(r"(\.html)?\.j2$|\.html?$", "", sources.name)
+    todo = [n for n in (sources.name, f"{stem}.md.j2", f"{stem}.md", f"{stem}.txt.j2")
+            if (sources.folder / n).is_file()]
+    done: set[str] = set()
+    while todo:
+        name = todo.pop(0)
+        if name in done:
+            continue
+        done.add(name)
+        try:
+            ast = env.parse(env.loader.get_source(env, name)[0], name)  # type: ignore[union-attr]
+        except (TemplateError, OSError):
+            continue
+        places += [f"{name}, line {line}" for line in _lines(ast, dotted)]
+        todo += [n for n in meta.find_referenced_templates(ast) if n]
+    return places
+
+
+def _at(sources: TemplateSources, subject: str, dotted: str) -> str:
+    places = locate(sources, subject, dotted)
+    return f" ({'; '.join(places)})" if places else ""
 
 
 class _Scan(HTMLParser):
@@ -130,38 +225,81 @@ class _Scan(HTMLParser):
             self.remote.extend(f"@import {m}" for m in re.findall(r"@import\s+([^;]+)", data))
 
 
-def check(mailing: Mailing, sample: Recipient) -> list[Finding]:
-    """Findings for the template of `mailing`, rendered for `sample`. (A template that
-    does not even load fails earlier, when the Mailing is made, with TemplateProblem.)"""
+def _lacking(variable: str, sources: TemplateSources, subject: str, lacking: int,
+             total: int) -> Finding:
+    at = _at(sources, subject, variable)
+    if not variable.startswith("subscriber."):
+        return Finding("error", f"{variable}{at} is undefined (a typo?).", variable, total)
+    name = variable.removeprefix("subscriber.").removeprefix("attributes.")
+    typo = " (nobody has it: a typo?)" if lacking == total else ""
+    return Finding("error", f"{variable}{at} is missing for {lacking:,} of {total:,} "
+                            f"recipients{typo}: they would not get this mail. Give it a "
+                            f'fallback, {{{{ {variable} | default("…") }}}}, or leave them '
+                            f'out: --where "{name} is set".', variable, lacking)
+
+
+def _fields(mailing: Mailing, sample: Recipient, audience: Audience | None,
+            token: MessageToken) -> tuple[list[Finding], str, Recipient | None]:
+    """Findings about undefined variables, the HTML to scan, and a recipient for whom
+    nothing was undefined (to render strictly, as the send will). Every render uses
+    `token`, so the links are the same in each."""
+    sources, subject = mailing.sources, mailing.subject_source
     findings: list[Finding] = []
-    sources = mailing.sources
-    token = mailing.token(sample)
+
+    def recording(person: Recipient) -> tuple[list[str], str]:
+        data = mailing.template_data(person, token, subject="")
+        return _render_recording(sources, subject, data)
+
+    if audience is not None and audience.total:
+        lacking: dict[str, int] = {}
+        html, complete, biggest = "", None, 0
+        for count, person in audience.groups.values():
+            missing, out = recording(person)
+            for variable in missing:
+                lacking[variable] = lacking.get(variable, 0) + count
+            if not missing and complete is None:
+                complete = person
+            if count > biggest:
+                html, biggest = out, count
+        findings += [_lacking(v, sources, subject, n, audience.total)
+                     for v, n in lacking.items()]
+        return findings, html, complete
+    missing, html = recording(sample)
     bare = Recipient(subscriber_id=sample.subscriber_id, email=sample.email,
                      language=sample.language)
+    optional, _ = recording(bare)
+    for variable in missing:
+        findings.append(Finding(
+            "error", f"{variable}{_at(sources, subject, variable)} is undefined for the "
+                     f"sample subscriber {sample.email} (a fallback: | default(\"…\"); a "
+                     "condition: is defined).", variable, 1))
+    for variable in optional:
+        if variable not in missing:
+            findings.append(Finding(
+                "warning", f"{variable}{_at(sources, subject, variable)} has no "
+                           '| default("…"): a subscriber without it would not get this '
+                           "mail.", variable))
+    return findings, html, None if missing else sample
+
+
+def check(mailing: Mailing, sample: Recipient, *,
+          audience: Audience | None = None) -> list[Finding]:
+    """Findings for the template of `mailing`: for `audience` when it has anyone,
+    else for `sample`. (A template that does not even load fails earlier, when the
+    Mailing is made, with TemplateProblem.)"""
+    sources = mailing.sources
+    token = mailing.token(sample)
     try:
-        missing, html = _render_recording(sources, mailing.subject_source,
-                                          mailing.template_data(sample, token, subject=""))
-        optional, _ = _render_recording(sources, mailing.subject_source,
-                                        mailing.template_data(bare, token, subject=""))
+        findings, html, complete = _fields(mailing, sample, audience, token)
     except TemplateProblem as exc:
         return [Finding("error", str(exc))]
     except Exception as exc:  # noqa: BLE001 - any Jinja failure is the template's
         return [Finding("error", f"{sources.name}: {exc}")]
-    for variable in missing:
-        findings.append(Finding("error", f"{variable} is undefined for the sample subscriber "
-                                         f"{sample.email} (a fallback: | default(\"…\"); "
-                                         "a condition: is defined)."))
-    for variable in optional:
-        if variable not in missing:
-            findings.append(Finding("warning", f"{variable} has no | default(\"…\"): a "
-                                               "subscriber without it would not get this "
-                                               "mail."))
-    if not missing:  # the real renderer agrees (it is strict)
+    if complete is not None:  # the real renderer agrees (it is strict)
         try:
-            html = mailing.render(sample, token).html
+            html = mailing.render(complete, token).html
         except TemplateProblem as exc:
             findings.append(Finding("error", str(exc)))
-
     scan = _Scan()
     scan.feed(html)
     unsubscribe = mailing.urls(token)["unsubscribe"]
@@ -187,3 +325,12 @@ def check(mailing: Mailing, sample: Recipient) -> list[Finding]:
         findings.append(Finding("warning", f"The HTML part is {size / 1024:.0f} KB, close "
                                            "to Gmail's 102 KB clipping limit."))
     return findings
+
+
+def refuse_errors(findings: list[Finding], *, hint: str) -> None:
+    """What `campaign create`, `test` and `send` do with the findings `templates check`
+    prints: the first error, and how many more, as one TemplateProblem."""
+    errors = [f for f in findings if f.level == "error"]
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise TemplateProblem(errors[0].message + more, hint=hint)

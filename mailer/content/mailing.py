@@ -56,8 +56,8 @@ from mailer.content.texts import LANGUAGES, texts
 from mailer.tokens import MessageToken
 from mailer.tokens import Signer as TokenSigner
 
-__all__ = ["CampaignInfo", "ListInfo", "Mailing", "Message", "Recipient", "Rendered",
-           "TemplateSources", "load_sources"]
+__all__ = ["SUBJECT_NAME", "CampaignInfo", "ListInfo", "Mailing", "Message", "Recipient",
+           "Rendered", "TemplateSources", "load_sources"]
 
 
 @dataclass(frozen=True)
@@ -123,13 +123,25 @@ class Message:
     smtputf8: bool
 
 
+SUBJECT_NAME = "the subject"  # what an error in the subject is said to be in
+
+
 @dataclass(frozen=True)
 class TemplateSources:
-    """A template prepared for Jinja: flattened, inlined HTML and its text version."""
+    """A template prepared for Jinja: flattened, inlined HTML and its text version;
+    `folder` is where its files are (None for a campaign's frozen snapshot), so that a
+    problem can be traced to the user's own file and line (lint.locate)."""
 
     name: str
     html: str
     text: str
+    folder: Path | None = None
+
+    @property
+    def text_name(self) -> str:
+        """The name errors in the text part carry: the user's template, never an
+        internal name."""
+        return f"{self.name} (text part)"
 
 
 def load_sources(folder: Path, name: str) -> TemplateSources:
@@ -157,7 +169,7 @@ def load_sources(folder: Path, name: str) -> TemplateSources:
     own_text = folder / f"{stem}.txt.j2"
     text = flatten(folder, f"{stem}.txt.j2") if own_text.is_file() else html_to_text(html)
     html_name = name if name.endswith((".html.j2", ".html", ".htm")) else f"{stem}.html.j2"
-    return TemplateSources(html_name, html, text)
+    return TemplateSources(html_name, html, text, folder)
 
 
 def _fast(template: Template) -> Callable[[dict[str, Any]], str]:
@@ -200,7 +212,7 @@ class Mailing:
         self.campaign = campaign
         self._env = env or make_environment()
         self.subject_source = subject
-        self._subject_check = from_source(self._env, subject, "subject.txt.j2")
+        self._subject_check = from_source(self._env, subject, SUBJECT_NAME)
         self._organisation = dict(organisation)
         self._public_url = public_url.rstrip("/")
         self._tokens = tokens
@@ -232,11 +244,12 @@ class Mailing:
                 "campaign": {"slug": self.campaign.slug, "title": self.campaign.title}}
             env, name = self._env, self.sources.name
             html = prerender_constants(env, self.sources.html, name, constants)
-            text = prerender_constants(env, self.sources.text, "text.txt.j2", constants)
+            text_name = self.sources.text_name
+            text = prerender_constants(env, self.sources.text, text_name, constants)
             variant = _Variant(
                 base={**env.globals, **constants},
                 subject=_fast(self._subject_check),
-                text=_fast(from_source(env, text, "text.txt.j2")),
+                text=_fast(from_source(env, text, text_name)),
                 html=_fast(from_source(env, html, name)))
             self._variants[language] = variant
         return variant

@@ -43,7 +43,8 @@ from mailer.models import (
     utcnow,
 )
 
-__all__ = ["ALLOWED", "CampaignFigures", "audience_count", "campaign_figures",
+__all__ = ["ALLOWED", "CampaignFigures", "audience_count", "audience_members",
+           "campaign_figures",
            "create_campaign", "deliveries", "get_campaign", "snapshot_sources",
            "start_campaign", "transition"]
 
@@ -131,20 +132,28 @@ def _audience_select(campaign: Campaign) -> sa.Select[Any]:
 
 
 def _segment_members(session: Session, campaign: Campaign) -> Iterator[tuple[int, int]]:
+    for subscriber_id, list_id, _ in audience_members(session, campaign):
+        yield subscriber_id, list_id
+
+
+def audience_members(session: Session, campaign: Campaign
+                     ) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """(subscriber id, list id, fields) of each person the campaign would reach now, the
+    segment applied: what the template check judges the template against."""
     conditions = parse_segment(campaign.segment)
     members = _audience_select(campaign).subquery()
     person = Subscriber.__table__  # type: ignore[attr-defined]
     query = (sa.select(members.c.subscriber_id, members.c.list_id, person.c.email,
-                       person.c.first_name, person.c.last_name, person.c.language,
-                       person.c.attributes)
+                       person.c.first_name, person.c.infix, person.c.last_name,
+                       person.c.language, person.c.attributes)
              .join(person, person.c.id == members.c.subscriber_id)
              .order_by(members.c.subscriber_id))
     for row in session.connection().execute(query).yield_per(5000):
-        data = {"email": row.email, "first_name": row.first_name,
+        data = {"email": row.email, "first_name": row.first_name, "infix": row.infix,
                 "last_name": row.last_name, "language": row.language,
                 "attributes": row.attributes or {}}
         if matches(conditions, data):
-            yield row.subscriber_id, row.list_id
+            yield row.subscriber_id, row.list_id, data
 
 
 def audience_count(session: Session, campaign: Campaign) -> int:
