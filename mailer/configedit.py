@@ -28,7 +28,7 @@ from typing import Any
 
 from mailer.errors import ConfigError
 
-__all__ = ["add_dkim_key", "configured_selectors", "write_config"]
+__all__ = ["add_dkim_key", "add_setting", "configured_selectors", "write_config"]
 
 _HEADER = re.compile(r"\s*(\[\[?)\s*([^\]]*?)\s*\]\]?\s*(#.*)?$", re.DOTALL)
 _KEY = re.compile(r"""\s*(?:dkim_keys|"dkim_keys"|'dkim_keys')\s*=""")
@@ -257,6 +257,35 @@ def add_dkim_key(text: str, *, key: str, selector: str, where: str = "mailer.tom
     raise ConfigError(
         f"Cannot add the key to {where} safely; add it by hand under [sending]:",
         hint=f"dkim_keys = [{entry}]  (beside the keys there)")
+
+
+def add_setting(text: str, *, table: str, key: str, value: str,
+                where: str = "mailer.toml") -> str:
+    """The text of mailer.toml with `key = "value"` added to [table] (as its first
+    setting: `dkim keygen --configure` sets `[sending] domain`), for a key not set
+    there yet; a ConfigError (nothing changed) when it cannot be done safely."""
+    try:
+        before = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from None
+    nl = "\r\n" if "\r\n" in text else "\n"
+    line = f"{key} = {json.dumps(value, ensure_ascii=False)}"
+    headers = [entry for entry in _logical_lines(text)
+               if entry.header == "[" and entry.table == table]
+    if headers:
+        new = text[:headers[0].end] + nl + line + text[headers[0].end:]
+    else:
+        body = text if not text or text.endswith(nl) else text + nl
+        new = body + nl + f"[{table}]" + nl + line + nl
+    expected = dict(before)
+    expected[table] = {**(before.get(table) or {}), key: value}
+    try:
+        if key not in (before.get(table) or {}) and tomllib.loads(new) == expected:
+            return new
+    except tomllib.TOMLDecodeError:
+        pass
+    raise ConfigError(f"Cannot set {key} in {where} safely; add it by hand:",
+                      hint=f"[{table}] {line}")
 
 
 def write_config(path: Path, text: str) -> None:

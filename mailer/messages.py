@@ -22,7 +22,7 @@ from mailer.errors import InvalidInput
 from mailer.models import Campaign, MailingList, Subscriber
 from mailer.project import Project
 
-__all__ = ["audience", "check_campaign", "checked_mailing", "dkim_keys",
+__all__ = ["audience", "check_campaign", "check_identity", "checked_mailing", "dkim_keys",
            "dkim_signers", "list_info", "make_mailing", "recipient", "resolve_template",
            "sample_recipient", "stand_in"]
 
@@ -82,11 +82,61 @@ def check_campaign(project: Project, session: Session, campaign: Campaign, *,
         people.total
 
 
+def check_identity(settings: Settings, rows: list[MailingList]) -> None:
+    """The sending identity is one thing (issue 12, 4): what would send refuses, in one
+    line with the fix, a list whose From address is not in the DKIM signing domain
+    (receivers' DMARC check fails: Gmail and Yahoo reject bulk mail for it), unsigned
+    mail whose envelope domain is not the From's, and a list that still names the
+    example's organisation while [organisation] names another."""
+    from mailer.audience.lists import load_definitions
+    from mailer.doctor.dmarc import aligned
+    from mailer.scaffold import EXAMPLE_ORGANISATION
+
+    sending = settings.sending
+    signed = bool(sending.signing_keys())
+    organisation = settings.organisation.name
+    texts = {}
+    if organisation != EXAMPLE_ORGANISATION and settings.lists_path.is_dir():
+        texts = {d.slug: d.consent_text for d in load_definitions(settings.lists_path)}
+    for row in rows:
+        from_domain = row.from_address.rpartition("@")[2].lower()
+        where = f"lists/{row.slug}.toml"
+        if signed and sending.domain and not aligned(from_domain, sending.domain):
+            raise InvalidInput(
+                f"The list {row.slug} sends from {row.from_address}, but messages are "
+                f"DKIM-signed for {sending.domain} ([sending] domain): receivers' DMARC "
+                "check would fail.",
+                hint=f'Set from_address = "…@{sending.domain}" in {where} and run '
+                     f"`mailer lists sync`; or sign for {from_domain}: [sending] domain "
+                     f'= "{from_domain}" and `mailer dkim keygen --domain {from_domain} '
+                     "--configure`.")
+        if not signed and sending.bounce_domain \
+                and not aligned(from_domain, sending.bounce_domain):
+            raise InvalidInput(
+                f"The list {row.slug} sends from {row.from_address}, unsigned, with "
+                f"bounces to {sending.bounce_domain}: neither DKIM nor SPF is aligned "
+                "with the From, so receivers' DMARC check would fail.",
+                hint=f'Set [sending] bounce_domain = "bounce.{from_domain}", or configure '
+                     f"a DKIM key: mailer dkim keygen --domain {from_domain} --configure")
+        stale = [name for name, value in (("from_name", row.from_name),
+                                          ("consent_text", texts.get(row.slug, "")))
+                 if EXAMPLE_ORGANISATION in value and organisation != EXAMPLE_ORGANISATION]
+        if stale:
+            raise InvalidInput(
+                f"The list {row.slug} still names the example's {EXAMPLE_ORGANISATION} "
+                f"({', '.join(stale)}) while [organisation] name is {organisation}.",
+                hint=f"Put {organisation} in {where} (a new consent_version with a new "
+                     "consent_text) and run `mailer lists sync`.")
+
+
 def checked_mailing(project: Project, session: Session, campaign: Campaign, *,
                     subject: str | None = None, new: bool = False) -> Mailing:
     """The campaign's mailing once it passes the check; else the check's first error,
     as `campaign create` (`new`: the campaign is not saved then), `test` and `send`
-    refuse it."""
+    refuse it. What sends (`test`, `send`) also checks the sending identity."""
+    if not new:
+        check_identity(project.settings, [row for row in (
+            session.get(MailingList, i) for i in campaign.list_ids) if row is not None])
     mailing, findings, _ = check_campaign(project, session, campaign, subject=subject)
     if new:
         lists = " ".join(f"--list {session.get(MailingList, i).slug}"  # type: ignore[union-attr]

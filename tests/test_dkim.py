@@ -305,7 +305,7 @@ def test_keygen_configure_twice_gives_a_dual_signing_project_and_keeps_comments(
     assert 'feedback_id = "news"   # and me\n' in edited
     # apart from the new lines, the file is as it was
     added = [line for line in edited.splitlines() if line not in text.splitlines()]
-    assert added == ["dkim_keys = [",
+    assert added == ['domain = "example.be"', "dkim_keys = [",
                      '    { key = "dkim/mail2026.example.be.rsa.pem", selector = "mail2026" },',
                      '    { key = "dkim/mail2026e.example.be.ed25519.pem", '
                      'selector = "mail2026e" },', "]"]
@@ -373,11 +373,11 @@ def test_the_key_is_added_in_the_spelling_the_file_uses(text, expected):
 
 def test_a_file_that_cannot_be_edited_safely_is_left_alone(folder):
     config = folder / "mailer.toml"
-    config.write_text('sending.domain = "x.be"\n')
+    config.write_text('sending.domain = "example.be"\n')
     result = keygen("--selector", "s1", "--configure")
     assert result.exit_code == 1
     assert "add it by hand" in result.stderr and "Traceback" not in result.output
-    assert config.read_text() == 'sending.domain = "x.be"\n'
+    assert config.read_text() == 'sending.domain = "example.be"\n'
     assert not (folder / "dkim").exists()  # nothing written when the edit cannot be made
 
 
@@ -465,3 +465,58 @@ def test_a_recipe_carries_both_keys_to_a_helper_process(tmp_path):
     signed = mailing.message(Recipient(subscriber_id=5, email="an@example.be",
                                        first_name="An")).data
     assert results(signed) == {"rsa": True, "ed25519": True}
+
+
+# -- the sending identity is one thing (issue 12, point 4) ----------------------------------
+
+def _sent_message(project: Path) -> bytes:
+    (path,) = (project / "outbox" / "new").iterdir()
+    return path.read_bytes()
+
+
+def test_a_key_for_another_domain_signs_for_it_once_from_is_there_too(run, project):
+    """`dkim keygen --domain groenbuurt.nl --configure` in a project whose list sends from
+    @example.be: the key's domain becomes the signing domain, the send refuses (one line,
+    the fix) until From is there too; then the message is signed d=groenbuurt.nl and
+    verifies."""
+    assert run("subscribers", "add", "an@example.org", "--list", "nieuwsbrief",
+               "--consent", "test", "--confirmed").exit_code == 0
+    result = run("dkim", "keygen", "--domain", "groenbuurt.nl", "--selector", "mail2026",
+                 "--algorithm", "ed25519", "--configure", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)["value"].encode()
+    assert load_settings().sending.domain == "groenbuurt.nl"
+    assert run("campaign", "create", "dec", "--list", "nieuwsbrief", "--template",
+               "templates/newsletter.html.j2", "--subject", "Nieuws").exit_code == 0
+    for args in (("test", "dec", "--to", "ik@example.org"), ("send", "dec", "--yes")):
+        result = run("campaign", *args)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert "sends from nieuws@example.be, but messages are DKIM-signed for " \
+               "groenbuurt.nl" in result.output
+        assert 'from_address = "…@groenbuurt.nl" in lists/nieuwsbrief.toml' in result.output
+    new = project / "outbox" / "new"
+    assert not new.exists() or not any(new.iterdir())
+    lists = project / "lists" / "nieuwsbrief.toml"
+    lists.write_text(lists.read_text().replace("@example.be", "@groenbuurt.nl"))
+    assert run("lists", "sync").exit_code == 0
+    result = run("campaign", "send", "dec", "--yes")
+    assert result.exit_code == 0, result.output
+    data = _sent_message(project)
+    assert b"d=groenbuurt.nl" in data and b"d=example.be" not in data
+    assert re.search(rb"^From: .*<nieuws@groenbuurt\.nl>", data, re.MULTILINE)
+    assert dkim.verify(data, dnsfunc=lambda name, timeout=5: record
+                       if name == b"mail2026._domainkey.groenbuurt.nl." else None)
+
+
+def test_keygen_refuses_a_domain_other_than_the_signing_one(folder):
+    config = folder / "mailer.toml"
+    assert keygen("--selector", "s1", "--configure").exit_code == 0
+    text = config.read_text()
+    assert 'domain = "example.be"' in text
+    result = CliRunner().invoke(cli, ["dkim", "keygen", "--domain", "groenbuurt.nl",
+                                      "--selector", "s2", "--configure"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "[sending] domain is example.be" in result.stderr
+    assert "mailer dkim keygen --domain example.be --selector s2" in result.stderr
+    assert config.read_text() == text
+    assert [p.name for p in (folder / "dkim").iterdir()] == ["s1.example.be.rsa.pem"]

@@ -8,6 +8,7 @@ these folders.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -18,9 +19,13 @@ from mailer.config import CONFIG_NAME, load_settings
 from mailer.db import make_engine, upgrade
 from mailer.errors import InvalidInput, MailerError
 
-__all__ = ["SHIPPED", "create_project"]
+__all__ = ["EXAMPLE_DOMAIN", "EXAMPLE_ORGANISATION", "SHIPPED", "check_identity",
+           "create_project"]
 
 SHIPPED = Path(__file__).resolve().parent  # holds lists/ and templates/
+# The identity the example project is made with, unless `mailer init` is given one.
+EXAMPLE_ORGANISATION = "Voorbeeld vzw"
+EXAMPLE_DOMAIN = "example.be"
 
 CONFIG_TEMPLATE = """\
 # mailer project configuration. Every key can be overridden by an environment variable:
@@ -94,14 +99,46 @@ hash_key = "{hash_key}"
 """
 
 
-def create_project(folder: Path, *, name: str | None = None) -> Path:
-    """Create a project in `folder` (new or empty); returns the path of mailer.toml."""
+_DOMAIN = re.compile(r"(?=.{4,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+"
+                     r"(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})")
+
+
+def check_identity(organisation: str, domain: str) -> tuple[str, str]:
+    """The organisation's name and the sending domain as `mailer init` takes them, or
+    InvalidInput saying what is wrong."""
+    organisation, domain = organisation.strip(), domain.strip().lower().rstrip(".")
+    if not organisation or len(organisation) > 100 or not organisation.isprintable() \
+            or any(c in organisation for c in '"\\<>'):
+        raise InvalidInput(f"The organisation name {organisation!r} is not usable: 1 to "
+                           "100 characters, without quotes, backslashes or < >.")
+    domain = domain.removeprefix("www.")
+    if "@" in domain or not _DOMAIN.fullmatch(domain):
+        raise InvalidInput(f"{domain!r} is not a domain name.",
+                           hint="The part after @ in your From address, e.g. groenbuurt.nl.")
+    return organisation, domain
+
+
+def _identity(text: str, organisation: str, domain: str) -> str:
+    """The example's text with the organisation and domain put in, TOML-escaped."""
+    escaped = json.dumps(organisation, ensure_ascii=False)[1:-1]
+    return text.replace(EXAMPLE_ORGANISATION, escaped).replace(EXAMPLE_DOMAIN, domain)
+
+
+def create_project(folder: Path, *, name: str | None = None,
+                   organisation: str = EXAMPLE_ORGANISATION,
+                   domain: str = EXAMPLE_DOMAIN) -> Path:
+    """Create a project in `folder` (new or empty); returns the path of mailer.toml.
+    `organisation` and `domain` are written everywhere the identity belongs: the
+    [organisation] settings, [sending] domain, and the example list's From, Reply-To and
+    consent text. (The example subscribers keep example.be addresses: nobody real.)"""
     if folder.exists() and any(folder.iterdir()):
         raise InvalidInput(f"{folder} already exists and is not empty.",
                            hint="Pick a new folder name.")
     name = name or folder.resolve().name
     if not re.fullmatch(r"[\w .-]{1,100}", name):
         raise InvalidInput("A project name may hold letters, digits, spaces, . - and _.")
+    organisation, domain = check_identity(organisation, domain)
+    example = (organisation, domain) == (EXAMPLE_ORGANISATION, EXAMPLE_DOMAIN)
     source_lists, source_templates = SHIPPED / "lists", SHIPPED / "templates"
     if not source_lists.is_dir() or not source_templates.is_dir():
         raise MailerError(f"The example lists and templates are missing from {SHIPPED}.",
@@ -109,8 +146,14 @@ def create_project(folder: Path, *, name: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source_lists, folder / "lists")
     shutil.copytree(source_templates, folder / "templates")
-    (folder / CONFIG_NAME).write_text(CONFIG_TEMPLATE.format(name=name, secrets="secrets.toml"),
-                                      encoding="utf-8")
+    config = CONFIG_TEMPLATE.format(name=name, secrets="secrets.toml")
+    if not example:
+        config = _identity(config, organisation, domain).replace(
+            f'# domain = "{domain}"  ', f'domain = "{domain}"    ')
+        for path in (folder / "lists").glob("*.toml"):
+            path.write_text(_identity(path.read_text(encoding="utf-8"), organisation,
+                                      domain), encoding="utf-8")
+    (folder / CONFIG_NAME).write_text(config, encoding="utf-8")
     fd = os.open(folder / "secrets.toml", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with open(fd, "w", encoding="utf-8") as fh:
         fh.write(SECRETS_TEMPLATE.format(secret_key=secrets.token_urlsafe(32),
