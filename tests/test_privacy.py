@@ -282,3 +282,44 @@ def test_the_audit_trail_records_sends_list_changes_and_cancellations(run, proje
     assert start["slug"] == "dec" and start["queued"] == 2
     assert all(a["actor"] for a in trail)
     assert "@" not in json.dumps(trail)
+
+
+def _trail(run, action: str) -> list[dict]:  # noqa: ANN001
+    return json.loads(run("audit", "ls", "--action", action, "--json").stdout)
+
+
+def test_config_and_key_changes_are_in_the_audit_trail_by_name_only(run, project):
+    """An edit of mailer.toml, a rotated secret and a new DKIM key are each recorded by
+    the next command that uses the database: what changed, never the value."""
+    [first] = _trail(run, "config.change")  # the fixture's `lists sync`: as found
+    assert first["detail"]["first"] is True and first["detail"]["changed"] == []
+    run("lists", "ls")
+    assert len(_trail(run, "config.change")) == 1  # nothing changed: nothing recorded
+    toml = project / "mailer.toml"
+    toml.write_text(toml.read_text().replace("\nrate = 10 ", "\nrate = 7 ", 1))
+    secrets = project / "secrets.toml"
+    old_key = secrets.read_text().split('secret_key = "')[1].split('"')[0]
+    secrets.write_text(secrets.read_text().replace(
+        old_key, "a-new-secret-key-rotated-by-hand-0123456789"))
+    assert run("lists", "ls").exit_code == 0
+    latest = _trail(run, "config.change")[0]
+    assert latest["detail"]["changed"] == ["delivery.rate", "secrets.secret_key"]
+    assert latest["detail"]["command"].endswith(" lists ls") and latest["actor"]
+    made = run("dkim", "keygen", "--domain", "example.be", "--selector", "mail2026",
+               "--algorithm", "ed25519", "--configure")
+    assert made.exit_code == 0, made.output
+    [keygen] = _trail(run, "dkim.keygen")
+    assert keygen["detail"] == {"domain": "example.be", "selector": "mail2026",
+                                "algorithm": "ed25519", "configured": True}
+    key = "dkim/mail2026.example.be.ed25519.pem"
+    assert _trail(run, "config.change")[0]["detail"]["changed"] == [
+        f"key:{key}", "sending.dkim_keys"]
+    (project / key).write_bytes((project / key).read_bytes() + b"\n")  # replaced by hand
+    run("lists", "ls")
+    assert _trail(run, "config.change")[0]["detail"]["changed"] == [f"key:{key}"]
+    trail = json.dumps(json.loads(run("audit", "ls", "--json").stdout))
+    for secret in (old_key, "a-new-secret-key-rotated-by-hand-0123456789",
+                   (project / key).read_text().split("\n")[1]):
+        assert secret not in trail
+    shown = run("audit", "ls")  # the table leaves the digests out
+    assert "secrets.secret_key" in shown.output and "fingerprint" not in shown.output

@@ -70,8 +70,26 @@ class State:
     @cached_property
     def project(self) -> Project:
         project = Project.load(self.config)
-        click.get_current_context().call_on_close(project.close)
+        ctx = click.get_current_context()
+        ctx.call_on_close(project.close)
+        ctx.call_on_close(lambda: _record_config(project, ctx.command_path))  # runs first
         return project
+
+
+def _record_config(project: Project, command: str) -> None:
+    """A command that used the database records a changed mailer.toml, secret or key
+    file in the audit trail (privacy/audit.py); the trail never fails the command."""
+    if "engine" not in project.__dict__:
+        return
+    from mailer.models import current_actor
+    from mailer.privacy.audit import record_config_change
+
+    try:
+        record_config_change(project.engine, project.settings, actor=current_actor(),
+                             command=command)
+    except Exception as exc:  # noqa: BLE001 - said, and tried again by the next command
+        click.echo(f"Warning: the configuration change could not be recorded in the "
+                   f"audit trail: {str(exc).splitlines()[0]}", err=True)
 
 
 pass_state = click.make_pass_decorator(State)
@@ -101,6 +119,7 @@ def main() -> None:
 
 def _register() -> None:
     from mailer.cli import (
+        auditcmd,
         bouncescmd,
         campaigncmd,
         configcmd,
@@ -119,8 +138,8 @@ def _register() -> None:
     for module in (initcmd, dbcmd, configcmd, listscmd, subscriberscmd, suppressioncmd,
                    templatescmd, campaigncmd, bouncescmd, gdprcmd, dkimcmd, servecmd):
         cli.add_command(module.command)
-    cli.add_command(gdprcmd.audit)
-    cli.add_command(gdprcmd.incidents)
+    cli.add_command(auditcmd.audit)
+    cli.add_command(auditcmd.incidents)
     cli.add_command(templatescmd.preview)
     cli.add_command(campaigncmd.run)
     cli.add_command(doctorcmd.command)

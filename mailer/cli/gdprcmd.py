@@ -1,27 +1,18 @@
-"""`mailer gdpr export|erase` and `mailer audit ls`: a person's rights and the trail."""
+"""`mailer gdpr export|erase|purge`: a person's rights, and the retention periods."""
 
 from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
 from mailer.cli import State, pass_state
-from mailer.cli.output import err, out, print_json, stream_json, table
+from mailer.cli.auditcmd import ACTOR, actor_name
+from mailer.cli.output import err, print_json
 from mailer.errors import InvalidInput, MailerError
-
-_ACTOR = click.option("--actor", default=None, metavar="NAME",
-                      help="Who does this, for the audit trail (default: the OS user).")
-
-
-def _actor(actor: str | None) -> str:
-    from mailer.models import current_actor
-
-    return current_actor(actor)
 
 
 @click.group("gdpr")
@@ -44,7 +35,7 @@ def command() -> None:
               show_default=True, help="JSON (art. 20, machine-readable) or text for a letter.")
 @click.option("--language", type=click.Choice(["nl", "en"]), default=None,
               help="The language of the text format (default: the person's).")
-@_ACTOR
+@ACTOR
 @pass_state
 def export(state: State, email: str, out: str | None, fmt: str, language: str | None,
            actor: str | None) -> None:
@@ -76,7 +67,7 @@ def export(state: State, email: str, out: str | None, fmt: str, language: str | 
     else:
         _write_private(Path(target), body)
     with session_scope(project.engine) as session:
-        session.add(AuditLog(actor=_actor(actor), action="gdpr.export", detail={
+        session.add(AuditLog(actor=actor_name(actor), action="gdpr.export", detail={
             "subscriber": _subscriber_id(project, address), "format": fmt}))
     if target != "-":
         err().print(f"Written to {target} (readable by you alone): "
@@ -110,7 +101,7 @@ def _write_private(path: Path, body: str) -> None:
 @click.argument("email")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Say what would be removed, remove nothing.")
-@_ACTOR
+@ACTOR
 @pass_state
 def erase(state: State, email: str, yes: bool, dry_run: bool, actor: str | None) -> None:
     """Forget a person: their details, lists, consent log, replies and bounces are deleted,
@@ -132,7 +123,7 @@ def erase(state: State, email: str, yes: bool, dry_run: bool, actor: str | None)
             raise InvalidInput("Erasing cannot be undone: add --yes to confirm.")
         click.confirm(f"Erase everything held about {address}? This cannot be undone",
                       abort=True, err=True)
-    result = erase_person(project.engine, project.hash_key, address, actor=_actor(actor),
+    result = erase_person(project.engine, project.hash_key, address, actor=actor_name(actor),
                           dry_run=dry_run)
     console = err()
     if result.subscriber_id is None and not result.newly_suppressed:
@@ -149,52 +140,10 @@ def erase(state: State, email: str, yes: bool, dry_run: bool, actor: str | None)
                       "old pages leave the disk at the next checkpoint.")
 
 
-@click.group("audit")
-def audit() -> None:
-    """The audit trail: who did what and when (no personal data in it).
-
-    \b
-    Example:
-        mailer audit ls --since 2026-11-01
-    """
-
-
-@audit.command("ls")
-@click.option("--since", metavar="DATE", help="From this date on (YYYY-MM-DD).")
-@click.option("--action", metavar="PREFIX", help="Only actions starting so (gdpr, campaign).")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@pass_state
-def audit_ls(state: State, since: str | None, action: str | None, limit: int | None,
-             as_json: bool) -> None:
-    """The audit trail, newest first.
-
-    \b
-    Example:
-        mailer audit ls --since 2026-11-01 --action gdpr
-    """
-    from mailer.privacy.audit import list_audit
-
-    start = None
-    if since:
-        try:
-            start = datetime.strptime(since, "%Y-%m-%d").replace(tzinfo=UTC)
-        except ValueError:
-            raise InvalidInput(f"{since!r} is not a date like 2026-11-01.") from None
-    rows = list_audit(state.project.engine, since=start, action=action, limit=limit)
-    if as_json:
-        stream_json(rows)
-        return
-    table(({**row, "detail": json.dumps(row["detail"], ensure_ascii=False)} for row in rows),
-          ["at", "actor", "action", "detail"], title="Audit trail",
-          empty="Nothing in the audit trail.")
-
-
-
 @command.command("purge")
 @click.option("--dry-run", is_flag=True, help="Count what would go, change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
-@_ACTOR
+@ACTOR
 @pass_state
 def purge(state: State, dry_run: bool, as_json: bool, actor: str | None) -> None:
     """Apply the retention periods of [privacy] in mailer.toml: never-confirmed sign-ups,
@@ -209,7 +158,7 @@ def purge(state: State, dry_run: bool, as_json: bool, actor: str | None) -> None
     from mailer.privacy.retention import purge as run_purge
 
     project = state.project
-    result = run_purge(project.engine, project.settings.privacy, actor=_actor(actor),
+    result = run_purge(project.engine, project.settings.privacy, actor=actor_name(actor),
                        dry_run=dry_run)
     if as_json:
         print_json({"dry_run": dry_run, **result.counts})
@@ -222,102 +171,3 @@ def purge(state: State, dry_run: bool, as_json: bool, actor: str | None) -> None
     what = ", ".join(f"{n:,} {labels[k]}" for k, n in result.counts.items() if n)
     err().print(f"{'Would remove' if dry_run else 'Removed'}: {what or 'nothing'}.",
                 highlight=False)
-
-
-@click.group("incidents")
-def incidents() -> None:
-    """The breach register: every personal-data breach, reported or not (art. 33(5)).
-
-    \b
-    Example:
-        mailer incidents add --title "Laptop with an export lost" --people 1
-        mailer incidents ls
-    """
-
-
-@incidents.command("add")
-@click.option("--title", required=True, help="What happened, in a line.")
-@click.option("--facts", default="", help="What is known: when, what data, how.")
-@click.option("--effects", default="", help="The consequences for the people concerned.")
-@click.option("--remedy", default="", help="What was done about it.")
-@click.option("--people", type=click.IntRange(min=0), default=None,
-              help="How many people are affected.")
-@click.option("--occurred", metavar="DATE", help="When it happened (YYYY-MM-DD).")
-@click.option("--reported", metavar="DATE",
-              help="When it was reported to the authority (YYYY-MM-DD), if it was.")
-@click.option("--json", "as_json", is_flag=True, help="Print the entry as JSON.")
-@_ACTOR
-@pass_state
-def incidents_add(state: State, title: str, facts: str, effects: str, remedy: str,
-                  people: int | None, occurred: str | None, reported: str | None,
-                  as_json: bool, actor: str | None) -> None:
-    """Record an incident. Name no person in it (an address is refused).
-
-    \b
-    Example:
-        mailer incidents add --title "Export mailed to the wrong colleague" --people 1 \\
-            --facts "Export of one member sent internally by mistake" \\
-            --remedy "Deleted by the recipient, confirmed in writing"
-    """
-    from mailer.privacy.incidents import IncidentText, add_incident, get_incident
-
-    engine = state.project.engine
-    number = add_incident(engine, IncidentText(title, facts, effects, remedy),
-                          actor=_actor(actor), people=people,
-                          occurred_at=_day(occurred), reported_at=_day(reported))
-    if as_json:
-        print_json(get_incident(engine, number))
-    else:
-        err().print(f"Recorded as incident {number}.")
-
-
-def _day(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
-    except ValueError:
-        raise InvalidInput(f"{value!r} is not a date like 2026-12-01.") from None
-
-
-@incidents.command("ls")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@pass_state
-def incidents_ls(state: State, as_json: bool) -> None:
-    """The register, newest first.
-
-    \b
-    Example:
-        mailer incidents ls
-    """
-    from mailer.privacy.incidents import list_incidents
-
-    rows = list_incidents(state.project.engine)
-    if as_json:
-        print_json(rows)
-        return
-    table(rows, ["number", "at", "title", "people", "reported_at", "source"],
-          title="Breach register", empty="The register is empty.")
-
-
-@incidents.command("show")
-@click.argument("number", type=int)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@pass_state
-def incidents_show(state: State, number: int, as_json: bool) -> None:
-    """One incident in full.
-
-    \b
-    Example:
-        mailer incidents show 3
-    """
-    from mailer.privacy.incidents import get_incident
-
-    entry = get_incident(state.project.engine, number)
-    if as_json:
-        print_json(entry)
-        return
-    console = out()
-    for key, value in entry.items():
-        console.print(f"{key.replace('_', ' ')}: {'' if value is None else value}",
-                      highlight=False, markup=False)
