@@ -11,7 +11,7 @@ import click
 from mailer.cli import State, pass_state
 from mailer.cli.output import print_json
 from mailer.config import find_config
-from mailer.configedit import add_dkim_key, write_config
+from mailer.configedit import add_dkim_key, add_setting, write_config
 from mailer.content.dkim import generate_key, private_pem, txt_record, txt_strings
 from mailer.errors import ConfigError, InvalidInput, MailerError
 
@@ -63,7 +63,8 @@ def _in_config(path: Path, config: Path) -> str:
                    "mailer.toml with --configure).")
 @click.option("--configure", is_flag=True,
               help="Also add the key to [sending] dkim_keys in mailer.toml, beside the keys "
-                   "there (comments and layout are kept).")
+                   "there (comments and layout are kept), and set [sending] domain to "
+                   "--domain when it is not set.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
 def keygen(state: State, domain: str, selector: str, algorithm: str, out: Path | None,
@@ -74,7 +75,8 @@ def keygen(state: State, domain: str, selector: str, algorithm: str, out: Path |
 
     With --configure the key is added to mailer.toml: run it once with rsa and once with
     ed25519, and every message carries both signatures. Publish the records before the
-    next send.
+    next send. The key's domain becomes [sending] domain (a different one there is
+    refused), and `campaign send` refuses a list whose From address is not in it.
 
     \b
     Example:
@@ -99,7 +101,8 @@ def keygen(state: State, domain: str, selector: str, algorithm: str, out: Path |
             text = config.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"Cannot read {config}: {exc}") from None
-        new_text = add_dkim_key(text, key=_in_config(path, config), selector=selector,
+        new_text = _with_domain(text, domain, selector, where=config.name)
+        new_text = add_dkim_key(new_text, key=_in_config(path, config), selector=selector,
                                 where=config.name)
     if path.exists():
         raise InvalidInput(f"{path} exists already; pick another --out or selector.")
@@ -126,9 +129,12 @@ def keygen(state: State, domain: str, selector: str, algorithm: str, out: Path |
         keys = tomllib.loads(new_text)["sending"]
         count = len(keys.get("dkim_keys", [])) + bool(keys.get("dkim_key"))
         click.echo(f"Added to [sending] dkim_keys in {config}: messages get "
-                   f"{count} DKIM signature{'s' if count != 1 else ''} from the next send.",
-                   err=True)
-        _warn_domain(keys.get("domain", ""), domain)
+                   f"{count} DKIM signature{'s' if count != 1 else ''} (d={domain}) from "
+                   "the next send.", err=True)
+        if "domain" not in tomllib.loads(text).get("sending", {}):
+            click.echo(f"Set [sending] domain = \"{domain}\": every list's From address "
+                       f"must be @{domain} (or a subdomain) for receivers' DMARC check; "
+                       "`campaign send` refuses a list whose From is not.", err=True)
     click.echo("Publish this DNS record. Zone file:", err=True)
     click.echo(_zone_entry(name, record))
     click.echo(f"Web DNS panel: name {name}, type TXT, this value on one line (the panel "
@@ -149,8 +155,20 @@ def _audit(state: State, detail: dict[str, str | bool]) -> None:
     record(engine, actor=current_actor(), action="dkim.keygen", detail=detail)
 
 
-def _warn_domain(configured: str, domain: str) -> None:
-    if configured and configured.lower() != domain.lower():
-        click.echo(f"Note: [sending] domain is {configured}: messages are signed with "
-                   f"d={configured}, so publish the key under {configured} too.", err=True)
-
+def _with_domain(text: str, domain: str, selector: str, *, where: str) -> str:
+    """mailer.toml's text with `[sending] domain` set to the key's domain when it is not
+    set: the key, the signature's d= and (checked at send) the From domain are then one
+    identity. A different domain there is refused: the key would sign for the wrong one."""
+    try:
+        configured = str((tomllib.loads(text).get("sending") or {}).get("domain", ""))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from None
+    if not configured:
+        return add_setting(text, table="sending", key="domain", value=domain)
+    if configured.lower().rstrip(".") != domain.lower().rstrip("."):
+        raise ConfigError(
+            f"[sending] domain is {configured} in {where}: messages are signed for "
+            f"{configured}, so a key for {domain} would never sign.",
+            hint=f"Make the key for {configured} (mailer dkim keygen --domain {configured} "
+                 f"--selector {selector} --configure), or change [sending] domain first.")
+    return text
