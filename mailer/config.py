@@ -231,6 +231,16 @@ class Privacy(_Section):
     audit_years: int = Field(default=5, ge=1)  # the audit trail
 
 
+class Tracking(_Section):
+    """What is counted of how a mail is read (docs/delivery.md, "Clicks"). Never per person,
+    and never an open: there is no tracking pixel."""
+
+    # "aggregate": the links written in a campaign's template go through `mailer serve`,
+    # which counts the clicks per campaign and link (the same URL for everyone) and
+    # redirects; "off": links are left as they are.
+    clicks: Literal["off", "aggregate"] = "off"
+
+
 class ImportSettings(_Section):
     """Defaults for CSV imports."""
 
@@ -282,6 +292,7 @@ class Settings(_Section):
     web: Web = Field(default_factory=Web)
     feedback: Feedback = Field(default_factory=Feedback)
     privacy: Privacy = Field(default_factory=Privacy)
+    tracking: Tracking = Field(default_factory=Tracking)
     imports: ImportSettings = Field(default_factory=ImportSettings, alias="import")
 
     # Not from the file: where it was found, and the secrets.

@@ -38,6 +38,7 @@ __all__ = [
     "FeedbackEvent",
     "FeedbackKind",
     "Incident",
+    "LinkClick",
     "ConsentAction",
     "ConsentEvent",
     "GlobalStatus",
@@ -392,3 +393,16 @@ class Incident(SQLModel, table=True):
     source: str = Field(default="manual", sa_column=Column(String(16), nullable=False,
                                                              default="manual"))
     actor: str = Field(default="", sa_column=Column(String(100), nullable=False, default=""))
+
+class LinkClick(SQLModel, table=True):
+    """A link of a campaign's template and how often it was followed, with `[tracking]
+    clicks = "aggregate"` (content/tracking.py): counted per campaign and link, never per
+    person. The redirect of /l/TOKEN goes to `url`, never to an address in the request."""
+
+    __tablename__ = "link_click"
+
+    campaign_id: int = Field(sa_column=Column(
+        Integer, ForeignKey("campaign.id", ondelete="CASCADE"), primary_key=True))
+    link_index: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    clicks: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))

@@ -57,6 +57,9 @@ class Purpose(IntEnum):
     # (base64url) and its bounce and mailto-unsubscribe addresses (base32): whoever holds
     # the message holds all of them anyway, and one token per message is one HMAC pair.
     MESSAGE = 5
+    # A link of a campaign, counted by `mailer serve` ([tracking] clicks = "aggregate"):
+    # names the campaign and the link's number (list id field), never a person (0).
+    CLICK = 6
 
 
 @dataclass(frozen=True)

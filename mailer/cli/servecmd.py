@@ -27,6 +27,7 @@ def command(state: State, host: str, port: int, workers: int) -> None:
     /c/TOKEN            confirm a sign-up (double opt-in)
     /u/TOKEN            one-click unsubscribe (RFC 8058) and its page
     /p/TOKEN            preferences: name, language, lists, leave everything
+    /l/TOKEN            a counted link of a campaign ([tracking] clicks)
     /webhooks/ses       Amazon SES bounces and complaints, through SNS
     /webhooks/postmark  Postmark bounces and complaints
     /healthz            200 "ok", for the proxy and monitoring

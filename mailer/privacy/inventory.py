@@ -81,5 +81,8 @@ INVENTORY: dict[str, dict[str, Kind]] = {
         "effects": "none", "remedy": "none", "people": "none", "reported_at": "none",
         "source": "none", "actor": "none",
     },
+    "link_click": {  # a campaign's links and their clicks, counted for all together
+        "campaign_id": "none", "link_index": "none", "url": "none", "clicks": "none",
+    },
     "alembic_version": {"version_num": "none"},
 }

@@ -8,6 +8,9 @@ Unsubscribes: a consent event does not name the campaign, so the report counts t
 unsubscribes, after the campaign started, of the people it was sent to, by the channel
 (one-click link, preferences page, mail to unsub+, complaint). With campaigns a day apart
 that is the campaign's; with two on the same day they share them.
+
+Clicks (`[tracking] clicks = "aggregate"`): per link of the campaign's template, as
+`mailer serve` counted them (link_click): never per person.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from mailer.feedback.queries import campaign_feedback
-from mailer.models import Campaign, ConsentEvent, Delivery, MailingList, Subscriber
+from mailer.models import Campaign, ConsentEvent, Delivery, LinkClick, MailingList, Subscriber
 
 __all__ = ["campaign_report"]
 
@@ -28,6 +31,7 @@ C = Campaign.__table__  # type: ignore[attr-defined]
 P = Subscriber.__table__  # type: ignore[attr-defined]
 CE = ConsentEvent.__table__  # type: ignore[attr-defined]
 L = MailingList.__table__  # type: ignore[attr-defined]
+LC = LinkClick.__table__  # type: ignore[attr-defined]
 
 _CHANNELS = (("one-click link", "one_click"), ("preferences page", "page"),
              ("mail", "mail"), ("complaint", "complaint"))
@@ -71,6 +75,9 @@ def campaign_report(engine: Engine, slug: str, *, rate: float) -> dict[str, Any]
             .where(where, D.c.attempts > 1)
             .group_by(domain).order_by(sa.func.count().desc()).limit(10)).all()
         unsubscribes = _unsubscribes(conn, campaign)
+        clicks = [{"link": i, "url": u, "clicks": n} for i, u, n in conn.execute(
+            sa.select(LC.c.link_index, LC.c.url, LC.c.clicks)
+            .where(LC.c.campaign_id == campaign.id).order_by(LC.c.link_index))]
         language = conn.execute(sa.select(L.c.language).where(
             L.c.id.in_(campaign.list_ids or [0])).limit(1)).scalar_one_or_none()
     returns = campaign_feedback(engine, campaign.id)
@@ -91,6 +98,7 @@ def campaign_report(engine: Engine, slug: str, *, rate: float) -> dict[str, Any]
         "slow_domains": [{"domain": r.domain, "problems": r.count, "reply": r.reply}
                          for r in slow],
         "retried_domains": [{"domain": r.domain, "retried": r.count} for r in retried],
+        "clicks": clicks,
     }
 
 

@@ -31,7 +31,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "other": "anders", "warnings": "Geweigerd om onze verzending (niet het adres)",
         "slow": "Trage en moeilijke domeinen", "domain": "domein", "problems": "problemen",
         "reply": "laatste antwoord", "retried": "opnieuw geprobeerd", "none": "Geen.",
-        "generated": "Gemaakt door mailer",
+        "generated": "Gemaakt door mailer", "clicks": "Klikken per link", "link": "link",
+        "clicked": "klikken", "clicks_note": "Geteld per link, voor iedereen samen: nooit wie "
+                                          "er klikte.",
     },
     "en": {
         "title": "Report", "subject": "Subject", "state": "State", "started": "Started",
@@ -49,7 +51,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "warnings": "Refused because of our sending (not the address)",
         "slow": "Slow and difficult domains", "domain": "domain", "problems": "problems",
         "reply": "last reply", "retried": "retried", "none": "None.",
-        "generated": "Made by mailer",
+        "generated": "Made by mailer", "clicks": "Clicks per link", "link": "link",
+        "clicked": "clicks", "clicks_note": "Counted per link, for everyone together: never "
+                                            "who clicked.",
     },
 }
 _STATES = ("sent", "deferred", "failed", "bounced", "skipped", "unknown", "queued", "sending")

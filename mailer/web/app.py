@@ -6,6 +6,8 @@
     /c/TOKEN              confirm a sign-up (double opt-in)
     /p/TOKEN              preferences: name, language, lists, leave all,  preferences.py
                           a copy of one's data by mail, erasure
+    /l/TOKEN              a counted link of a campaign: +1, then 302 to    clicks.py
+                          its address ([tracking] clicks = "aggregate")
     /webhooks/ses         Amazon SES bounces and complaints (SNS)         webhooks.py
     /webhooks/postmark    Postmark's bounce and spam complaint webhooks
     /healthz              200 "ok", for the proxy and the load balancer
@@ -29,7 +31,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from mailer.project import Project
-from mailer.web import preferences, signup, unsubscribe, webhooks
+from mailer.web import clicks, preferences, signup, unsubscribe, webhooks
 from mailer.web.security import SecurityHeaders
 from mailer.web.site import Site
 
@@ -73,7 +75,7 @@ def create_app(project: Project) -> ASGIApp:
         routes=[Route("/healthz", healthz), Route("/static/site.css", stylesheet),
                 Route("/favicon.ico", favicon),
                 *unsubscribe.routes(site), *signup.routes(site),
-                *preferences.routes(site), *webhooks.routes(site)],
+                *preferences.routes(site), *webhooks.routes(site), *clicks.routes(site)],
         exception_handlers={404: missing, 405: missing, Exception: broken},
         lifespan=lifespan)
     # Outside everything, Starlette's error handling included: a 500 gets the headers too.
