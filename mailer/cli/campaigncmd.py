@@ -36,7 +36,7 @@ from mailer.delivery.runner import (
 )
 from mailer.delivery.sender import SendReport, summary
 from mailer.errors import InvalidInput
-from mailer.messages import resolve_template
+from mailer.messages import checked_mailing, resolve_template
 from mailer.models import (
     AuditLog,
     Campaign,
@@ -80,7 +80,9 @@ def command() -> None:
 @pass_state
 def create(state: State, name: str, lists: tuple[str, ...], template: str, subject: str,
            title: str | None, segment: tuple[str, ...], as_json: bool) -> None:
-    """Create a draft campaign. Nothing is sent until `mailer campaign send`.
+    """Create a draft campaign. Nothing is sent until `mailer campaign send`. The
+    template and subject must pass `mailer templates check` for this audience (the rules
+    `campaign test` and `send` apply again); what fails is not created.
 
     \b
     Example:
@@ -90,10 +92,10 @@ def create(state: State, name: str, lists: tuple[str, ...], template: str, subje
             --where "language = nl"
     """
     project = state.project
-    resolve_template(project.settings, template)
     with session_scope(project.engine) as session:
         campaign = create_campaign(session, slug=name, title=title, template=template,
                                    subject=subject, list_slugs=lists, segment=segment)
+        checked_mailing(project, session, campaign, new=True)
         people = audience_count(session, campaign)
     if as_json:
         print_json({"campaign": name, "state": "draft", "audience": people})

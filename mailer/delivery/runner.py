@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from mailer.content.mailing import CampaignInfo, Mailing, Recipient
+from mailer.content.mailing import CampaignInfo, Mailing
 from mailer.content.tracking import tracked_sources
 from mailer.db import session_scope
 from mailer.delivery.campaigns import get_campaign, snapshot_sources, start_campaign, transition
@@ -33,7 +33,14 @@ from mailer.delivery.rendering import (
 from mailer.delivery.sender import Sender, SendReport
 from mailer.delivery.transports import Outcome, Transport, default_helo_name, make_transport
 from mailer.errors import InvalidInput, MailerError
-from mailer.messages import dkim_keys, dkim_signers, list_info, make_mailing, recipient
+from mailer.messages import (
+    checked_mailing,
+    dkim_keys,
+    dkim_signers,
+    list_info,
+    recipient,
+    stand_in,
+)
 from mailer.models import (
     Campaign,
     CampaignState,
@@ -103,14 +110,10 @@ def _history(project: Project) -> list[float]:
 
 
 def prepare_start(project: Project, session: Session, campaign: Campaign) -> int:
-    """Freeze and fill the outbox (draft or scheduled -> sending). The template is loaded
-    and rendered once for a placeholder recipient first, so a broken template stops here,
-    before any delivery row exists."""
-    mailing = make_mailing(project, template=campaign.template, subject=campaign.subject,
-                           mailing_list=session.get(MailingList, campaign.list_ids[0]),
-                           campaign=CampaignInfo(campaign.id or 0, campaign.slug,
-                                                 campaign.title))
-    mailing.message(Recipient(subscriber_id=0, email="check@example.invalid"))
+    """Freeze and fill the outbox (draft or scheduled -> sending). The template passes
+    `templates check` against the audience first, so a template that would fail anyone
+    stops here, before any delivery row exists."""
+    mailing = checked_mailing(project, session, campaign)
     return start_campaign(session, campaign,
                           tracked_sources(project, session, campaign, mailing.sources))
 
@@ -359,16 +362,13 @@ def send_test(project: Project, slug: str, addresses: list[str]) -> list[tuple[s
         campaign = get_campaign(session, slug)
         first = session.get(MailingList, campaign.list_ids[0])
         assert first is not None
-        mailing = make_mailing(project, template=campaign.template,
-                               subject="[TEST] " + campaign.subject, mailing_list=first,
-                               campaign=CampaignInfo(campaign.id or 0, campaign.slug,
-                                                     campaign.title))
+        mailing = checked_mailing(project, session, campaign,
+                                  subject="[TEST] " + campaign.subject)
         people = []
         for raw in addresses:
             address = validate_address(raw)
             row = session.exec(select(Subscriber).where(Subscriber.email == address)).first()
-            people.append(recipient(row) if row else Recipient(subscriber_id=0,
-                                                               email=address))
+            people.append(recipient(row) if row else stand_in(address, first.language))
     messages = [mailing.message(p) for p in people]
 
     async def go() -> list[Outcome]:
