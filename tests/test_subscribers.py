@@ -235,3 +235,33 @@ def test_gdpr_export_holds_the_infix_and_erase_removes_it(run, project):
         assert conn.execute(text("SELECT count(*) FROM subscriber WHERE infix IS NOT NULL")
                             ).scalar() == 0
     engine.dispose()
+
+
+def test_add_with_send_confirmation_queues_the_mail_once(run, project):
+    """One person added to a double opt-in list is not a dead end either."""
+    add_events_list(project)
+    run("lists", "sync")
+    result = run("subscribers", "add", "a@example.be", "--list", "nieuwsbrief",
+                 "--consent", "paper form")
+    assert result.exit_code == 0, result.stderr
+    assert "Pending on nieuwsbrief" in result.stderr and "--send-confirmation" in result.stderr
+    result = run("subscribers", "add", "a@example.be", "--list", "nieuwsbrief", "--list",
+                 "events", "--consent", "paper form", "--send-confirmation", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["lists"] == {"nieuwsbrief": "pending", "events": "confirmed"}
+    assert data["confirmation_queued"] == ["nieuwsbrief"]  # events is single opt-in
+    again = run("subscribers", "add", "a@example.be", "--list", "nieuwsbrief",
+                "--consent", "paper form", "--send-confirmation")
+    assert again.exit_code == 0 and "asked before, not again" in again.stderr
+    engine = make_engine(load_settings().resolved_database_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT kind, state FROM notice")).all() == [
+            ("confirm", "queued")]
+    engine.dispose()
+    for args, message in ((["--list", "events"], "Only a double opt-in list"),
+                          (["--list", "nieuwsbrief", "--confirmed"], "one of the two")):
+        result = run("subscribers", "add", "b@example.be", *args, "--consent", "v1",
+                     "--send-confirmation")
+        assert result.exit_code == 1 and message in result.stderr
+    assert run("subscribers", "show", "b@example.be").exit_code == 1

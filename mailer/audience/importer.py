@@ -38,6 +38,7 @@ from sqlmodel import Session
 
 from mailer.audience.addresses import needs_smtputf8
 from mailer.audience.bulk import Insert, SelectIn, processor
+from mailer.audience.consent import ASKED
 from mailer.audience.csvrows import (
     FATAL,
     CheckedRow,
@@ -76,10 +77,6 @@ MEMBER = Subscription.__table__  # type: ignore[attr-defined]
 EVENT = ConsentEvent.__table__  # type: ignore[attr-defined]
 SUPPRESSED = Suppression.__table__  # type: ignore[attr-defined]
 NOTICE = Notice.__table__  # type: ignore[attr-defined]
-# A confirmation in one of these states asked the person already (or is about to): an
-# import does not ask again. One that failed, bounced or was skipped is asked again.
-ASKED = (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED,
-         DeliveryState.SENT, DeliveryState.UNKNOWN)
 
 
 @dataclass

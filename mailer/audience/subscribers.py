@@ -14,7 +14,7 @@ from sqlalchemy import func, null, or_
 from sqlmodel import Session, col, select
 
 from mailer.audience.addresses import InvalidAddress, normalise_address
-from mailer.audience.consent import record_consent
+from mailer.audience.consent import ask_to_confirm, record_consent
 from mailer.audience.lists import get_list
 from mailer.audience.names import full_name
 from mailer.audience.suppression import is_suppressed
@@ -112,21 +112,31 @@ def add_subscriber(
     attributes: dict[str, Any] | None = None,
     ip: str | None = None,
     user_agent: str | None = None,
-) -> tuple[Subscriber, dict[str, str]]:
-    """Add (or extend) a subscriber; returns it and the resulting status per list.
+    send_confirmation: bool = False,
+) -> tuple[Subscriber, dict[str, str], list[str]]:
+    """Add (or extend) a subscriber; returns it, the resulting status per list and the
+    lists whose confirmation mail was queued.
 
     Double opt-in lists give a pending membership unless `confirmed` states that the
-    person already confirmed (recorded as such). Suppressed, blocklisted and unsubscribed
-    addresses are refused: only the person can subscribe again, through the sign-up form.
+    person already confirmed (recorded as such); `send_confirmation` queues the
+    confirmation mail for each pending one (unless already asked). Suppressed,
+    blocklisted and unsubscribed addresses are refused: only the person can subscribe
+    again, through the sign-up form.
     """
     if not consent or not consent.strip():
         raise InvalidInput("Say which consent this rests on: --consent \"webform 2026-03\".")
+    if send_confirmation and confirmed:
+        raise InvalidInput("--send-confirmation asks to confirm, --confirmed says it was "
+                           "done already: give one of the two.")
     address = validate_address(email)
     if is_suppressed(session, hash_key, address):
         raise InvalidInput(f"{address} is on the suppression list and cannot be added.")
     mailing_lists = [get_list(session, slug) for slug in lists]
     if not mailing_lists:
         raise InvalidInput("Name at least one list: --list SLUG.")
+    if send_confirmation and all(ml.optin != OptIn.DOUBLE for ml in mailing_lists):
+        raise InvalidInput("Only a double opt-in list has a confirmation mail to send.",
+                           hint="Leave out --send-confirmation.")
     sub = session.exec(select(Subscriber).where(Subscriber.email == address)).first()
     if sub is None:
         sub = Subscriber(email=address, first_name=clean_name(first_name, "first name"),
@@ -139,6 +149,7 @@ def add_subscriber(
         raise InvalidInput(f"{address} is blocklisted and cannot be added to a list.")
     assert sub.id is not None
     result: dict[str, str] = {}
+    asked: list[str] = []
     now = utcnow()
     for ml in mailing_lists:
         assert ml.id is not None
@@ -163,8 +174,12 @@ def add_subscriber(
         record_consent(session, sub.id, ConsentAction.SUBSCRIBE, list_id=ml.id, source=source,
                        consent=consent, confirmed=is_confirmed, ip=ip, user_agent=user_agent)
         result[ml.slug] = status
+    for ml in mailing_lists:
+        if (send_confirmation and result[ml.slug] == SubscriptionStatus.PENDING
+                and ask_to_confirm(session, sub.id, ml.id)):  # type: ignore[arg-type]
+            asked.append(ml.slug)
     session.flush()
-    return sub, result
+    return sub, result, asked
 
 
 def edit_subscriber(

@@ -173,6 +173,9 @@ def _print_confirmations(report: ImportReport) -> None:
 @click.option("--consent", required=True, help="What the person agreed to, and how.")
 @click.option("--confirmed", is_flag=True,
               help="The person already confirmed: skip the pending state of double opt-in.")
+@click.option("--send-confirmation", is_flag=True,
+              help="Double opt-in: mail the person the confirmation link (`mailer run` or "
+                   "`mailer serve` sends it), unless asked already.")
 @click.option("--first-name")
 @click.option("--infix", help='The Dutch tussenvoegsel: "van der" in Jan van der Berg.')
 @click.option("--last-name")
@@ -182,7 +185,7 @@ def _print_confirmations(report: ImportReport) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
 def add(state: State, email: str, lists: tuple[str, ...], consent: str, confirmed: bool,
-        first_name: str | None, infix: str | None, last_name: str | None,
+        send_confirmation: bool, first_name: str | None, infix: str | None, last_name: str | None,
         language: str | None, attrs: tuple[str, ...], as_json: bool) -> None:
     """Add one subscriber to one or more lists, recording the consent.
 
@@ -191,21 +194,32 @@ def add(state: State, email: str, lists: tuple[str, ...], consent: str, confirme
         mailer subscribers add an@example.be --list nieuwsbrief --first-name An \\
             --consent "paper form at the fair, 2026-10-12" --attr city=Gent
         mailer subscribers add jan@example.nl --list nieuwsbrief --first-name Jan \\
-            --infix "van der" --last-name Berg --consent "aanmeldformulier beurs"
+            --infix "van der" --last-name Berg --consent "aanmeldformulier beurs" \\
+            --send-confirmation
     """
     project = state.project
     with session_scope(project.engine) as session:
-        sub, result = add_subscriber(
+        sub, result, asked = add_subscriber(
             session, project.hash_key, email, list(lists), consent=consent, source="cli",
             confirmed=confirmed, first_name=first_name, infix=infix, last_name=last_name,
-            language=language, attributes=parse_attributes(attrs))
+            language=language, attributes=parse_attributes(attrs),
+            send_confirmation=send_confirmation)
         address = sub.email
     utf8 = needs_smtputf8(address)
     if as_json:
-        print_json({"email": address, "lists": result, "smtputf8": utf8})
+        print_json({"email": address, "lists": result, "confirmation_queued": asked,
+                    "smtputf8": utf8})
         return
     err().print(f"{address}: " + ", ".join(f"{k} {v}" for k, v in result.items()),
                 highlight=False)
+    pending = [slug for slug, status in result.items() if status == "pending"]
+    if asked:
+        err().print(f"Confirmation mail queued ({', '.join(asked)}): `mailer run` (cron) or "
+                    "`mailer serve` sends it.", highlight=False, markup=False)
+    elif pending:
+        err().print(f"Pending on {', '.join(pending)}: no mail until they confirm; "
+                    + ("they were asked before, not again." if send_confirmation else
+                       "--send-confirmation mails them the link."), highlight=False)
     if utf8:
         err().print(f"[yellow]Warning:[/] {address} needs SMTPUTF8 (a character outside "
                     "ASCII): only a relay that offers SMTPUTF8 can deliver to it.",
