@@ -316,6 +316,9 @@ def test_send_confirmation_asks_every_pending_person_once_and_the_link_confirms(
                  "--consent", "ledenlijst 2026")
     assert result.exit_code == 0, result.stderr
     assert "2 pending" in result.stderr and "--send-confirmation" in result.stderr
+    # retention removes who never confirms: the summary says so, with the setting
+    assert "Who has not confirmed after 30 days is removed ([privacy] pending_days)." \
+        in result.stderr
     assert notices(project) == []
 
     both = write(project / "b.csv", "email;voornaam\nan@example.be;An\ncas@example.be;Cas\n")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from mailer.audience.addresses import needs_smtputf8
 from mailer.audience.csvrows import parse_mapping
@@ -114,10 +115,10 @@ def import_cmd(state: State, csv_file: Path, list_slug: str, consent: str, confi
     if as_json:
         print_json(report.as_dict())
     else:
-        _print_report(report)
+        _print_report(report, project.settings.privacy.pending_days)
 
 
-def _print_report(report: ImportReport) -> None:
+def _print_report(report: ImportReport, pending_days: int) -> None:
     console = err()
     head = "[yellow]Dry run, nothing saved:[/]" if report.dry_run else "[green]Imported[/]"
     console.print(f"{head} {report.file} into {report.list!r}: {report.rows:,} rows in "
@@ -136,7 +137,7 @@ def _print_report(report: ImportReport) -> None:
             console.print(f"    … and {total - len(report.first_rejects):,} more")
         if report.rejects_file:
             console.print(f"  Rejected rows are in {report.rejects_file}")
-    _print_confirmations(report)
+    _print_confirmations(report, pending_days)
     if report.smtputf8:
         lines = ", ".join(map(str, report.smtputf8_lines))
         more = ", …" if report.smtputf8 > len(report.smtputf8_lines) else ""
@@ -149,9 +150,12 @@ def _print_report(report: ImportReport) -> None:
                       highlight=False)
 
 
-def _print_confirmations(report: ImportReport) -> None:
-    """What happens next for the pending: asked by mail now, or nobody asks them."""
+def _print_confirmations(report: ImportReport, pending_days: int) -> None:
+    """What happens next for the pending: asked by mail now, or nobody asks them; and
+    that whoever never confirms is removed after [privacy] pending_days."""
     console = err()
+    removed = (f"Who has not confirmed after {pending_days} days is removed ([privacy] "
+               "pending_days).")
     if report.send_confirmation:
         verb = "would be queued" if report.dry_run else "queued"
         asked = (f" ({report.already_asked:,} asked before, not again)"
@@ -159,12 +163,12 @@ def _print_confirmations(report: ImportReport) -> None:
         console.print(f"  {report.confirmations_queued:,} confirmation mails {verb}{asked}"
                       + ("" if report.dry_run else
                          ": `mailer run` (cron) or `mailer serve` sends them, at the pace "
-                         "of [sending]"), highlight=False, markup=False)
+                         f"of [sending]. {removed}"), highlight=False, markup=False)
     elif report.status == "pending" and report.subscribed:
         console.print(f"  [yellow]{report.subscribed:,} pending[/]: they get no mail until "
                       "they confirm, and nobody has asked them. Import again with "
                       "--send-confirmation to mail them the link (or --confirmed if they "
-                      "confirmed elsewhere).", highlight=False)
+                      f"confirmed elsewhere). {escape(removed)}", highlight=False)
 
 
 @command.command("add")
