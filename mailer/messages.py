@@ -97,7 +97,9 @@ def check_identity(settings: Settings, rows: list[MailingList]) -> None:
     organisation = settings.organisation.name
     texts = {}
     if organisation != EXAMPLE_ORGANISATION and settings.lists_path.is_dir():
-        texts = {d.slug: d.consent_text for d in load_definitions(settings.lists_path)}
+        texts = {d.slug: " ".join([d.consent_text] + [t.consent_text for t in (d.nl, d.en)
+                                                      if t is not None])
+                 for d in load_definitions(settings.lists_path)}
     for row in rows:
         from_domain = row.from_address.rpartition("@")[2].lower()
         where = f"lists/{row.slug}.toml"

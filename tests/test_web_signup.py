@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
+from html import unescape
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -20,6 +22,7 @@ from mailer.models import MailingList, Notice
 from mailer.project import Project
 from mailer.tokens import Purpose
 from mailer.web.app import create_app
+from mailer.web.texts import page_texts
 from tests.support.smtpserver import SmtpServer
 from tests.support.waiting import wait_for
 from tests.support.webserver import WebServer
@@ -363,3 +366,65 @@ def test_a_queued_mail_is_checked_again_when_it_goes(run, project, smtp, monkeyp
         states = {n.state for n in session.exec(select(Notice))}
     assert states == {"sent", "skipped"}
     app_project.close()
+
+
+# -- one language per page (issue 12, point 7) ----------------------------------------------
+
+def _visible(html: str) -> str:
+    """What a reader sees: the text between the tags, and the values of the form."""
+    html = re.sub(r"<(style|script)\b.*?</\1>", " ", html, flags=re.S)
+    values = " ".join(re.findall(r'\bvalue="([^"]*)"', html))
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html) + " " + values).split())
+
+
+def _markers(language: str, other: str, project: Path) -> list[str]:
+    """Sentences only `language` has: its page texts (up to the first blank to fill in),
+    the list's description and consent text in it, and email-validator's own English."""
+    mine, theirs = page_texts(language), page_texts(other)
+    found = [value.split("{")[0].strip() for key, value in mine.items()
+             if value != theirs.get(key)]
+    data = tomllib.loads((project / "lists" / "nieuwsbrief.toml").read_text())
+    texts = data if data["language"] == language else data.get(language, {})
+    found += [texts.get("description", ""), texts.get("consent_text", "")]
+    if language == "en":
+        found += ["An email address must have an @-sign", "There must be something after",
+                  "The part after the @-sign", "There must be something before"]
+    return [m for m in found if len(m) >= 8]
+
+
+@pytest.mark.parametrize("language, other", [("nl", "en"), ("en", "nl")])
+def test_the_sign_up_page_speaks_one_language_also_when_the_address_is_refused(
+        site, project, language, other):
+    browser = {"Accept-Language": {"nl": "nl-BE,nl;q=0.9", "en": "en-GB,en;q=0.8"}[language]}
+    pages = [site.request("GET", "/subscribe/nieuwsbrief", headers=browser)]
+    for bad in ("lotte.example.be", "@example.be", "lotte@", "lotte@@example.be",
+                "lotte@example", "lotte..de.vries@example.be", "lot te@example.be",
+                "lotte@" + "x" * 64 + ".be"):
+        fields = {"email": bad, "first_name": "Lotte", "language": language,
+                  "consent": "yes", "consent_version": "2026-11",
+                  "consent_language": language, "website": ""}
+        response = site.request("POST", "/subscribe/nieuwsbrief", headers=FORM,
+                                body=urlencode(fields).encode())
+        assert response.status == 400, bad
+        pages.append(response)
+    foreign, own = _markers(other, language, project), _markers(language, other, project)
+    assert any("@-sign" in m for m in foreign + own)  # the check would see the library's
+    for page in pages:
+        assert f'lang="{language}"' in page.text
+        seen = _visible(page.text)
+        assert [m for m in foreign if m in seen] == []
+        assert any(m in seen for m in own)
+    reasons = {_visible(p.text).split(page_texts(language)["bad_address"].split("{")[0])[1]
+               .split(".")[0] for p in pages[1:]}
+    assert len(reasons) >= 5  # each problem said in its own words, not one vague line
+
+
+def test_an_english_page_shows_the_lists_english_consent_and_records_that_text(site):
+    english = site.request("GET", "/subscribe/nieuwsbrief", headers={"Accept-Language": "en"})
+    assert "Yes, I want to receive the newsletter of Voorbeeld vzw" in english.text
+    assert "Our monthly news" in english.text and "Ons maandelijks" not in english.text
+    response = signup(site, "lotte@example.be", language="en", consent_language="en")
+    assert response.status == 200
+    (event,) = consent_events(site.project, "lotte@example.be")
+    assert event[1] == ("2026-11: Yes, I want to receive the newsletter of Voorbeeld vzw. I "
+                        "can unsubscribe at any time. My data is used for this only.")

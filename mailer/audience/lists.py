@@ -35,10 +35,20 @@ from mailer.models import (
     utcnow,
 )
 
-__all__ = ["ListDefinition", "SyncResult", "get_list", "list_counts", "load_definitions",
-           "sync_lists"]
+__all__ = ["ListDefinition", "ListTexts", "SyncResult", "get_list", "list_counts",
+           "load_definitions", "sync_lists"]
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class ListTexts(BaseModel):
+    """A list's texts in one language: `[en]` (or `[nl]`) in its file, for the pages a
+    subscriber sees in the language that is not the list's (one language per page)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    consent_text: str = ""
 
 
 class ListDefinition(BaseModel):
@@ -59,10 +69,18 @@ class ListDefinition(BaseModel):
     # with their consent. Empty: the built-in text of the list's language.
     consent_text: str = ""
     consent_version: str = "1"
+    nl: ListTexts | None = None  # the texts in the language that is not `language`
+    en: ListTexts | None = None
 
     def stored(self) -> dict[str, object]:
         """The fields the mailing_list table keeps (the consent text lives in the file)."""
-        return self.model_dump(exclude={"consent_text", "consent_version"})
+        return self.model_dump(exclude={"consent_text", "consent_version", "nl", "en"})
+
+    def texts(self, language: str) -> ListTexts:
+        """Description and consent text in `language` (empty where the file has none)."""
+        if language == self.language:
+            return ListTexts(description=self.description, consent_text=self.consent_text)
+        return getattr(self, language, None) or ListTexts()
 
     @field_validator("from_address", "reply_to")
     @classmethod

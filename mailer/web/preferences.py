@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from mailer.audience.selfservice import Preferences, preferences, update_preferences
@@ -98,8 +98,8 @@ def routes(site: Site) -> list[Route]:
         if data is None:
             return await site.forged(request)
         if not same_origin(request):
-            return PlainTextResponse("This form can only be sent from its own page.",
-                                     status_code=403)
+            return site.page(request, status=403, title_key="error_title",
+                             text_key="foreign_form")
         async with request.form(max_files=0, max_fields=200, max_part_size=4096) as form:
             action = str(form.get("action") or "save")
             wanted = {int(v) for v in form.getlist("list") if isinstance(v, str)
@@ -113,13 +113,16 @@ def routes(site: Site) -> list[Route]:
             return await export(request, token, data)
         if action == "erase":
             return await erase(request, token, data, confirmed=confirmed)
+        shown_language = shown if shown in LANGUAGES else None
         if action not in ("save", "unsubscribe-all"):
-            return PlainTextResponse("Unknown action.", status_code=400)
+            return site.page(request, status=400, title_key="error_title",
+                             text_key="unknown_action", language=shown_language)
         try:
             for key, value in names.items():
                 clean_name(value, key.replace("_", " "))
-        except InvalidInput as exc:
-            return PlainTextResponse(str(exc), status_code=400)
+        except InvalidInput:
+            return site.page(request, status=400, title_key="error_title",
+                             text_key="bad_name", language=shown_language)
         ip, agent = client_ip(request), request.headers.get("user-agent")
         subscriber_id = data.subscriber_id
 

@@ -34,7 +34,7 @@ from mailer.models import MailingList
 from mailer.tokens import Purpose, TokenData, TokenError
 from mailer.web.security import client_ip, client_key
 from mailer.web.site import Site
-from mailer.web.texts import LANGUAGES, page_texts
+from mailer.web.texts import LANGUAGES, address_problem, page_texts
 
 __all__ = ["routes"]
 
@@ -50,7 +50,8 @@ def routes(site: Site) -> list[Route]:
         text, version = site.consent_of(ml.slug, ml.name, language)
         html = site.pages.render(
             language, template="subscribe.html.j2",
-            title=t["subscribe_title"].format(list=ml.name), intro=ml.description,
+            title=t["subscribe_title"].format(list=ml.name),
+            intro=site.intro_of(ml.slug, language),
             error=error, action=f"/subscribe/{ml.slug}", consent_text=text,
             consent_version=version, consent_language=language,
             values={"email": "", "first_name": "", **(values or {})})
@@ -73,7 +74,7 @@ def routes(site: Site) -> list[Route]:
         wanted = fields.get("language") or language
         if not isinstance(email, str) or not isinstance(first_name, str | None) \
                 or not isinstance(wanted, str):
-            return "invalid", t["bad_address"].format(reason="not text")
+            return "invalid", address_problem("", language)
         shown = fields.get("consent_language")
         text, version = site.consent_of(ml.slug, ml.name, shown if shown in LANGUAGES else language)
         if fields.get("consent_version", version) != version:
@@ -82,9 +83,9 @@ def routes(site: Site) -> list[Route]:
             address = normalise_address(email.strip()[:MAX_FIELD])
             name = clean_name(first_name and first_name.strip()[:100], "first name")
         except InvalidAddress as exc:
-            return "invalid", t["bad_address"].format(reason=str(exc))
-        except InvalidInput as exc:
-            return "invalid", str(exc)
+            return "invalid", address_problem(str(exc), language)
+        except InvalidInput:
+            return "invalid", t["bad_name"]
         if not site.per_address.allow(address):
             return "ok", None
         ip, agent = client_ip(request), request.headers.get("user-agent")

@@ -82,11 +82,19 @@ class Site:
         return names
 
     def consent_of(self, slug: str, name: str, language: str) -> tuple[str, str]:
-        """(text, version) a person agrees to for a list: its file's, else the built-in."""
+        """(text, version) a person agrees to for a list, in the page's language: its
+        file's text in that language (`consent_text`, or the `[en]`/`[nl]` table's for
+        the other one), else the built-in text of that language. Never the text of
+        another language than the page's."""
         definition = self.definitions.get(slug)
-        text = definition.consent_text if definition else ""
+        text = definition.texts(language).consent_text if definition else ""
         version = definition.consent_version if definition else "1"
         return text or page_texts(language)["default_consent"].format(list=name), version
+
+    def intro_of(self, slug: str, language: str) -> str:
+        """A list's description in the page's language, or nothing."""
+        definition = self.definitions.get(slug)
+        return definition.texts(language).description if definition else ""
 
     def public_list(self, slug: str) -> MailingList | None:
         """A list offered on the sign-up form (`public = true`), or None."""

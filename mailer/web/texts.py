@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mailer.content.texts import LANGUAGES
 
-__all__ = ["LANGUAGES", "page_texts", "pick_language"]
+__all__ = ["LANGUAGES", "address_problem", "page_texts", "pick_language"]
 
 _TEXTS: dict[str, dict[str, str]] = {
     "nl": {
@@ -35,6 +35,21 @@ _TEXTS: dict[str, dict[str, str]] = {
         "consent_changed": ("De tekst hieronder is intussen aangepast. Lees hem en vink het "
                             "vakje opnieuw aan."),
         "bad_address": "Dit e-mailadres klopt niet: {reason}",
+        "address_no_at": "er staat geen @ in.",
+        "address_nothing_before": "er staat niets voor de @.",
+        "address_nothing_after": "er staat niets na de @.",
+        "address_empty": "het is leeg.",
+        "address_control": "er staat een regeleinde of een onzichtbaar teken in.",
+        "address_too_long": "het is te lang.",
+        "address_characters": "er staan tekens in die niet in een e-mailadres kunnen.",
+        "address_periods": "er staat een punt op een plaats waar dat niet kan.",
+        "address_domain": "het deel na de @ is geen bestaande domeinnaam.",
+        "address_other": "kijk het na op tikfouten.",
+        "bad_name": "Deze naam kunnen we niet bewaren: laat regeleinden en onzichtbare "
+                    "tekens weg.",
+        "foreign_form": ("Dit formulier kan alleen vanaf zijn eigen pagina verstuurd "
+                         "worden. Open de link uit je e-mail opnieuw."),
+        "unknown_action": "Dit verzoek kennen we niet.",
         "check_mail_title": "Kijk in je mailbox",
         "check_mail_text": ("Als dit adres nog niet was ingeschreven, krijg je binnen enkele "
                             "minuten een e-mail. Klik op de knop in die e-mail om je "
@@ -109,6 +124,21 @@ _TEXTS: dict[str, dict[str, str]] = {
         "consent_changed": ("The text below has changed since. Please read it and tick the "
                             "box again."),
         "bad_address": "This e-mail address is not right: {reason}",
+        "address_no_at": "it has no @.",
+        "address_nothing_before": "there is nothing before the @.",
+        "address_nothing_after": "there is nothing after the @.",
+        "address_empty": "it is empty.",
+        "address_control": "it contains a line break or an invisible character.",
+        "address_too_long": "it is too long.",
+        "address_characters": "it contains characters an e-mail address cannot have.",
+        "address_periods": "it has a full stop where there cannot be one.",
+        "address_domain": "the part after the @ is not a real domain name.",
+        "address_other": "please check it for typing errors.",
+        "bad_name": "We cannot keep this name: please leave out line breaks and invisible "
+                    "characters.",
+        "foreign_form": ("This form can only be sent from its own page. Please open the "
+                         "link in your e-mail again."),
+        "unknown_action": "We do not know this request.",
         "check_mail_title": "Check your mailbox",
         "check_mail_text": ("If this address was not subscribed yet, you will get an e-mail "
                             "within a few minutes. Click the button in it to confirm your "
@@ -185,3 +215,30 @@ def pick_language(*preferred: str | None, accept_language: str = "") -> str:
         if language in LANGUAGES:
             return language
     return "nl"
+
+
+# email-validator explains a refused address in English; a page says it in its own
+# language. Its reasons (and ours, audience/addresses.py) fall into these kinds, tried in
+# this order; a reason none of them matches gets the general advice, never the English.
+_ADDRESS_KINDS = (
+    ("address_no_at", ("must have an @-sign", "small commercial at")),
+    ("address_nothing_before", ("something before the @-sign",)),
+    ("address_nothing_after", ("something after the @-sign",)),
+    ("address_empty", ("is empty",)),
+    ("address_control", ("line break", "control character")),
+    ("address_too_long", ("too long",)),
+    ("address_characters", ("character", "not valid ascii", "quot", "display name",
+                            "angle bracket")),
+    ("address_periods", ("period",)),
+    ("address_domain", ("after the @-sign", "domain name", "top-level domain")),
+)
+
+
+def address_problem(reason: str, language: str) -> str:
+    """Why an address was refused (`reason`: email-validator's or our own English
+    sentence), as a page in `language` says it."""
+    t = page_texts(language)
+    lowered = reason.lower()
+    kind = next((key for key, needles in _ADDRESS_KINDS
+                 if any(needle in lowered for needle in needles)), "address_other")
+    return t["bad_address"].format(reason=t[kind])
