@@ -313,7 +313,7 @@ def test_config_and_key_changes_are_in_the_audit_trail_by_name_only(run, project
                                 "algorithm": "ed25519", "configured": True}
     key = "dkim/mail2026.example.be.ed25519.pem"
     assert _trail(run, "config.change")[0]["detail"]["changed"] == [
-        f"key:{key}", "sending.dkim_keys"]
+        f"key:{key}", "sending.dkim_keys", "sending.domain"]
     (project / key).write_bytes((project / key).read_bytes() + b"\n")  # replaced by hand
     run("lists", "ls")
     assert _trail(run, "config.change")[0]["detail"]["changed"] == [f"key:{key}"]
@@ -323,3 +323,66 @@ def test_config_and_key_changes_are_in_the_audit_trail_by_name_only(run, project
         assert secret not in trail
     shown = run("audit", "ls")  # the table leaves the digests out
     assert "secrets.secret_key" in shown.output and "fingerprint" not in shown.output
+
+
+def test_an_export_others_can_read_is_recorded_as_an_incident(run, project):
+    _person(run, project)
+    private = run("gdpr", "export", ADDRESS, "--out", "zoe.json")
+    assert private.exit_code == 0 and "incident" not in private.output
+    target = project / "zoe-copy.json"
+    target.touch()
+    target.chmod(0o644)  # what a shell's `> zoe-copy.json` makes with umask 022
+    with target.open("w") as fh:
+        done = subprocess.run([sys.executable, "-m", "mailer", "gdpr", "export", ADDRESS,
+                               "--out", "-"], stdout=fh, stderr=subprocess.PIPE, text=True,
+                              env=os.environ.copy(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(target.read_text())["subscriber"]["email"] == ADDRESS
+    assert "can be read by others (mode 644)" in done.stderr
+    assert "recorded as incident 1" in done.stderr
+    [entry] = json.loads(run("incidents", "ls", "--json").stdout)
+    assert entry["source"] == "engine" and entry["people"] == 1
+    assert "standard output" in entry["facts"] and "644" in entry["facts"]
+    assert ADDRESS not in json.dumps(entry) and "zoe" not in json.dumps(entry).lower()
+
+
+def test_a_campaign_that_reaches_a_list_not_confirmed_is_an_incident(run, project, db_url):
+    """A sending campaign gets another list, and its outbox a member of it, after the send
+    was confirmed for one list (a fault, made here by hand in the database): when the
+    campaign finishes, the register has it and the sender says so."""
+    from mailer.models import Campaign
+    from mailer.privacy.incidents import check_campaign_lists
+
+    (project / "lists" / "bestuur.toml").write_text(
+        'name = "Bestuur"\nlanguage = "nl"\noptin = "single"\nfrom_name = "Voorbeeld vzw"\n'
+        'from_address = "bestuur@example.be"\npublic = false\n')
+    assert run("lists", "sync").exit_code == 0
+    people(run, project, 3)
+    assert run("subscribers", "add", "p0@example.org", "--list", "bestuur", "--consent",
+               "vergadering", "--confirmed").exit_code == 0
+    assert run("campaign", "create", "dec", "--list", "nieuwsbrief", "--template", TEMPLATE,
+               "--subject", "Nieuws").exit_code == 0
+    started = run("campaign", "send", "dec", "--yes", "--max-seconds", "0.000001")
+    assert started.exit_code == 0, started.output
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            every = list(conn.execute(sa.text("SELECT id FROM mailing_list")).scalars())
+            campaign = Campaign.__table__  # type: ignore[attr-defined]
+            conn.execute(campaign.update().where(campaign.c.slug == "dec")
+                         .values(list_ids=every))
+            assert conn.execute(sa.text(
+                "UPDATE delivery SET list_id = (SELECT id FROM mailing_list WHERE slug = "
+                "'bestuur') WHERE state = 'queued' AND subscriber_id = (SELECT id FROM "
+                "subscriber WHERE email = 'p0@example.org')")).rowcount == 1
+        finished = run("campaign", "send", "dec", "--yes")
+        assert finished.exit_code == 0, finished.output
+        assert "dec is sent" in finished.output
+        assert "went to 1 members of bestuur, not only of the confirmed nieuwsbrief" \
+            in finished.output and "incident 1" in finished.output
+        [entry] = json.loads(run("incidents", "ls", "--json").stdout)
+        assert entry["source"] == "engine" and entry["people"] == 1
+        assert "confirmed for nieuwsbrief" in entry["facts"] and "@" not in json.dumps(entry)
+        assert check_campaign_lists(engine, "dec", actor="test") is None  # once only
+    finally:
+        engine.dispose()

@@ -345,7 +345,7 @@ def send(state: State, name: str, yes: bool, max_seconds: float | None, retry_un
         with _progress(name, quiet or as_json) as bar:
             report, done = send_campaign(project, name, deadline=_deadline(max_seconds),
                                          retry_unknown=retry_unknown, progress=bar)
-
+    _watch(project, [name] if done else [])
     _report(name, report, done, as_json)
 
 
@@ -502,6 +502,7 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
         if not quiet:
             err().print(str(exc), highlight=False)
         return
+    _watch(project, result.finished)
     if as_json:
         print_json(vars(result))
         return
@@ -588,6 +589,17 @@ def _all_deferred(name: str) -> datetime | None:
     if set(open_states) == {DeliveryState.DEFERRED} and figures.next_retry_at:
         return figures.next_retry_at
     return None
+
+
+def _watch(project: Any, finished: list[str]) -> None:
+    """A finished campaign that reached a list not confirmed at its start is recorded in
+    the breach register, and said (privacy/incidents.py)."""
+    from mailer.privacy.incidents import check_campaign_lists
+
+    for slug in finished:
+        warning = check_campaign_lists(project.engine, slug, actor=current_actor())
+        if warning:
+            err().print(f"[red]Warning:[/] {warning}", highlight=False)
 
 
 def _report(name: str, report: SendReport, done: bool, as_json: bool) -> None:

@@ -69,11 +69,30 @@ def export(state: State, email: str, out: str | None, fmt: str, language: str | 
     with session_scope(project.engine) as session:
         session.add(AuditLog(actor=actor_name(actor), action="gdpr.export", detail={
             "subscriber": _subscriber_id(project, address), "format": fmt}))
+    _exposed(project, target, actor_name(actor))
     if target != "-":
         err().print(f"Written to {target} (readable by you alone): "
                     f"{len(document['lists'])} lists, {len(document['consent'])} consent "
                     f"events, {len(document['deliveries'])} mails, "
                     f"{len(document['feedback'])} returns.", highlight=False)
+
+
+def _exposed(project: Any, target: str, actor: str) -> None:
+    """An export others can read (standard output sent to a 0644 file, a file system
+    without modes) is a breach: recorded in the register, and said."""
+    from mailer.privacy.incidents import exposed_export, readable_by_others
+
+    try:
+        mode = readable_by_others(sys.stdout.fileno() if target == "-" else Path(target))
+    except (OSError, ValueError):  # no file behind standard output
+        return
+    if mode is None:
+        return
+    number = exposed_export(project.engine, mode, stdout=target == "-", actor=actor)
+    where = "The file standard output went to" if target == "-" else target
+    err().print(f"[red]Warning:[/] {where} can be read by others (mode {mode:o}): recorded "
+                f"as incident {number} in the breach register. Remove it or chmod 600 it.",
+                highlight=False)
 
 
 def _subscriber_id(project: Any, address: str) -> int | None:
