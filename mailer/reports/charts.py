@@ -52,6 +52,8 @@ def timeline(minutes: Sequence[int], sent: Sequence[int], rate_per_minute: float
     sends at zero), not a bar per minute: a bar is an artist drawn twice (the tight bounding
     box), and the 334 minutes of a million sends at 50/s took 0.6 CPU-seconds as bars
     (bench/report_bench.py); one path takes the same time however long the send."""
+    from matplotlib.ticker import MaxNLocator
+
     figure = _figure(2.8)
     axes = figure.axes[0]  # type: ignore[attr-defined]
     counts = [0] * (max(minutes) + 1 if minutes else 0)
@@ -59,11 +61,17 @@ def timeline(minutes: Sequence[int], sent: Sequence[int], rate_per_minute: float
         counts[minute] = n
     axes.stairs(counts, range(len(counts) + 1), fill=True, color=ACCENT, label=ylabel)
     if rate_per_minute:
-        axes.axhline(rate_per_minute, color=MUTED, linestyle="--", linewidth=1,
-                     label=rate_label)
+        if max(counts, default=0) * 5 >= rate_per_minute:
+            axes.axhline(rate_per_minute, color=MUTED, linestyle="--", linewidth=1,
+                         label=rate_label)
+        else:  # far above a small send: drawn, it would flatten the sends to nothing
+            axes.plot([], [], color=MUTED, linestyle="--", linewidth=1,
+                      label=f"{rate_label}: {rate_per_minute:.0f}")
         # above the plot: over a send at full rate it would hide in the filled area
         axes.legend(frameon=False, fontsize=10, loc="lower left", bbox_to_anchor=(0, 1),
                     ncols=2)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel(xlabel, color=INK, fontsize=10)
     axes.set_ylabel(ylabel, color=INK, fontsize=10)
     return _svg(figure, name)
