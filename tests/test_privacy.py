@@ -225,6 +225,41 @@ def test_purge_applies_each_retention_period_and_dry_run_only_counts(run, projec
     assert json.loads(result.stdout)["purged"] == {}
 
 
+def test_a_purge_beside_a_sending_campaign_leaves_the_lock_free_between_batches(
+        run, project, db_url, monkeypatch):
+    """While a campaign is sending, every batch is followed by a pause as long as it took
+    (a sender waiting for the lock gets in); with none sending, no pause."""
+    from mailer.privacy import retention
+    from mailer.project import Project
+
+    monkeypatch.setattr(retention, "BATCH", 4)
+    monkeypatch.setattr(retention, "GENTLE", 4)  # one row a batch while sending
+    people(run, project, 2)
+    assert run("campaign", "create", "dec", "--list", "nieuwsbrief", "--template", TEMPLATE,
+               "--subject", "Nieuws").exit_code == 0
+    assert run("campaign", "send", "dec", "--yes", "--max-seconds", "0.000001").exit_code == 0
+    settings = Project.load().settings.privacy
+    engine = make_engine(db_url)
+    try:
+        for rounds, state in enumerate(["sending", "cancelled"]):
+            for n in range(3):  # double opt-in, never confirmed, signed up long ago
+                assert run("subscribers", "add", f"late{rounds}{n}@example.org", "--list",
+                           "nieuwsbrief", "--consent", "form").exit_code == 0
+            _age(db_url, "subscriber", "created_at", 40, "email LIKE 'late%'")
+            _age(db_url, "subscription", "created_at", 40, "status = 'pending'")
+            shown = json.loads(run("campaign", "show", "dec", "--json").stdout)
+            assert shown["state"] == state
+            purged = retention.purge(engine, settings, actor="test")
+            assert purged.counts["never_confirmed_people"] == 3
+            if state == "sending":  # three batches of one, each paused for as long
+                assert purged.paused > 0 and purged.longest_batch <= purged.paused
+                assert run("campaign", "cancel", "dec").exit_code == 0
+            else:
+                assert purged.paused == 0
+    finally:
+        engine.dispose()
+
+
 def test_mailer_run_applies_retention_once_a_day(run, project, db_url):
     assert run("subscribers", "add", "late@example.org", "--list", "nieuwsbrief",
                "--consent", "form").exit_code == 0

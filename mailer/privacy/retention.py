@@ -17,6 +17,12 @@ confirms between the read and the write stays). So a send running at the same ti
 at most one batch for the database (SQLite has one writer), and no step re-reads what an
 earlier one passed: 1,000,000 old deliveries in a 10,000,000-row outbox are one pass over
 it (bench/privacy_bench.py, docs/performance.md). A dry run counts and changes nothing.
+
+While a campaign is sending (looked at again every window), the batches are a fifth the
+size and each is followed by a pause as long as it took: a sender commits a round of marks
+before each message goes out, and a purge that takes the lock back the moment it lets go
+halves its pace (measured: 97 msgs/s outside the purge, 45 during it); this way the lock
+is free at least half the time, in gaps a waiting writer gets into.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from sqlalchemy import Engine
 from mailer.config import Privacy
 from mailer.models import (
     AuditLog,
+    Campaign,
+    CampaignState,
     Delivery,
     FeedbackEvent,
     Subscriber,
@@ -42,6 +50,7 @@ from mailer.models import (
 __all__ = ["BATCH", "WINDOW", "Purged", "due", "purge"]
 
 BATCH = 500  # rows changed in one write transaction (~0.1 s for deliveries: see below)
+GENTLE = 5  # while a campaign is sending: batches of BATCH // GENTLE, each then a pause
 WINDOW = 50_000  # keys looked at in one read
 P = Subscriber.__table__  # type: ignore[attr-defined]
 S = Subscription.__table__  # type: ignore[attr-defined]
@@ -55,6 +64,7 @@ FINAL = ("sent", "failed", "bounced", "skipped", "unknown")
 class Purged:
     counts: dict[str, int] = field(default_factory=dict)
     longest_batch: float = 0.0  # seconds: the longest single write transaction
+    paused: float = 0.0  # seconds left to other writers (while a campaign was sending)
 
 
 def _at(value: datetime) -> sa.BindParameter[datetime]:
@@ -114,21 +124,33 @@ def purge(engine: Engine, settings: Privacy, *, actor: str, dry_run: bool = Fals
                 keys = conn.execute(sa.select(key).distinct().where(
                     key >= low, key < low + WINDOW, condition).order_by(key)) \
                     .scalars().all()
+                gentle = bool(keys) and _sending(conn)
             low += WINDOW
-            for start in range(0, len(keys), BATCH):
-                batch = keys[start:start + BATCH]
+            size = max(1, BATCH // GENTLE) if gentle else BATCH
+            for start in range(0, len(keys), size):
+                batch = keys[start:start + size]
                 statement = (table.update().values(**change) if change is not None
                              else table.delete()).where(key.in_(batch), condition)
                 began = time.monotonic()
                 with engine.begin() as conn:
                     total += conn.execute(statement).rowcount
-                result.longest_batch = max(result.longest_batch, time.monotonic() - began)
+                took = time.monotonic() - began
+                result.longest_batch = max(result.longest_batch, took)
+                if gentle:
+                    time.sleep(took)
+                    result.paused += took
         result.counts[name] = total
     if not dry_run:
         with engine.begin() as conn:
             conn.execute(A.insert().values(at=now, actor=actor[:100], action="gdpr.purge",
                                            detail=result.counts))
     return result
+
+
+def _sending(conn: sa.Connection) -> bool:
+    C = Campaign.__table__  # type: ignore[attr-defined]  # noqa: N806
+    return conn.execute(sa.select(C.c.id).where(C.c.state == CampaignState.SENDING)
+                        .limit(1)).first() is not None
 
 
 def due(engine: Engine, *, now: datetime | None = None) -> bool:
