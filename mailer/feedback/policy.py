@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlmodel import Session
@@ -37,7 +38,7 @@ from mailer.models import (
     SuppressionReason,
 )
 
-__all__ = ["Policy", "Target", "apply", "planned"]
+__all__ = ["Event", "Policy", "Target", "apply", "planned"]
 
 E = FeedbackEvent.__table__  # type: ignore[attr-defined]
 D = Delivery.__table__  # type: ignore[attr-defined]
@@ -74,9 +75,21 @@ def planned(kind: str, *, hard: bool, sender_side: bool) -> str:
     return "record"
 
 
-def apply(session: Session, hash_key: bytes, policy: Policy, event: FeedbackEvent,
+class Event(Protocol):
+    """What the policy reads of an event (a FeedbackEvent, or its row as written)."""
+
+    kind: str
+    reason: str | None
+    hard: bool
+    sender_side: bool
+    status: str | None
+    diagnostic: str | None
+
+
+def apply(session: Session, hash_key: bytes, policy: Policy, event: Event,
           target: Target | None, *, now: datetime) -> str:
-    """Act on one event (already added to the session) and return what was done."""
+    """Act on one event (already written in the session's transaction) and return what
+    was done."""
     plan = planned(event.kind, hard=event.hard, sender_side=event.sender_side)
     if target is None:
         return {"record": "recorded", "warn-operator": "warned operator"}.get(
@@ -87,8 +100,7 @@ def apply(session: Session, hash_key: bytes, policy: Policy, event: FeedbackEven
     if plan == "record":
         return "recorded"
     conn = session.connection()
-    email = conn.execute(sa.select(P.c.email).where(
-        P.c.id == target.subscriber_id)).scalar_one_or_none()
+    email = conn.execute(_EMAIL, {"sid": target.subscriber_id}).scalar_one_or_none()
     if email is None:
         return "none (erased)"
     if plan == "unsubscribe-list":
@@ -98,9 +110,7 @@ def apply(session: Session, hash_key: bytes, policy: Policy, event: FeedbackEven
                                      source="mail (unsub+ address)")
         return "unsubscribed" if changed else "already unsubscribed"
     if plan == "unsubscribe-all-and-suppress":
-        lists = conn.execute(sa.select(S.c.list_id).where(
-            S.c.subscriber_id == target.subscriber_id,
-            S.c.status != SubscriptionStatus.UNSUBSCRIBED)).scalars().all()
+        lists = conn.execute(_MEMBER_OF, {"sid": target.subscriber_id}).scalars().all()
         for list_id in lists:
             unsubscribe_member(session, target.subscriber_id, list_id,
                                source="complaint (marked as spam)")
@@ -126,8 +136,7 @@ def _unblame(session: Session, target: Target) -> None:
     delivery failed, it did not bounce."""
     if target.delivery_id is None:
         return
-    session.connection().execute(D.update().where(
-        D.c.id == target.delivery_id, D.c.state == "bounced").values(state="failed"))
+    session.connection().execute(_UNBLAME, {"did": target.delivery_id})
 
 
 def _mark_bounced(session: Session, target: Target, reply: str) -> None:
@@ -135,9 +144,8 @@ def _mark_bounced(session: Session, target: Target, reply: str) -> None:
     with the returned reason as its last reply."""
     if target.delivery_id is None:
         return
-    session.connection().execute(D.update().where(
-        D.c.id == target.delivery_id, D.c.state == "sent").values(state="bounced",
-                                                                  last_reply=reply[:500]))
+    session.connection().execute(_MARK_BOUNCED, {"did": target.delivery_id,
+                                                 "reply": reply[:500]})
 
 
 def _soft_streak(session: Session, target: Target, policy: Policy, now: datetime) -> int:
@@ -149,23 +157,16 @@ def _soft_streak(session: Session, target: Target, policy: Policy, now: datetime
     one and has not bounced (yet) does not reset the count: its bounce may still come."""
     session.flush()
     conn = session.connection()
-    since = sa.literal(now - timedelta(days=policy.soft_bounce_days), Timestamp())
-    bounced = conn.execute(
-        sa.select(E.c.delivery_id, sa.func.max(E.c.at))
-        .where(E.c.subscriber_id == target.subscriber_id, E.c.kind == FeedbackKind.BOUNCE,
-               E.c.hard.is_(False), E.c.sender_side.is_(False), E.c.at >= since)
-        .group_by(E.c.delivery_id)).all()
+    window = {"sid": target.subscriber_id,
+              "since": now - timedelta(days=policy.soft_bounce_days)}
+    bounced = conn.execute(_SOFT_BOUNCED, window).all()
     if not bounced:
         return 0
     unattributed = sum(1 for delivery_id, _ in bounced if delivery_id is None)
     ids = {delivery_id for delivery_id, _ in bounced if delivery_id is not None}
     if not ids:
         return unattributed
-    sent = conn.execute(
-        sa.select(D.c.id, D.c.sent_at)
-        .where(D.c.subscriber_id == target.subscriber_id, D.c.sent_at.is_not(None),
-               D.c.sent_at >= since)
-        .order_by(D.c.sent_at.desc(), D.c.id.desc())).all()
+    sent = conn.execute(_SENT_SINCE, window).all()
     newest_bounced = next((i for i, (delivery_id, _) in enumerate(sent)
                            if delivery_id in ids), None)
     streak = 0
@@ -176,3 +177,24 @@ def _soft_streak(session: Session, target: Target, policy: Policy, now: datetime
     # Bounced deliveries outside the sent list (a 5xx at RCPT: never sent) count too.
     sent_ids = {delivery_id for delivery_id, _ in sent}
     return streak + len(ids - sent_ids) + unattributed
+
+
+# The statements, built once (building them cost more than running them).
+_EMAIL = sa.select(P.c.email).where(P.c.id == sa.bindparam("sid"))
+_MEMBER_OF = sa.select(S.c.list_id).where(S.c.subscriber_id == sa.bindparam("sid"),
+                                          S.c.status != SubscriptionStatus.UNSUBSCRIBED)
+_UNBLAME = D.update().where(D.c.id == sa.bindparam("did"), D.c.state == "bounced").values(
+    state="failed")
+_MARK_BOUNCED = D.update().where(D.c.id == sa.bindparam("did"), D.c.state == "sent").values(
+    state="bounced", last_reply=sa.bindparam("reply"))
+_SOFT_BOUNCED = (
+    sa.select(E.c.delivery_id, sa.func.max(E.c.at))
+    .where(E.c.subscriber_id == sa.bindparam("sid"), E.c.kind == FeedbackKind.BOUNCE,
+           E.c.hard.is_(False), E.c.sender_side.is_(False),
+           E.c.at >= sa.bindparam("since", type_=Timestamp()))
+    .group_by(E.c.delivery_id))
+_SENT_SINCE = (
+    sa.select(D.c.id, D.c.sent_at)
+    .where(D.c.subscriber_id == sa.bindparam("sid"), D.c.sent_at.is_not(None),
+           D.c.sent_at >= sa.bindparam("since", type_=Timestamp()))
+    .order_by(D.c.sent_at.desc(), D.c.id.desc()))
