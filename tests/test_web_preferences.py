@@ -116,3 +116,18 @@ def test_bad_tokens_and_ids_get_the_404_page(site):
     assert site.request("GET", f"/p/{site.token[:-1]}").status == 404
     assert post(site, [("action", "save"), ("list", "99999"), ("list", "x")]).status == 303
     assert memberships(site) == {"nieuwsbrief": "unsubscribed"}  # unknown ids: ignored
+
+
+def test_a_refused_name_or_form_is_answered_in_the_pages_language(site):
+    """One language per page (issue 12, point 7): not the name checker's English."""
+    for language, said, foreign in (("nl", "Deze naam kunnen we niet bewaren", "We cannot"),
+                                    ("en", "We cannot keep this name", "Deze naam")):
+        response = post(site, [("action", "save"), ("first_name", "An\nBcc: x"),
+                               ("consent_language", language)])
+        assert response.status == 400 and f'lang="{language}"' in response.text
+        assert said in response.text and foreign not in response.text
+        assert "control characters" not in response.text
+    response = post(site, [("action", "save")], Origin="https://evil.example",
+                    **{"Accept-Language": "nl"})
+    assert response.status == 403 and "Dit formulier kan alleen" in response.text
+    assert person(site)[0] == "An"
