@@ -305,6 +305,43 @@ def test_a_slow_domain_does_not_hold_up_the_others():
     assert abs(sum(t < START + 9.99 for t in g) / 50 - 1) < 0.02  # and gmail gets its 5/s
 
 
+def test_domain_wait_says_when_a_limited_domain_has_its_turn():
+    """What the sender asks before it gives a message to a limited domain a connection:
+    the domain's own limit only, counting the ones already given out ("ahead")."""
+    fake = FakeTime()
+    limiter = fake.limiter(Limits(rate=100, per_domain={"gmail.com": (2, 2)}))
+
+    async def main() -> None:
+        assert limiter.domain_wait("an@gmail.com") == 0.0
+        await limiter.acquire("an@gmail.com")
+        assert limiter.domain_wait("GMail.com") == pytest.approx(0.5)  # 2/s: evenly
+        assert limiter.domain_wait("gmail.com", ahead=2) == pytest.approx(1.5)
+        assert limiter.domain_wait("example.org", ahead=5) == 0.0  # no limit of its own
+        fake.now += 0.2
+        assert limiter.domain_wait("gmail.com") == pytest.approx(0.3)
+        fake.now += 0.3
+        assert limiter.domain_wait("gmail.com") == 0.0
+    asyncio.run(main())
+
+
+def test_a_message_waiting_since_before_its_turn_keeps_its_place():
+    """The sender takes a limited domain's message when its turn comes, then marks it and
+    opens a connection: it asks 50 ms late. With `since` the schedule keeps its 0.2 s
+    steps; without, each such delay is lost for good (5/s became 4/s)."""
+    for since, due in ((True, 0.15), (False, 0.2)):
+        fake = FakeTime()
+        limiter = fake.limiter(Limits(rate=100, per_domain={"gmail.com": (5, 5)}))
+
+        async def main(since: bool = since, fake: FakeTime = fake,
+                       limiter: RateLimiter = limiter) -> float:
+            await limiter.acquire("gmail.com")
+            fake.now += 0.25  # its turn was at +0.2; it was waiting (in the sender) at +0.1
+            await limiter.acquire("gmail.com", since=START + 0.1 if since else None)
+            assert fake.now == START + 0.25  # it goes at once
+            return limiter.domain_wait("gmail.com")
+        assert asyncio.run(main()) == pytest.approx(due)
+
+
 def test_without_a_global_rate_other_domains_pass_at_once():
     arrivals = [(0.0, "An@GMail.com"), (0.0, "x@Other.org")] * 10
     run = simulate(Limits(per_domain={"gmail.com": (2, 2)}), arrivals)

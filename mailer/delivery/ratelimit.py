@@ -29,12 +29,16 @@ times, so lateness never breaks it.
 
 Per domain. `per_domain={"gmail.com": (20, 20)}` is a (rate, burst) pair of its own for
 messages to that domain, on top of the global one: such a message waits for both. While it
-waits for its domain it holds nothing: messages to other domains keep going at the global
-pace. When several waiting messages may go at the same moment, the one whose acquire()
-came first goes first (so messages to gmail.com asked for after a flood to other domains
-wait behind that flood). Domains match exactly, case-insensitively, on the part after the
-last '@' (a trailing dot dropped, international names in their xn-- form): "gmail.com"
-covers "An@GMail.com" but not "googlemail.com" or "mx.gmail.com".
+waits for its domain it holds nothing here: messages to other domains keep going at the
+global pace. (A caller that holds something while it waits, like a connection, asks
+`domain_wait()` first: the sender takes a message to a limited domain only when its turn
+has come, see mailer/delivery/sender.py.) When several waiting messages may go at the
+same moment, the one that has waited longest goes first: whose acquire() came first, or
+whose `since` is earlier (so messages to gmail.com asked for after a flood to other
+domains wait behind that flood, unless they were waiting for their turn before it).
+Domains match exactly, case-insensitively, on the part after the last '@' (a trailing dot
+dropped, international names in their xn-- form): "gmail.com" covers "An@GMail.com" but
+not "googlemail.com" or "mx.gmail.com".
 
 Quotas. `hourly` and `daily` count the messages in the last 3,600 and 86,400 seconds of the
 wall clock (`time.time()`), this run's and the `history` of earlier runs (cron starts a new
@@ -319,9 +323,15 @@ class RateLimiter:
                 if not pace.recent or mono >= pace.recent[-1]:
                     pace.record(mono, mono)
 
-    async def acquire(self, domain: str) -> None:
+    async def acquire(self, domain: str, *, since: float | None = None) -> None:
         """Wait until one message to `domain` (a domain or an address) may go, and count
-        it. Raises QuotaExhausted, at once, when a quota is used up."""
+        it. Raises QuotaExhausted, at once, when a quota is used up.
+
+        `since`: when (in this limiter's clock) the caller's message started waiting for
+        its turn, if before now. One that comes a little after its turn because the
+        caller had things to do first (the sender marks it and opens a connection) then
+        keeps its place in the even schedule, by up to one interval, as if it had
+        waited here, instead of pushing every later message back."""
         self._refuse_over_quota(self._wall())
         now = self._clock()
         if self._started is None:
@@ -329,7 +339,7 @@ class RateLimiter:
         key = domain_key(domain)
         pace = self._domains.get(key)
         queue = self._queues[key if pace is not None else None]
-        waiter = _Waiter(self._seq, now, queue, pace,
+        waiter = _Waiter(self._seq, now if since is None else min(now, since), queue, pace,
                          asyncio.get_running_loop().create_future())
         self._seq += 1
         queue.append(waiter)
@@ -345,6 +355,21 @@ class RateLimiter:
                 self._timer.cancel()
                 self._timer = None
             raise
+
+    def now(self) -> float:
+        """This limiter's clock (for `since`)."""
+        return self._clock()
+
+    def domain_wait(self, domain: str, ahead: int = 0) -> float:
+        """Seconds until a message to `domain` may go as far as its domain's own limit is
+        concerned, with `ahead` others to that domain going first (one interval each);
+        0.0 when it may go now or the domain has no limit. The global pace and the quotas
+        are not counted: a sender uses this to pick a message that will not wait long for
+        its domain, and so does not tie up a connection (see Sender)."""
+        pace = self._domains.get(domain_key(domain))
+        if pace is None:
+            return 0.0
+        return max(0.0, pace.earliest() + ahead * pace.interval - self._clock())
 
     def achieved(self) -> float:
         """Messages per second granted since the first acquire(); 0.0 before time passes."""
@@ -377,7 +402,8 @@ class RateLimiter:
             best: _Waiter | None = None
             for queue in self._queues.values():
                 head = _head(queue)
-                if (head is not None and (best is None or head.seq < best.seq)
+                if (head is not None and (best is None or (head.arrival, head.seq)
+                                          < (best.arrival, best.seq))
                         and (head.pace is None or head.pace.earliest() <= now)):
                     best = head
             if best is None:

@@ -1,6 +1,6 @@
 """Sending one campaign: the outbox drained at a controlled pace, exactly once.
 
-    producer ── due deliveries, in id order ──▶ queue ──▶ N workers, each:
+    producer ── due deliveries, in id order ──▶ lanes ──▶ N workers, each:
         render + sign ─▶ wait for the rate limiter ─▶ mark "sending" (committed) ─▶ SMTP
         ─▶ record the outcome (committed with the worker's next mark) ─▶ next
 
@@ -21,11 +21,18 @@ The promises, and what keeps them:
   quota) leaves unsent rows queued for the next run.
 - **Cheap commits.** Marks and results of all workers are written together, one
   transaction per round ("group commit"), on the sender's database thread.
+- **No head-of-line blocking.** A worker is a connection: one that waited for a throttled
+  domain's turn would hold it, and soon every worker did (with a fifth of the recipients
+  at 5/s, everyone went at 25/s in all instead of the global 50). Deliveries to a domain
+  with a limit of its own wait in a lane of their own, unmarked, and a worker takes one
+  only once its domain's turn has come (`_Lanes`); the others use the rest of the rate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -36,7 +43,7 @@ from typing import Any
 
 from mailer.content.mailing import Message
 from mailer.delivery.outbox import Due, Outbox, Result
-from mailer.delivery.ratelimit import QuotaExhausted, RateLimiter
+from mailer.delivery.ratelimit import QuotaExhausted, RateLimiter, domain_key
 from mailer.delivery.rendering import Rendered, Renderer
 from mailer.delivery.transports import Outcome, Transport
 from mailer.errors import MailerError
@@ -47,6 +54,8 @@ __all__ = ["SendReport", "Sender"]
 BATCH = 500  # deliveries read from the outbox at a time
 CHUNK = 64  # rendered together (one round trip to a helper process)
 AHEAD = 3  # chunks being rendered ahead of the workers
+HOLD_SECONDS = 30.0  # a limited domain's lane holds this many seconds of its own pace
+HOLD_MOST = 1000  # ... and never more deliveries than this
 FAILURE_WINDOW = 200
 FAILURE_MINIMUM = 50
 
@@ -174,6 +183,174 @@ class _StatusWriter:
         await self._task
 
 
+class _Lanes:
+    """Between the producer and the workers: the deliveries to a domain with a limit of
+    its own (`per_domain`) wait in a lane of that domain until its limit lets one go, so
+    a worker, and its connection, is only given a delivery that can go now.
+
+    - `reserve(due)`, before rendering: False when the delivery's domain has its lane full
+      (HOLD_SECONDS of its pace, at least its burst): the producer leaves it queued in the
+      outbox for its next pass. Deliveries to other domains always fit; `put` waits for
+      room among them (`maxsize`).
+    - `get()` gives a worker the first delivery, in outbox order, that may go now: the next
+      to another domain, or the head of a lane whose domain's turn has come, counting the
+      deliveries of that domain given out and not yet past the limiter
+      (`RateLimiter.domain_wait`). Once the run stops every delivery may "go" (the workers
+      skip them). None when closed and empty.
+    - `since(due)`: when a delivery given out from a lane started waiting there, for the
+      limiter (`acquire(since=)`): the moments between its turn and its acquire (the mark,
+      the connection) do not slow its domain down.
+    - `passed(due)` once its limiter turn has come (or it will not ask for one), `done(due)`
+      when it is settled; `join()` waits until every delivery put is done,
+      `given_out_done()` until all are but those waiting in the lanes, which a new pass
+      leaves alone (`holds`), and `room(domains)` until one of those lanes is half empty.
+    """
+
+    def __init__(self, limiter: RateLimiter, maxsize: int,
+                 stopping: Callable[[], bool]) -> None:
+        self._limiter = limiter
+        self._limits = limiter.limits.per_domain
+        self._maxsize = maxsize
+        self._stopping = stopping
+        self._others: deque[Rendered] = deque()
+        self._lanes: dict[str, deque[Rendered]] = {}
+        self._reserved: Counter[str] = Counter()  # places taken in each lane
+        self._out: dict[int, str] = {}  # given out, not yet past the limiter: id -> domain
+        self._ahead: Counter[str] = Counter()  # ... how many per domain
+        self._entered: dict[int, float] = {}  # in a lane since (the limiter's clock)
+        self._open: set[int] = set()  # put, not done
+        self._waiting = 0  # in the lanes, not given out
+        self._waiters: list[asyncio.Future[None]] = []
+        self._unfinished = 0
+        self._finished = asyncio.Event()
+        self._finished.set()
+        self._closed = False
+
+    def key(self, due: Due) -> str | None:
+        """The delivery's domain when it has a limit of its own, else None."""
+        assert due.recipient is not None
+        key = domain_key(due.recipient.email)
+        return key if key in self._limits else None
+
+    def _size(self, key: str) -> int:
+        rate, burst = self._limits[key]
+        return min(HOLD_MOST, max(burst, math.ceil(rate * HOLD_SECONDS)))
+
+    def reserve(self, due: Due) -> bool:
+        key = self.key(due)
+        if key is None:
+            return True
+        if self._reserved[key] >= self._size(key):
+            return False
+        self._reserved[key] += 1
+        return True
+
+    def holds(self, due: Due) -> bool:
+        """Whether the delivery was put and is not done yet (a new pass leaves it)."""
+        return due.id in self._open
+
+    async def put(self, item: Rendered) -> None:
+        key = self.key(item[0])
+        if key is None:
+            while len(self._others) >= self._maxsize:
+                await self._wait(None)
+            self._others.append(item)
+        else:
+            self._lanes.setdefault(key, deque()).append(item)
+            self._entered[item[0].id] = self._limiter.now()
+            self._waiting += 1
+        self._unfinished += 1
+        self._open.add(item[0].id)
+        self._finished.clear()
+        self.wake()
+
+    async def get(self) -> Rendered | None:
+        while True:
+            item, delay = self._pick()
+            if item is not None:
+                return item
+            if self._closed and not self._others and not any(self._lanes.values()):
+                return None
+            await self._wait(delay)
+
+    def _pick(self) -> tuple[Rendered | None, float | None]:
+        """The first delivery that may go now, taken out; else None and the seconds until
+        one of the lanes' turn comes (None: only a put or close can help)."""
+        best = self._others[0] if self._others else None
+        best_key: str | None = None
+        delay: float | None = None
+        stopping = self._stopping()
+        for key, lane in self._lanes.items():
+            if not lane or (best is not None and lane[0][0].id > best[0].id):
+                continue
+            wait = 0.0 if stopping else self._limiter.domain_wait(key, self._ahead[key])
+            if wait <= 0.0:
+                best, best_key = lane[0], key
+            else:
+                delay = wait if delay is None else min(delay, wait)
+        if best is None:
+            return None, delay
+        if best_key is None:
+            self._others.popleft()
+        else:
+            self._lanes[best_key].popleft()
+            self._waiting -= 1
+            self._reserved[best_key] -= 1
+            self._ahead[best_key] += 1
+            self._out[best[0].id] = best_key
+        self.wake()  # room for the producer
+        return best, None
+
+    def since(self, due: Due) -> float | None:
+        return self._entered.get(due.id)
+
+    def passed(self, due: Due) -> None:
+        key = self._out.pop(due.id, None)
+        if key is not None:
+            self._ahead[key] -= 1
+            self.wake()
+
+    def done(self, due: Due) -> None:
+        self.passed(due)
+        self._entered.pop(due.id, None)
+        self._open.discard(due.id)
+        self._unfinished -= 1
+        if self._unfinished == 0:
+            self._finished.set()
+        self.wake()
+
+    async def join(self) -> None:
+        await self._finished.wait()
+
+    async def given_out_done(self) -> None:
+        """Wait until everything put is done but what waits in the lanes."""
+        while self._unfinished > self._waiting:
+            await self._wait(None)
+
+    async def room(self, keys: set[str]) -> None:
+        """Wait until one of these domains' lanes is at most half full (or the run stops)."""
+        while not self._stopping() and all(
+                self._reserved[key] > self._size(key) // 2 for key in keys):
+            await self._wait(None)
+
+    def close(self) -> None:
+        self._closed = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Let every waiting get() and put() look again (something changed)."""
+        waiters, self._waiters = self._waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
+
+    async def _wait(self, timeout: float | None) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(future, timeout)
+
+
 class Sender:
     """Drains one campaign's outbox through a transport."""
 
@@ -196,10 +373,13 @@ class Sender:
         self.report = SendReport()
         self._stop: str | None = None
         self._recent: deque[bool] = deque(maxlen=FAILURE_WINDOW)
+        self._lanes: _Lanes | None = None
 
     def stop(self, reason: str) -> None:
         if self._stop is None:
             self._stop = reason
+            if self._lanes is not None:
+                self._lanes.wake()  # a worker waiting for a domain's turn: skip it now
 
     async def run(self, *, retry_unknown: bool = False) -> SendReport:
         started = time.monotonic()
@@ -210,16 +390,15 @@ class Sender:
                 db, lambda: self.outbox.recover(retry_unknown=retry_unknown))
             self.report.unknown_found, self.report.unknown_requeued = found, requeued
             writer = _StatusWriter(self.outbox, db)
-            queue: asyncio.Queue[Rendered | None] = asyncio.Queue(
-                maxsize=max(self.connections * 4, CHUNK))
-            workers = [loop.create_task(self._worker(queue, writer))
+            lanes = self._lanes = _Lanes(self.limiter, max(self.connections * 4, CHUNK),
+                                         lambda: self._stop is not None)
+            workers = [loop.create_task(self._worker(lanes, writer))
                        for _ in range(self.connections)]
             watcher = loop.create_task(self._watch(db))
             try:
-                await self._produce(queue, writer, db)
+                await self._produce(lanes, writer, db)
             finally:
-                for _ in workers:
-                    await queue.put(None)
+                lanes.close()
                 await asyncio.gather(*workers, return_exceptions=True)
                 watcher.cancel()
                 await writer.close()
@@ -237,14 +416,19 @@ class Sender:
             self.report.stopped = self._stop
         return self.report
 
-    async def _produce(self, queue: asyncio.Queue[Rendered | None], writer: _StatusWriter,
+    async def _produce(self, lanes: _Lanes, writer: _StatusWriter,
                        db: ThreadPoolExecutor) -> None:
         """Passes over the due deliveries in id order, rendering them in chunks a few
         chunks ahead of the workers. A pass that finds something is followed by another
-        from the start (for deliveries deferred meanwhile and due again), once everything
-        of the pass is settled; a pass that finds nothing ends."""
+        from the start (for deliveries deferred meanwhile and due again, or left because
+        their domain's lane was full), once what the pass gave out is settled; a pass that
+        finds nothing ends. (When only a limited domain's deliveries are left, a pass
+        refills its lane each time half of it has gone.)"""
         loop = asyncio.get_running_loop()
-        cursor, found = 0, False
+        cursor = 0
+        new = 0  # deliveries this pass gave to the lanes or skipped
+        left: set[str] = set()  # domains whose lane was full: some of theirs wait
+        held = 0  # deliveries this pass found still waiting in a lane
         skips: list[asyncio.Future[None]] = []
         ahead: deque[asyncio.Task[list[Rendered]]] = deque()
 
@@ -253,7 +437,7 @@ class Sender:
                 for item in await ahead.popleft():
                     if self._stop is not None:
                         return
-                    await queue.put(item)
+                    await lanes.put(item)
 
         try:
             while self._stop is None:
@@ -263,23 +447,36 @@ class Sender:
                 batch = await loop.run_in_executor(db, self.outbox.due, cursor, BATCH,
                                                    datetime.now(UTC))
                 if not batch:
-                    if not found:
+                    if not (new or left or held):
                         break
                     await settle(0)
-                    await queue.join()  # the pass's deliveries all have their outcome
+                    # Before the next pass reads, what this one gave out has its outcome
+                    # (committed below). The lanes go on meanwhile: their deliveries are
+                    # not marked yet, and the next pass passes over them.
+                    if left:  # refill a lane once it is half empty, others or not
+                        await lanes.room(left)
+                    elif new:
+                        await lanes.given_out_done()
+                    else:
+                        await lanes.join()  # only deliveries waiting in a lane were found
                     await asyncio.gather(*skips)
-                    await writer.flush()  # ... committed, before the next pass reads
-                    cursor, found, skips = 0, False, []
+                    await writer.flush()
+                    cursor, new, left, held, skips = 0, 0, set(), 0, []
                     continue
-                found = True
                 cursor = batch[-1].id
                 sendable = []
                 for due in batch:
-                    if due.recipient is None:
+                    if lanes.holds(due):
+                        held += 1
+                    elif due.recipient is None:
                         skips.append(writer.skip(due.id, due.skip_reason or "skipped"))
                         self.report.counts[DeliveryState.SKIPPED] += 1
-                    else:
+                        new += 1
+                    elif lanes.reserve(due):
                         sendable.append(due)
+                        new += 1
+                    else:  # its domain's lane is full: a later pass
+                        left.add(str(lanes.key(due)))
                 for start in range(0, len(sendable), CHUNK):
                     ahead.append(loop.create_task(
                         self.renderer.render(sendable[start:start + CHUNK])))
@@ -290,7 +487,7 @@ class Sender:
         finally:
             for task in ahead:
                 task.cancel()
-        await queue.join()
+        await lanes.join()
         await asyncio.gather(*skips)
 
     async def _watch(self, db: ThreadPoolExecutor) -> None:
@@ -307,20 +504,16 @@ class Sender:
             if self.progress is not None:
                 self.progress(self.report)
 
-    async def _worker(self, queue: asyncio.Queue[Rendered | None],
-                      writer: _StatusWriter) -> None:
-        while True:
-            item = await queue.get()
+    async def _worker(self, lanes: _Lanes, writer: _StatusWriter) -> None:
+        while (item := await lanes.get()) is not None:
             try:
-                if item is None:
-                    return
                 if self._stop is None:
-                    await self._deliver(*item, writer)
+                    await self._deliver(*item, writer, lanes)
             finally:
-                queue.task_done()
+                lanes.done(item[0])
 
     async def _deliver(self, due: Due, message: Message | None, error: str | None,
-                       writer: _StatusWriter) -> None:
+                       writer: _StatusWriter, lanes: _Lanes) -> None:
         assert due.recipient is not None
         if message is None:
             # The same template renders for everyone else: this person's data breaks it.
@@ -338,10 +531,12 @@ class Sender:
 
         async def pace() -> None:
             try:
-                await self.limiter.acquire(domain)
+                await self.limiter.acquire(domain, since=lanes.since(due))
             except QuotaExhausted as exc:
                 self.report.resume_at = exc.resume_at
                 self.stop("the hourly or daily quota is used up")
+            finally:
+                lanes.passed(due)
             if self._stop is not None:
                 raise _NotSent
 
