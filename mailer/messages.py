@@ -6,6 +6,7 @@ the CLI (preview, templates check) and the delivery engine share.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Iterator
 from dataclasses import replace
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from mailer.config import Settings
+from mailer.config import Sending, Settings
 from mailer.content.dkim import Signer as DkimSigner
 from mailer.content.dkim import load_key
 from mailer.content.lint import Finding, check, group_audience, refuse_errors
@@ -103,6 +104,7 @@ def check_identity(settings: Settings, rows: list[MailingList]) -> None:
     for row in rows:
         from_domain = row.from_address.rpartition("@")[2].lower()
         where = f"lists/{row.slug}.toml"
+        _check_key_domains(sending, sending.domain or from_domain, row.slug)
         if signed and sending.domain and not aligned(from_domain, sending.domain):
             raise InvalidInput(
                 f"The list {row.slug} sends from {row.from_address}, but messages are "
@@ -129,6 +131,23 @@ def check_identity(settings: Settings, rows: list[MailingList]) -> None:
                 f"({', '.join(stale)}) while [organisation] name is {organisation}.",
                 hint=f"Put {organisation} in {where} (a new consent_version with a new "
                      "consent_text) and run `mailer lists sync`.")
+
+
+def _check_key_domains(sending: Sending, signing_domain: str, slug: str) -> None:
+    """A key whose file `dkim keygen` named for another domain (SELECTOR.DOMAIN.ALG.pem)
+    than the one messages are signed for: its DNS record is under that other domain, so
+    no receiver would find it."""
+    for key in sending.signing_keys():
+        made = re.fullmatch(rf"{re.escape(key.selector)}\.(.+)\.(?:rsa|ed25519)\.pem",
+                            Path(key.key).name)
+        if made and made[1].lower() != signing_domain.lower():
+            raise InvalidInput(
+                f"The DKIM key {key.key} was made for {made[1]}, but the messages of the "
+                f"list {slug} are signed d={signing_domain}: receivers look its record up "
+                f"under {signing_domain} and find none.",
+                hint=f'Set [sending] domain = "{made[1]}" (and a From address @{made[1]} '
+                     f"in lists/{slug}.toml), or make a key for {signing_domain}: mailer "
+                     f"dkim keygen --domain {signing_domain} --configure")
 
 
 def checked_mailing(project: Project, session: Session, campaign: Campaign, *,

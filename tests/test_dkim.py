@@ -520,3 +520,24 @@ def test_keygen_refuses_a_domain_other_than_the_signing_one(folder):
     assert "mailer dkim keygen --domain example.be --selector s2" in result.stderr
     assert config.read_text() == text
     assert [p.name for p in (folder / "dkim").iterdir()] == ["s1.example.be.rsa.pem"]
+
+
+def test_a_key_made_for_another_domain_and_set_by_hand_is_refused_at_send(run, project,
+                                                                         monkeypatch):
+    """The issue's case without --configure: the key is set in the environment, [sending]
+    domain is not, so messages would be signed d=example.be (the From's) with a key whose
+    record is published under groenbuurt.nl."""
+    assert run("subscribers", "add", "an@example.org", "--list", "nieuwsbrief",
+               "--consent", "test", "--confirmed").exit_code == 0
+    result = run("dkim", "keygen", "--domain", "groenbuurt.nl", "--selector", "mail2026",
+                 "--algorithm", "ed25519", "--json")
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("MAILER_SENDING__DKIM_KEYS",
+                       f"mail2026:{json.loads(result.stdout)['key_file']}")
+    assert run("campaign", "create", "dec", "--list", "nieuwsbrief", "--template",
+               "templates/newsletter.html.j2", "--subject", "Nieuws").exit_code == 0
+    result = run("campaign", "send", "dec", "--yes")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "was made for groenbuurt.nl, but the messages of the list nieuwsbrief are " \
+           "signed d=example.be" in result.output
+    assert '[sending] domain = "groenbuurt.nl"' in result.output
