@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from mailer.content.compose import ascii_domain
 from mailer.errors import ConfigError
 
 __all__ = [
@@ -108,10 +109,17 @@ class Sending(_Section):
     # qualified one, else `domain`, else the envelope sender's domain. Never localhost.
     helo_name: str = ""
 
+    @field_validator("domain", "bounce_domain")
+    @classmethod
+    def _ascii_domain(cls, value: str) -> str:
+        """An international name as its A-labels (xn--), the form DNS, DKIM and an
+        envelope without SMTPUTF8 need; an invalid one is refused here, not at send."""
+        return ascii_domain(value.strip().rstrip(".").lower())
+
     @field_validator("helo_name")
     @classmethod
     def _helo_name(cls, value: str) -> str:
-        value = value.strip()
+        value = ascii_domain(value.strip())
         problem = helo_problem(value) if value else None
         if problem:
             raise ValueError(problem)

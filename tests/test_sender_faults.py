@@ -1,11 +1,12 @@
 """Issue 13's sender faults that are not about the pace (that is tests/test_pacing.py),
 against the real SMTP server of tests/support, on SQLite and PostgreSQL: the automatic
-pause as the docs say it."""
+pause as the docs say it, and international domain names."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from email import message_from_bytes
 
 import pytest
 
@@ -59,3 +60,57 @@ def test_eleven_bad_addresses_in_the_first_fifty_do_not_pause(run, project, smtp
     assert Counter(states(run).values()) == {"sent": 49, "bounced": 11}
     assert sorted(r for m in smtp.messages() for r in m.recipients) == sorted(good)
 
+
+# -- international domain names -----------------------------------------------------------------
+
+def test_an_international_bounce_domain_is_read_in_its_xn_form(run, project, smtp,
+                                                              monkeypatch):
+    """`bounce_domain = "bücher.example.be"` passed `config show` and broke the send; it
+    is now its A-labels from the moment the config is read, on the envelope and in the
+    List-Unsubscribe mailto (and aligned with the From's example.be, for DMARC). An
+    invalid name is refused when the config is read."""
+    configure(monkeypatch, smtp)
+    monkeypatch.setenv("MAILER_SENDING__BOUNCE_DOMAIN", "Bücher.example.be")
+    shown = run("config", "show")
+    assert shown.exit_code == 0, shown.output
+    assert "bounce_domain = 'xn--bcher-kva.example.be'" in shown.output
+    import_members(run, project, ["an@example.be", "bo@example.be"])
+    create(run)
+    result = run("campaign", "send", "dec", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["sent"] == 2
+    received = smtp.messages()
+    assert len(received) == 2
+    for message in received:
+        assert message.envelope_from.endswith("@xn--bcher-kva.example.be")
+        headers = message_from_bytes(message.data)
+        assert "@xn--bcher-kva.example.be?" in headers["List-Unsubscribe"]
+    monkeypatch.setenv("MAILER_SENDING__BOUNCE_DOMAIN", "bü cher.example.be")
+    result = run("config", "show")
+    assert result.exit_code == 1 and "bounce_domain" in result.output
+    assert "not a valid domain name" in result.output and "Traceback" not in result.output
+
+
+def test_an_idn_address_goes_out_in_xn_form_through_a_relay_without_smtputf8(
+        run, project, monkeypatch):
+    """A relay without SMTPUTF8 (it refuses the parameter and any byte outside ASCII):
+    user@bücher.example goes out as user@xn--bcher-kva.example, on the envelope and in
+    the To header; chloë@example.be cannot go out there at all, and fails with that reason
+    before a byte is written (the address is not to blame: not bounced)."""
+    with SmtpServer(smtputf8=False) as strict:
+        configure(monkeypatch, strict)
+        import_members(run, project, ["user@bücher.example", "chloë@example.be",
+                                     "plain@example.be"])
+        create(run)
+        result = run("campaign", "send", "dec", "--yes", "--json")
+        assert result.exit_code == 0, result.output
+        received = {m.recipients[0]: m for m in strict.messages()}
+    assert sorted(received) == ["plain@example.be", "user@xn--bcher-kva.example"]
+    to = message_from_bytes(received["user@xn--bcher-kva.example"].data)["To"]
+    assert to.endswith("<user@xn--bcher-kva.example>") and to.isascii()
+    assert states(run) == {"user@bücher.example": "sent", "chloë@example.be": "failed",
+                           "plain@example.be": "sent"}
+    failed = json.loads(run("campaign", "deliveries", "dec", "--state", "failed",
+                            "--json").stdout)
+    assert "needs SMTPUTF8" in failed[0]["last_reply"]
+    assert "does not offer" in failed[0]["last_reply"]

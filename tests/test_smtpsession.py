@@ -9,6 +9,7 @@ import asyncio
 import aiosmtplib
 import pytest
 
+from mailer.content.compose import ascii_address
 from mailer.content.mailing import Message
 from mailer.delivery.smtpsession import ReplyLost, Session, Unsendable
 from tests.support.smtpserver import SmtpServer
@@ -160,6 +161,42 @@ def test_a_message_that_cannot_go_out_as_it_is_is_refused_before_a_byte_is_writt
     for reason, (_, expected) in zip(reasons, bad, strict=True):
         assert expected in reason
     assert all("not the address" in r for r in reasons[3:])
+
+
+@pytest.mark.parametrize("address, wire", [
+    ("user@bücher.example", "user@xn--bcher-kva.example"),
+    ("an@straße.de", "an@xn--strae-oqa.de"),  # IDNA 2008: not strasse.de, another domain
+    ("an@example.be", "an@example.be"),
+    ("chloë@example.be", "chloë@example.be"),  # only SMTPUTF8 can carry this local part
+    ("an@bü cher.example", "an@bü cher.example"),  # not a name: left for check() to refuse
+])
+def test_international_domains_go_on_the_envelope_as_a_labels(address, wire):
+    assert ascii_address(address) == wire
+
+
+@MODES
+def test_a_relay_without_smtputf8_gets_a_labels_or_nothing(pipelining):
+    """A server without SMTPUTF8 (it refuses the parameter and bytes outside ASCII):
+    an@bücher.example goes out as an@xn--bcher-kva.example; a message that needs SMTPUTF8
+    (chloë@…) is refused before a byte is written, and the session goes on."""
+    def utf8(to: str) -> Message:
+        return Message(data=b"To: <x>\r\nSubject: x\r\n\r\nDag\r\n", recipient=to,
+                       envelope_from="bounces+x@example.be", message_id="1@example.be",
+                       smtputf8=not to.partition("@")[0].isascii())
+
+    async def go(server: SmtpServer) -> str:
+        session = await session_with(server)
+        assert (await session.send(utf8("an@bücher.example"))).code == 250
+        with pytest.raises(Unsendable) as error:
+            await session.send(utf8("chloë@example.be"))
+        assert (await session.send(message())).code == 250
+        await session.quit()
+        return str(error.value)
+
+    with SmtpServer(pipelining=pipelining, smtputf8=False) as server:
+        reason = asyncio.run(go(server))
+        assert server.recipients() == ["an@xn--bcher-kva.example", "an@example.be"]
+    assert "needs SMTPUTF8" in reason and "does not offer" in reason
 
 
 def test_a_silent_server_times_out():

@@ -13,6 +13,11 @@ and subjects become RFC 2047 encoded-words (UTF-8, base64); long headers are fol
 Bodies are base64 UTF-8 with CRLF line ends; the MIME boundary starts with `=_`, which
 neither base64 nor quoted-printable output can contain.
 
+An address whose local part is ASCII is written with its domain as A-labels
+(`an@xn--bcher-kva.example` for `an@bücher.example`), in the To header and on the envelope
+(smtpsession.py): the same mailbox (RFC 5890), and deliverable through any relay. Only a
+non-ASCII local part (`chloë@…`) makes a message need SMTPUTF8.
+
 A message may carry attachments (a person's data export): then the two bodies go inside a
 multipart/mixed with the files after them. Without attachments the bytes are the same as
 ever, joined from the same constant pieces.
@@ -29,7 +34,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
 
-__all__ = ["Attachment", "Composer", "encode_address", "encode_text_header"]
+import idna
+
+__all__ = ["Attachment", "Composer", "ascii_address", "ascii_domain", "encode_address",
+           "encode_text_header"]
 
 CRLF = b"\r\n"
 _LINE_BREAKS = re.compile(r"[\r\n]+")
@@ -115,8 +123,36 @@ def encode_text_header(name: str, value: str) -> bytes:
     return _fold(name, _encoded_words(value))
 
 
+def ascii_domain(domain: str) -> str:
+    """A domain name as DNS, and SMTP without SMTPUTF8, carry it: an international one as
+    its A-labels (`bücher.example` -> `xn--bcher-kva.example`; IDNA 2008 with the UTS #46
+    mapping, as email-validator checks addresses). ValueError when it is not a valid
+    name."""
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"{domain!r} is not a valid domain name ({exc})") from None
+
+
+def ascii_address(address: str) -> str:
+    """The address with its domain as A-labels, when that makes it ASCII; else as it is (a
+    local part outside ASCII needs SMTPUTF8 whatever the domain, and an invalid domain is
+    left for the relay to refuse)."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii() or not local.isascii():
+        return address
+    try:
+        return f"{local}@{ascii_domain(domain)}"
+    except ValueError:
+        return address
+
+
 def encode_address(name: str | None, address: str) -> tuple[list[str], bool]:
-    """Header tokens for `Name <address>`, and whether the address needs SMTPUTF8."""
+    """Header tokens for `Name <address>`, and whether the address needs SMTPUTF8 (its
+    domain is written as A-labels: only a local part outside ASCII does)."""
+    address = ascii_address(address)
     name = _one_line(name or "")
     utf8 = not address.isascii()
     if not name:

@@ -35,9 +35,10 @@ from collections import deque
 import aiosmtplib
 from aiosmtplib import SMTPResponse
 
+from mailer.content.compose import ascii_address
 from mailer.content.mailing import Message
 
-__all__ = ["ReplyLost", "Session", "Unsendable", "check"]
+__all__ = ["ReplyLost", "Session", "Unsendable", "check", "envelope"]
 
 MAX_REPLY = 64 * 1024  # a reply longer than this is not SMTP
 
@@ -68,7 +69,7 @@ def check(message: Message) -> None:
         if _BAD_IN_ADDRESS.search(address) or "@" not in address:
             raise Unsendable(f"the {role} address {address!r} is not a valid address "
                              "(a line break, space, control character or no @)")
-        if not message.smtputf8 and not address.isascii():
+        if not message.smtputf8 and not envelope(message, address).isascii():
             raise Unsendable(f"the {role} address {address!r} is not ASCII and the "
                              "message does not ask for SMTPUTF8")
     data = message.data
@@ -99,6 +100,12 @@ def check(message: Message) -> None:
                          "message is at fault, not the address")
 
 
+def envelope(message: Message, address: str) -> str:
+    """An envelope address as written on the wire: with SMTPUTF8 as it is, else with its
+    domain as A-labels (an@bücher.example as an@xn--bcher-kva.example, the same mailbox)."""
+    return address if message.smtputf8 else ascii_address(address)
+
+
 class Session:
     """One connection, set up by aiosmtplib, and its transactions."""
 
@@ -121,11 +128,15 @@ class Session:
         before writing anything, for a message that cannot go out as it is."""
         self.data_sent = False
         check(message)
+        if message.smtputf8 and not self.client.supports_extension("smtputf8"):
+            raise Unsendable(f"the address {message.recipient!r} needs SMTPUTF8 (RFC 6531), "
+                             "which the relay does not offer")
         encoding = "utf-8" if message.smtputf8 else "ascii"
-        mail = b"MAIL FROM:<" + message.envelope_from.encode(encoding) + b">"
+        mail = (b"MAIL FROM:<" + envelope(message, message.envelope_from).encode(encoding)
+                + b">")
         if message.smtputf8:
             mail += b" SMTPUTF8"
-        rcpt = b"RCPT TO:<" + message.recipient.encode(encoding) + b">"
+        rcpt = b"RCPT TO:<" + envelope(message, message.recipient).encode(encoding) + b">"
         data = _dot_stuffed(message.data)
         if self._replies is None:
             return await self._one_at_a_time(message, mail, rcpt, data)

@@ -48,7 +48,9 @@ What a client sees and what is recorded:
   accepted on the connection so far.
 * As RFC 5321 allows, it refuses (500, after the data) a message with a line over 999
   octets as sent (998 plus a stuffed dot); messages may be up to 64 MiB. SMTPUTF8 and
-  8BITMIME are advertised. The null sender `MAIL FROM:<>` is recorded as "<>".
+  8BITMIME are advertised, unless `smtputf8=False`: then, like a strict relay without
+  RFC 6531, it refuses a MAIL with the SMTPUTF8 parameter (501) and any command with a
+  byte outside ASCII (500). The null sender `MAIL FROM:<>` is recorded as "<>".
 """
 
 from __future__ import annotations
@@ -399,7 +401,8 @@ class SmtpServer:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, starttls: bool = False,
                  require_starttls: bool = False, implicit_tls: bool = False,
-                 auth: tuple[str, str] | None = None, pipelining: bool = True) -> None:
+                 auth: tuple[str, str] | None = None, pipelining: bool = True,
+                 smtputf8: bool = True) -> None:
         if implicit_tls and (starttls or require_starttls):
             raise ValueError("implicit_tls and STARTTLS exclude each other")
         self.host = host
@@ -409,6 +412,7 @@ class SmtpServer:
         self.implicit_tls = implicit_tls
         self._auth = auth
         self.pipelining = pipelining  # advertised in the EHLO reply
+        self.smtputf8 = smtputf8  # SMTPUTF8 advertised and UTF-8 commands taken
         self.cafile = ""
         self.received: list[Received] = []
         self.ehlo_names: list[str] = []  # what each EHLO said, in order
@@ -492,7 +496,7 @@ class SmtpServer:
     def _connection(self) -> _Connection:
         return _Connection(
             self, hostname=SERVER_NAME, data_size_limit=DATA_SIZE_LIMIT,
-            enable_SMTPUTF8=True, loop=self._loop,
+            enable_SMTPUTF8=self.smtputf8, loop=self._loop,
             tls_context=self._tls if self.starttls else None,
             require_starttls=self.require_starttls,
             # aiosmtpd only counts STARTTLS as TLS: with implicit TLS it must not insist.
