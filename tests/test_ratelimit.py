@@ -355,6 +355,7 @@ def test_domains_match_exactly_and_case_insensitively():
     assert domain_key("Someone@GMail.COM") == "gmail.com"
     assert domain_key("gmail.com.") == "gmail.com"
     assert domain_key("an@bücher.de") == "xn--bcher-kva.de"
+    assert domain_key("an@straße.de") == "xn--strae-oqa.de"  # IDNA 2008, as sent
     limits = Limits(per_domain={"GMail.com.": (1, 1), "bücher.de": (1, 1)})
     assert set(limits.per_domain) == {"gmail.com", "xn--bcher-kva.de"}
     arrivals = [(0.0, d) for d in ["a@gmail.com", "b@GMAIL.COM", "c@mx.gmail.com",

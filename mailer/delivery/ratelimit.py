@@ -64,6 +64,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from mailer.content.compose import ascii_domain
 from mailer.errors import InvalidInput, MailerError
 
 __all__ = ["Limits", "QuotaExhausted", "RateLimiter", "domain_key"]
@@ -77,9 +78,8 @@ def domain_key(address_or_domain: str) -> str:
     """The domain as the per-domain limits name it: after the last '@', lower-case, no
     trailing dot, international names in their ASCII (xn--) form."""
     domain = address_or_domain.rpartition("@")[2].strip().rstrip(".").lower()
-    if not domain.isascii():
-        with contextlib.suppress(UnicodeError):  # not a valid name: matched as written
-            domain = domain.encode("idna").decode("ascii")
+    with contextlib.suppress(ValueError):  # not a valid name: matched as written
+        domain = ascii_domain(domain)  # as on the envelope (an@straße.de: not strasse.de)
     return domain
 
 
