@@ -139,15 +139,27 @@ class Processor:
             outcome = Outcome(key, report, attribution)
             target = attribution.target() if attribution else None
             for row in _events(report, attribution, key, source, now):
+                event = SimpleNamespace(**row)
+                # A soft bounce counts itself among the subscriber's events: written
+                # first, its action set after. Every other plan reads no events: the row
+                # is written once, with its action (the same rows, one statement less).
+                counted = target is not None and planned(
+                    event.kind, hard=event.hard, sender_side=event.sender_side
+                ) == "count-soft-bounce"
+                if not counted:
+                    row["action"] = apply(session, self.hash_key, self.policy, event,
+                                          target, now=now)
                 try:
                     conn.execute(_INSERT, row)
                 except IntegrityError:  # processed meanwhile by another process
                     session.rollback()
                     return Outcome(key, report, attribution, duplicate=True)
-                action = apply(session, self.hash_key, self.policy, SimpleNamespace(**row),
-                               target, now=now)
-                conn.execute(_SET_ACTION, {"k": key, "n": row["seq"], "act": action})
-                outcome.actions.append(action)
+                if counted:
+                    row["action"] = apply(session, self.hash_key, self.policy, event,
+                                          target, now=now)
+                    conn.execute(_SET_ACTION, {"k": key, "n": row["seq"],
+                                               "act": row["action"]})
+                outcome.actions.append(row["action"])
             if dry_run:
                 session.rollback()
             else:

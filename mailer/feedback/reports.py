@@ -44,6 +44,7 @@ __all__ = ["Failed", "Original", "Report", "Unreadable", "failed_recipient", "re
 # The token in a VERP address: 55 characters of lower-case base32 (tokens.py).
 _TOKEN = re.compile(rb"\b(bounces|unsub)\+([A-Za-z2-7]{55})@", re.ASCII)
 _MSGID = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
+_MSGID_LINE = re.compile(rb"message-id:\s*<([^<>\s]+@[^<>\s]+)>", re.IGNORECASE)
 _ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@([\w-]+(?:\.[\w-]+)+)", re.UNICODE)
 _WS = re.compile(r"\s+")
 
@@ -161,9 +162,21 @@ def read_report(data: bytes) -> Report:
 
 
 def tokens_in(data: bytes) -> list[tuple[str, str]]:
-    """Every VERP token in raw bytes, in order, as (kind, token)."""
-    return [(m.group(1).decode().lower(), m.group(2).decode().lower())
-            for m in _TOKEN.finditer(data)]
+    """Every VERP token in raw bytes, in order, as (kind, token). The expression is tried
+    only where `bounces+` or `unsub+` starts (found by bytes.find, ~20x faster than the
+    scan of every position; a token holds no `+`, so matches never overlap)."""
+    starts = []
+    for prefix in (b"bounces+", b"unsub+"):
+        at = data.find(prefix)
+        while at >= 0:
+            starts.append(at)
+            at = data.find(prefix, at + len(prefix))
+    found = []
+    for at in sorted(starts):
+        m = _TOKEN.match(data, at)
+        if m is not None:
+            found.append((m.group(1).decode().lower(), m.group(2).decode().lower()))
+    return found
 
 
 # --- headers ------------------------------------------------------------------------------
@@ -315,7 +328,8 @@ def failed_recipient(address: str | None, action: str | None, status: str | None
 
 def _mask(text: str) -> str:
     """Diagnostics are kept; the addresses in them are not (only their domains)."""
-    return _ADDRESS.sub(lambda m: f"…@{m.group(1)}", _WS.sub(" ", text).strip())
+    text = _WS.sub(" ", text).strip()
+    return _ADDRESS.sub(lambda m: f"…@{m.group(1)}", text) if "@" in text else text
 
 
 # --- complaints ----------------------------------------------------------------------------
@@ -376,11 +390,25 @@ def _original(msg: Message, data: bytes) -> Original:
             to += [a.lower() for _, a in getaddresses(inner.get_all("to") or ())
                    if "@" in a and "redacted" not in a.lower()]
     body = _body(data)
-    for match in re.finditer(rb"(?im)^message-id:\s*<([^<>\s]+@[^<>\s]+)>", data):
-        ids.append(match.group(1).decode("utf-8", "replace"))
+    ids += _message_id_lines(data)
     outer_id = _MSGID.findall(str(msg.get("message-id", "")))
     ids = [i for i in dict.fromkeys(ids) if i not in outer_id]
     return Original(tuple(ids), tuple(dict.fromkeys(tokens_in(body))), tuple(to))
+
+
+def _message_id_lines(data: bytes) -> list[str]:
+    """The Message-ID of every header line `Message-ID: <…>` (any case, at the start of a
+    line) in raw bytes: the expression is tried only where such a line starts."""
+    lower = data.lower()
+    ids = []
+    at = lower.find(b"message-id:")
+    while at >= 0:
+        if at == 0 or data[at - 1] == 0x0A:
+            match = _MSGID_LINE.match(data, at)
+            if match is not None:
+                ids.append(match.group(1).decode("utf-8", "replace"))
+        at = lower.find(b"message-id:", at + 11)
+    return ids
 
 
 def _body(data: bytes) -> bytes:

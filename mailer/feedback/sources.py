@@ -295,6 +295,8 @@ class MaildirSource(_Base):
                  failed: str) -> None:
         self.name, self.root, self.keep, self.after = name, root, keep, after
         self._folders = {"processed": processed, "failed": failed}
+        self._last: tuple[str, str] | None = None  # the message read last, and its sub
+        self._made: set[Path] = set()  # target folders known to exist
         if not ((root / "new").is_dir() and (root / "cur").is_dir()):
             raise SourceError(f"{name}: not a Maildir (no new/ and cur/ folders in {root}).",
                               hint="Give the folder that holds new/, cur/ and tmp/.")
@@ -314,6 +316,7 @@ class MaildirSource(_Base):
                         log.warning("%s: message %s cannot be read (%s): skipped",
                                     self.name, entry.name, _said(exc))
                         continue
+                    self._last = (entry.name, sub)
                     yield Incoming(entry.name, data)
 
     def _path(self, item: Incoming) -> tuple[Path, str] | None:
@@ -324,16 +327,26 @@ class MaildirSource(_Base):
         return None
 
     def _move(self, item: Incoming, folder: str) -> None:
+        target = self.root / ("." + self._folders[folder].replace("/", "."))
+        if self._last is not None and self._last[0] == item.id and target in self._made:
+            # The message just read, where it was read, to a folder made before: one
+            # rename (no stat); if it moved meanwhile, it is looked for as below.
+            sub = self._last[1]
+            try:
+                os.replace(self.root / sub / item.id, target / sub / item.id)
+                return
+            except FileNotFoundError:
+                pass
         found = self._path(item)
         if found is None:
             log.info("%s: message %s was already gone", self.name, item.id)
             return
         path, sub = found
-        target = self.root / ("." + self._folders[folder].replace("/", "."))
         if not (target / sub).is_dir():
             for part in ("tmp", "new", "cur"):
                 (target / part).mkdir(mode=0o700, parents=True, exist_ok=True)
             (target / "maildirfolder").touch()
+        self._made.add(target)
         os.replace(path, target / sub / item.id)
 
     def done(self, item: Incoming) -> None:
