@@ -182,6 +182,10 @@ class Delivery(_Section):
     # (for sends of 2,000 messages or more: the cores but one, all of them with an RSA
     # DKIM key), 0 none.
     render_processes: int = -1
+    # A recurring campaign's occurrence that `mailer run` finds more than an hour late
+    # (the machine was down): "send-late" sends it once, late, with a warning (only the
+    # latest, when several were missed); "skip" skips it, with a warning.
+    missed: Literal["send-late", "skip"] = "send-late"
 
 
 class Web(_Section):

@@ -71,13 +71,16 @@ def check_campaign(project: Project, session: Session, campaign: Campaign, *,
     """`templates check` for a campaign (or a list and segment in a campaign not saved):
     its template and subject against its real audience. Returns the mailing (for the
     first list), the findings and the audience's size."""
+    from mailer.automation.recurring import campaign_date
+
     first = session.get(MailingList, campaign.list_ids[0])
     assert first is not None
     mailing = make_mailing(project, template=campaign.template,
                            subject=campaign.subject if subject is None else subject,
                            mailing_list=first,
                            campaign=CampaignInfo(campaign.id or 0, campaign.slug,
-                                                 campaign.title))
+                                                 campaign.title,
+                                                 campaign_date(session, campaign)))
     people = group_audience(audience(session, campaign))
     return mailing, check(mailing, sample_recipient(first.language), audience=people), \
         people.total

@@ -11,6 +11,7 @@ Timestamps are timezone-aware UTC (`utcnow()`), stored by `dbtypes.Timestamp`.
 from __future__ import annotations
 
 import enum
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,8 @@ __all__ = [
     "FeedbackKind",
     "Incident",
     "LinkClick",
+    "RecurringCampaign",
+    "RecurringOccurrence",
     "ConsentAction",
     "ConsentEvent",
     "GlobalStatus",
@@ -73,8 +76,19 @@ def current_actor(explicit: str | None = None) -> str:
         return "cli"
 
 
+TEST_CLOCK = "TEST_MAILER_NOW"  # tests only: see utcnow()
+
+
 def utcnow() -> datetime:
-    """Now, in UTC, timezone-aware: what every timestamp column stores."""
+    """Now, in UTC, timezone-aware: what every timestamp column stores.
+
+    The one test hook on the clock: with TEST_MAILER_NOW set (an ISO 8601 time with its
+    offset, "2027-03-28T01:00:00+00:00") the engine's now stands still at that time, so a
+    test can walk a recurring campaign through months and DST changes in a few runs
+    (tests/test_recurring.py). Never set it in production."""
+    fake = os.environ.get(TEST_CLOCK)
+    if fake:
+        return datetime.fromisoformat(fake).astimezone(UTC)
     return datetime.now(UTC)
 
 
@@ -406,3 +420,49 @@ class LinkClick(SQLModel, table=True):
     link_index: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
     url: str = Field(sa_column=Column(Text, nullable=False))
     clicks: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+
+
+class RecurringCampaign(SQLModel, table=True):
+    """A campaign sent again on a cron schedule (`campaign create --every`, automation/
+    recurring.py): `mailer run` makes one dated campaign of it per occurrence. `next_local`
+    is the next occurrence as a wall time in `timezone`, `next_at` the instant it is due."""
+
+    __tablename__ = "recurring_campaign"
+    __table_args__ = (Index("ix_recurring_campaign_due", "state", "next_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(sa_column=Column(String(48), unique=True, nullable=False))
+    title: str = Field(sa_column=Column(String(200), nullable=False))
+    template: str = Field(sa_column=Column(String(400), nullable=False))
+    subject: str = Field(sa_column=Column(Text, nullable=False))
+    list_ids: list[int] = Field(default_factory=list, sa_column=Column(JsonType,
+                                                                       nullable=False))
+    segment: list[str] = Field(default_factory=list, sa_column=Column(JsonType,
+                                                                      nullable=False))
+    cron: str = Field(sa_column=Column(String(100), nullable=False))
+    timezone: str = Field(sa_column=Column(String(64), nullable=False))
+    state: str = Field(default="active", sa_column=Column(String(16), nullable=False))
+    next_local: str | None = Field(default=None, sa_column=Column(String(16)))
+    next_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+
+
+class RecurringOccurrence(SQLModel, table=True):
+    """One occurrence of a recurring campaign, handled: the dated campaign made for it, or
+    why it was skipped. The key (recurring campaign, wall time) makes an occurrence happen
+    once, whatever runs overlap; the wall time, not the instant, because a time skipped
+    by the spring DST change still happens (an hour later) and one repeated in autumn
+    happens once."""
+
+    __tablename__ = "recurring_occurrence"
+
+    recurring_id: int = Field(sa_column=Column(
+        Integer, ForeignKey("recurring_campaign.id", ondelete="CASCADE"), primary_key=True))
+    local_time: str = Field(sa_column=Column(String(16), primary_key=True))  # 2026-12-07T09:00
+    due_at: datetime = Field(sa_column=_stamp())
+    campaign_id: int | None = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("campaign.id", ondelete="SET NULL"), index=True))
+    outcome: str = Field(sa_column=Column(String(16), nullable=False))  # created | skipped
+    note: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())

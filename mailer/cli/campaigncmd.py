@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlmodel import select
 
 from mailer.cli import State, pass_state
+from mailer.cli import recurring as recurring_cli
 from mailer.cli.output import err, print_json, stream_json, table
 from mailer.db import session_scope
 from mailer.delivery.campaigns import (
@@ -76,10 +77,17 @@ def command() -> None:
 @click.option("--where", "segment", multiple=True, metavar="CONDITION",
               help="Only members for whom this holds (repeatable, all must): "
                    "\"language = en\", \"Gemeente = Gent\", \"email ends with @x.be\".")
+@click.option("--every", metavar="CRON",
+              help="Send it again and again on this cron schedule, \"0 9 * * MON\" "
+                   "(Mondays at 9:00): `mailer run` makes a dated campaign of each "
+                   "occurrence (NAME-2026-12-07) and sends it.")
+@click.option("--tz", metavar="ZONE", help="The time zone of --every (default "
+                                           "Europe/Brussels).")
 @_json
 @pass_state
 def create(state: State, name: str, lists: tuple[str, ...], template: str, subject: str,
-           title: str | None, segment: tuple[str, ...], as_json: bool) -> None:
+           title: str | None, segment: tuple[str, ...], every: str | None, tz: str | None,
+           as_json: bool) -> None:
     """Create a draft campaign. Nothing is sent until `mailer campaign send`. The
     template and subject must pass `mailer templates check` for this audience (the rules
     `campaign test` and `send` apply again); what fails is not created.
@@ -90,8 +98,16 @@ def create(state: State, name: str, lists: tuple[str, ...], template: str, subje
             --template templates/newsletter.html.j2 \\
             --subject "{{ subscriber.first_name | default('Beste lezer') }}, ons nieuws" \\
             --where "language = nl"
+        mailer campaign create weekly --list nieuwsbrief \\
+            --template templates/newsletter.html.j2 \\
+            --subject "Week {{ campaign.date | date('%V') }}" \\
+            --every "0 9 * * MON" --tz Europe/Brussels
     """
     project = state.project
+    if recurring_cli.create(project, name=name, every=every, tz=tz, title=title,
+                            template=template, subject=subject, lists=lists,
+                            segment=segment, as_json=as_json):
+        return
     with session_scope(project.engine) as session:
         campaign = create_campaign(session, slug=name, title=title, template=template,
                                    subject=subject, list_slugs=lists, segment=segment)
@@ -108,7 +124,8 @@ def create(state: State, name: str, lists: tuple[str, ...], template: str, subje
 @_json
 @pass_state
 def ls(state: State, as_json: bool) -> None:
-    """All campaigns with their state and counts.
+    """All campaigns with their state and counts; a recurring one with its next
+    occurrence.
 
     \b
     Example:
@@ -124,6 +141,7 @@ def ls(state: State, as_json: bool) -> None:
                          "sent": figures.counts.get("sent", 0),
                          "open": figures.remaining, "scheduled_at": campaign.scheduled_at,
                          "started_at": campaign.started_at})
+        rows += recurring_cli.ls_rows(session)  # scheduled_at: the next occurrence
     if as_json:
         print_json(rows)
     else:
@@ -143,6 +161,8 @@ def show(state: State, name: str, as_json: bool) -> None:
         mailer campaign show dec-2026
     """
     project = state.project
+    if recurring_cli.show(project, name, as_json):
+        return
     with session_scope(project.engine) as session:
         campaign = get_campaign(session, name)
         figures = campaign_figures(session, campaign, rate=project.settings.delivery.rate)
@@ -433,6 +453,8 @@ def _simple(verb: str, to: CampaignState, example: str, doc: str) -> None:
     @pass_state
     def cmd(state: State, name: str, as_json: bool) -> None:
         project = state.project
+        if recurring_cli.change(project, name, to, as_json):
+            return
         with session_scope(project.engine) as session:
             campaign = get_campaign(session, name)
             transition(campaign, to, reason="paused by hand" if to == "paused" else None)
@@ -474,7 +496,9 @@ _simple("pause", CampaignState.PAUSED, "mailer campaign pause dec-2026",
 _simple("resume", CampaignState.SENDING, "mailer campaign resume dec-2026",
         "Resume a paused campaign: `mailer run` (or `campaign send`) continues it.")
 _simple("cancel", CampaignState.CANCELLED, "mailer campaign cancel dec-2026",
-        "Cancel a campaign: whatever was not sent yet never will be.")
+        "Cancel a campaign: whatever was not sent yet never will be. A recurring "
+        "campaign makes no more occurrences (those made already are campaigns of their "
+        "own).")
 
 
 @click.command("run")
@@ -511,6 +535,7 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
         n = result.notices
         lines.append(f"Confirmation, welcome and export mails: {n['sent']} sent, "
                      f"{n['deferred']} deferred, {n['failed']} failed, {n['skipped']} skipped.")
+    lines += result.recurring
     lines += [f"{slug}: started (it was scheduled)" for slug in result.started]
     for slug, figures in result.campaigns.items():
         if any(figures[k] for k in ("sent", "deferred", "failed", "bounced", "skipped")):

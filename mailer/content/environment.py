@@ -9,12 +9,16 @@ filter is the deliberate way to say what a missing field becomes:
 
     {{ subscriber.first_name | default("Beste lezer") }}
 
+One filter of our own: `date`, a date written with a strftime format,
+`{{ campaign.date | date("%V") }}` (the ISO week number), `date("%d-%m-%Y")`.
+
 HTML templates (`*.html.j2`, `*.html`) are autoescaped, text templates are not. Templates
 receive plain data (dicts, strings, numbers), never ORM objects.
 """
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,7 @@ from jinja2 import (
     Template,
     TemplateError,
     TemplateNotFound,
+    TemplateRuntimeError,
     TemplateSyntaxError,
     UndefinedError,
 )
@@ -63,9 +68,16 @@ def _autoescape(name: str | None) -> bool:
     return name is not None and name.endswith((".html.j2", ".html", ".htm"))
 
 
+def _date(value: Any, format: str = "%Y-%m-%d") -> str:
+    """The `date` filter: a date (or date and time) in a strftime format."""
+    if not isinstance(value, date):
+        raise TemplateRuntimeError(f"date: {value!r} is not a date")
+    return value.strftime(format)
+
+
 def make_environment(folder: Path | None = None) -> MailEnvironment:
     """A sandboxed, strict environment loading templates from `folder`."""
-    return MailEnvironment(
+    env = MailEnvironment(
         loader=FileSystemLoader(str(folder)) if folder is not None else None,
         undefined=StrictUndefined,
         autoescape=_autoescape,
@@ -73,6 +85,8 @@ def make_environment(folder: Path | None = None) -> MailEnvironment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.filters["date"] = _date
+    return env
 
 
 def _where(template: Template | None, exc: Exception) -> str:

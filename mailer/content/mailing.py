@@ -25,7 +25,7 @@ Template data (plain values only):
     org         the organisation from mailer.toml
     t           the built-in texts in the recipient's language
     list        name, slug, language
-    campaign    slug, title
+    campaign    slug, title, date (a recurring occurrence's date; else the day it goes out)
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import re
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,7 @@ class CampaignInfo:
     id: int
     slug: str
     title: str
+    date: date | None = None  # `campaign.date`: an occurrence's date; None: today
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,8 @@ class Mailing:
                 "org": self._organisation, "t": texts(language, self.list.language),
                 "list": {"name": self.list.name, "slug": self.list.slug,
                          "language": self.list.language},
-                "campaign": {"slug": self.campaign.slug, "title": self.campaign.title}}
+                "campaign": {"slug": self.campaign.slug, "title": self.campaign.title,
+                             "date": self.campaign.date or date.today()}}
             env, name = self._env, self.sources.name
             html = prerender_constants(env, self.sources.html, name, constants)
             text_name = self.sources.text_name

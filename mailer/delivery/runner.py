@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from mailer.automation.recurring import campaign_date, materialize
 from mailer.content.mailing import CampaignInfo, Mailing
 from mailer.content.tracking import tracked_sources
 from mailer.db import session_scope
@@ -141,6 +142,7 @@ def recipe_for(project: Project, campaign: Campaign) -> MailingRecipe:
     with session_scope(project.engine) as session:
         lists = {ml.id: list_info(ml) for ml in session.exec(select(MailingList).where(
             MailingList.id.in_(campaign.list_ids)))}  # type: ignore[union-attr]
+        day = campaign_date(session, campaign)  # campaign.date in the templates
     sending = settings.sending
     # a missing selector or a bad key file is said here, before any helper starts
     check = dkim_signers(settings, "check.invalid")
@@ -148,7 +150,7 @@ def recipe_for(project: Project, campaign: Campaign) -> MailingRecipe:
     return MailingRecipe(
         sources=snapshot_sources(campaign),
         subject=(campaign.snapshot or {}).get("subject", campaign.subject),
-        campaign=CampaignInfo(campaign.id or 0, campaign.slug, campaign.title),
+        campaign=CampaignInfo(campaign.id or 0, campaign.slug, campaign.title, day),
         lists=lists, organisation=settings.organisation.model_dump(),
         public_url=settings.public_url, token_keys=(current, tuple(previous)),
         sending_domain=sending.domain, bounce_domain=sending.bounce_domain,
@@ -246,6 +248,7 @@ class RunSummary:
     returns: dict[str, Any] = field(default_factory=dict)  # what the return sources held
     returns_error: str | None = None  # a return source that could not be read
     purged: dict[str, int] = field(default_factory=dict)  # retention, once a day
+    recurring: list[str] = field(default_factory=list)  # occurrences made (or missed)
 
     @property
     def idle(self) -> bool:
@@ -269,6 +272,9 @@ def run_due(project: Project, *, max_seconds: float | None = None,
         if project.settings.feedback.sources:
             _read_returns(project, result, deadline)
         _purge_daily(project, result)
+        # Recurring campaigns: the dated campaign of each due occurrence, scheduled now
+        # for its time, so the start rules below start it like any scheduled one.
+        result.recurring = [o.describe() for o in materialize(project, utcnow())]
         with session_scope(project.engine) as session:
             due = session.exec(select(Campaign).where(
                 Campaign.state == CampaignState.SCHEDULED,

@@ -84,5 +84,15 @@ INVENTORY: dict[str, dict[str, Kind]] = {
     "link_click": {  # a campaign's links and their clicks, counted for all together
         "campaign_id": "none", "link_index": "none", "url": "none", "clicks": "none",
     },
+    "recurring_campaign": {  # a campaign sent on a schedule: its definition, no person
+        "id": "none", "slug": "none", "title": "none", "template": "none", "subject": "none",
+        "list_ids": "none", "segment": "none", "cron": "none", "timezone": "none",
+        "state": "none", "next_local": "none", "next_at": "none", "created_at": "none",
+        "updated_at": "none",
+    },
+    "recurring_occurrence": {  # which dated campaign each occurrence became, or why not
+        "recurring_id": "none", "local_time": "none", "due_at": "none",
+        "campaign_id": "none", "outcome": "none", "note": "none", "created_at": "none",
+    },
     "alembic_version": {"version_num": "none"},
 }

@@ -1,0 +1,1 @@
+"""What the engine sends by itself, on a schedule: recurring campaigns (`recurring`)."""
