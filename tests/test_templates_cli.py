@@ -224,3 +224,28 @@ def test_errors_name_the_users_file_and_line_never_an_internal_name(run, project
     assert "(partials/groet.html.j2, line 2)" in result.output
     for internal in ("text.txt.j2", "subject.txt.j2"):
         assert internal not in result.output
+
+
+def test_a_failure_at_send_time_names_the_users_file_and_line(run, project):
+    """A field read only in a branch that depends on a value passes the check (the first
+    member of the group does not take the branch) and fails for the member who does:
+    that delivery fails, naming the user's file and line (not the prepared template's),
+    and the others are sent."""
+    (project / "templates" / "wijk.html.j2").write_text(GREETING.replace(
+        "<p>Dag", '{% if subscriber.attributes.Gemeente == "Gent" %}<p>{{ '
+                  'subscriber.attributes.wijk }}</p>{% endif %}\n<p>Dag'))
+    csv = project / "members.csv"
+    csv.write_text("email,first_name,Gemeente\na@example.be,Anneke,Antwerpen\n"
+                   "b@example.be,Bart,Gent\n")
+    assert run("subscribers", "import", str(csv), "--list", "nieuwsbrief", "--consent",
+               "test", "--confirmed").exit_code == 0
+    assert run("campaign", "create", "dec", "--list", "nieuwsbrief", "--template",
+               "templates/wijk.html.j2", "--subject", "Nieuws").exit_code == 0
+    assert run("campaign", "send", "dec", "--yes").exit_code == 0
+    rows = {r["email"]: r for r in json.loads(run("campaign", "deliveries", "dec",
+                                                  "--json").stdout)}
+    assert rows["a@example.be"]["state"] == "sent"
+    assert rows["b@example.be"]["state"] == "failed"
+    assert rows["b@example.be"]["last_reply"].startswith(
+        "template: wijk.html.j2, line 3: ")
+    assert "wijk" in rows["b@example.be"]["last_reply"]

@@ -25,7 +25,7 @@ the name is used is found in the user's own files with Jinja's parser (`locate`)
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
@@ -38,7 +38,7 @@ from mailer.content.texts import LANGUAGES
 from mailer.tokens import MessageToken
 
 __all__ = ["CLIP_BYTES", "Audience", "Finding", "check", "group_audience", "locate",
-           "refuse_errors"]
+           "locate_name", "refuse_errors"]
 
 CLIP_BYTES = 102 * 1024  # Gmail shows "[Message clipped]" past this much HTML
 NEAR_CLIP_BYTES = 80 * 1024
@@ -149,21 +149,23 @@ def _dotted(node: nodes.Node) -> str | None:
     return None
 
 
-def _lines(ast: nodes.Template, dotted: str) -> list[int]:
+def _lines(ast: nodes.Template, wanted: Callable[[str], bool]) -> list[int]:
     found = {n.lineno for n in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Name))
-             if _dotted(n) == dotted}
+             if (dotted := _dotted(n)) is not None and wanted(dotted)}
     return sorted(found)
 
 
-def locate(sources: TemplateSources, subject: str, dotted: str) -> list[str]:
-    """Where the template reads `dotted` (e.g. `subscriber.first_name`), in the user's
-    own files: "the subject", "newsletter.html.j2, line 5", also in the layout and
-    partials the template extends or includes. Empty when the files are not at hand (a
-    campaign's frozen snapshot)."""
+def locate(sources: TemplateSources, subject: str | None, dotted: str | None,
+           wanted: Callable[[str], bool] | None = None) -> list[str]:
+    """Where the template reads `dotted` (e.g. `subscriber.first_name`), or any name
+    `wanted` accepts, in the user's own files: "the subject", "newsletter.html.j2, line
+    5", also in the layout and partials the template extends or includes. Empty when the
+    files are not at hand (a campaign's frozen snapshot)."""
+    wanted = wanted or (lambda name: name == dotted)
     env = make_environment(sources.folder)
     places: list[str] = []
     try:
-        if _lines(env.parse(subject), dotted):
+        if subject is not None and _lines(env.parse(subject), wanted):
             places.append(SUBJECT_NAME)
     except TemplateError:
         pass
@@ -182,9 +184,16 @@ def locate(sources: TemplateSources, subject: str, dotted: str) -> list[str]:
             ast = env.parse(env.loader.get_source(env, name)[0], name)  # type: ignore[union-attr]
         except (TemplateError, OSError):
             continue
-        places += [f"{name}, line {line}" for line in _lines(ast, dotted)]
+        places += [f"{name}, line {line}" for line in _lines(ast, wanted)]
         todo += [n for n in meta.find_referenced_templates(ast) if n]
     return places
+
+
+def locate_name(sources: TemplateSources, name: str) -> list[str]:
+    """Where the template (not the subject) reads a name whose last part is `name`: what
+    a render error at send time knows ("'dict object' has no attribute 'wijk'")."""
+    return locate(sources, None, None,
+                  lambda dotted: dotted == name or dotted.endswith(f".{name}"))
 
 
 def _at(sources: TemplateSources, subject: str, dotted: str) -> str:

@@ -286,7 +286,29 @@ class Mailing:
                                   values=values)
         subject = variant.subject(data)
         data["subject"] = subject
-        return Rendered(subject, variant.text(data), variant.html(data))
+        try:
+            return Rendered(subject, variant.text(data), variant.html(data))
+        except TemplateProblem as exc:
+            raise self._in_user_files(exc) from None
+
+    def _in_user_files(self, exc: TemplateProblem) -> TemplateProblem:
+        """A render error of the prepared template (flattened and inlined: its line
+        numbers are not the user's), said with the user's own file and line where the
+        name it is about is read."""
+        from mailer.content.lint import locate_name
+
+        for prepared in (self.sources.name, self.sources.text_name):
+            found = re.match(rf"{re.escape(prepared)}(?:, line \d+)?: (.*)", str(exc),
+                             re.S)
+            if found:
+                break
+        else:
+            return exc
+        reason = found[1]
+        name = re.search(r"has no attribute '([^']+)'|'([^']+)' is undefined", reason)
+        places = locate_name(self.sources, name[1] or name[2]) if name else []
+        return TemplateProblem(f"{'; '.join(places) or self.sources.name}: {reason}",
+                               hint=exc.hint)
 
     def token(self, recipient: Recipient, *, now: datetime | None = None) -> MessageToken:
         return self._tokens.message_token(recipient.subscriber_id, self.list.id,

@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -169,7 +170,9 @@ def start_campaign(session: Session, campaign: Campaign, sources: TemplateSource
     Returns the number of deliveries queued. One transaction with the caller's."""
     transition(campaign, S.SENDING)
     campaign.snapshot = {"name": sources.name, "html": sources.html, "text": sources.text,
-                         "subject": campaign.subject}
+                         "subject": campaign.subject,
+                         # where the files were: a render error names the user's line
+                         "folder": str(sources.folder) if sources.folder else None}
     now = utcnow()
     table = Delivery.__table__  # type: ignore[attr-defined]
     conn = session.connection()
@@ -202,7 +205,9 @@ def start_campaign(session: Session, campaign: Campaign, sources: TemplateSource
 
 def snapshot_sources(campaign: Campaign) -> TemplateSources:
     snap = campaign.snapshot or {}
-    return TemplateSources(snap["name"], snap["html"], snap["text"])
+    folder = snap.get("folder")
+    return TemplateSources(snap["name"], snap["html"], snap["text"],
+                           Path(folder) if folder else None)
 
 
 @dataclass
