@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from mailer.automation.recurring import Schedule, materialize
-from mailer.models import TEST_CLOCK
+from mailer.models import TEST_CLOCK, RecurringCampaign
 from mailer.project import Project
 from tests.support.smtpserver import SmtpServer
 from tests.test_delivery import TEMPLATE, configure, mailer, people
@@ -349,3 +349,25 @@ def test_campaign_date_is_the_day_a_campaign_is_scheduled_for(run, project, smtp
     wrong = run("campaign", "create", "fout", "--list", "nieuwsbrief", "--template",
                 TEMPLATE, "--subject", "{{ campaign.title | date('%V') }}")
     assert wrong.exit_code == 1 and "is not a date" in wrong.stderr
+
+
+def test_an_occurrence_that_cannot_be_made_is_said_and_the_others_go_out(
+        run, project, smtp, monkeypatch):
+    configure(monkeypatch, smtp)
+    people(run, project, 1)
+    at(monkeypatch, "2026-12-02T12:00:00+00:00")
+    recurring(run, "weekly", "0 9 * * MON")
+    recurring(run, "kapot", "0 9 * * MON", subject="Kapot")
+    instance = Project.load()
+    with instance.engine.begin() as conn:  # a definition the engine can no longer use
+        conn.execute(sa.update(RecurringCampaign).where(RecurringCampaign.slug == "kapot")
+                     .values(list_ids=[]))
+    instance.close()
+    at(monkeypatch, "2026-12-07T08:00:10+00:00")
+    for _ in range(2):  # said at every run, never recorded as done
+        result = run("run")
+        assert result.exit_code == 0, result.output
+        assert "Warning: kapot: the occurrence of 2026-12-07 09:00 Europe/Brussels cannot " \
+               "be made now (A campaign needs at least one list" in result.stderr
+    assert subjects(smtp) == ["Week 50"]
+    assert json.loads(run("campaign", "show", "kapot", "--json").stdout)["occurrences"] == []

@@ -36,7 +36,7 @@ from sqlmodel import Session, select
 
 from mailer.db import session_scope
 from mailer.delivery.campaigns import create_campaign, transition
-from mailer.errors import InvalidInput
+from mailer.errors import InvalidInput, MailerError
 from mailer.models import (
     AuditLog,
     Campaign,
@@ -195,11 +195,14 @@ class Occurrence:
     due_at: datetime
     campaign: str | None  # the dated campaign made, or None when skipped
     late: timedelta | None  # found this long after its time (missed), else None
-    note: str | None = None  # why it was skipped
+    note: str | None = None  # why it was skipped (or could not be made)
+    failed: bool = False  # not made, not recorded: the next run tries again
 
     def describe(self) -> str:
         """One line for `mailer run` (missed or skipped ones only say more)."""
         when = f"{self.local_time.replace('T', ' ')} {self.timezone}"
+        if self.failed:
+            return f"Warning: {self.recurring}: the occurrence of {when} {self.note}."
         if self.campaign and not self.late:
             return f"{self.recurring}: {self.campaign} made for {when}"
         if self.campaign:
@@ -223,8 +226,23 @@ def materialize(project: Project, now: datetime) -> list[Occurrence]:
             .order_by(RecurringCampaign.next_at, RecurringCampaign.id)).all()
     done: list[Occurrence] = []
     for recurring_id in due:
-        done.extend(_occurrences(project, recurring_id, now, policy))
+        try:
+            for occurrence in _occurrences(project, recurring_id, now, policy):
+                done.append(occurrence)
+        except MailerError as exc:  # said, tried again next run; the others go on
+            done.append(_failed(project, recurring_id, str(exc)))
     return done
+
+
+def _failed(project: Project, recurring_id: int, why: str) -> Occurrence:
+    with session_scope(project.engine) as session:
+        row = session.get(RecurringCampaign, recurring_id)
+        assert row is not None and row.next_at is not None
+        return Occurrence(recurring=row.slug, local_time=row.next_local or "",
+                          timezone=row.timezone, due_at=row.next_at, campaign=None,
+                          late=None, failed=True,
+                          note=f"cannot be made now ({why}); the next `mailer run` tries "
+                               "again")
 
 
 def _occurrences(project: Project, recurring_id: int, now: datetime,
