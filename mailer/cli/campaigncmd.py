@@ -511,8 +511,9 @@ _simple("cancel", CampaignState.CANCELLED, "mailer campaign cancel dec-2026",
 @pass_state
 def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
         as_json: bool) -> None:
-    """The cron entry point: start scheduled campaigns that are due, send what is due
-    (retries included), stop before the next minute. Exits 0 when there is nothing to
+    """The cron entry point: make the due occurrences of recurring campaigns, start
+    scheduled campaigns that are due, send what is due (retries included), stop before
+    the next minute. Exits 0 when there is nothing to
     do, and when another `mailer run` is still busy.
 
     \b
