@@ -93,7 +93,8 @@ def test_fast_path_agrees_with_the_library(raw):
 @pytest.mark.parametrize("raw, utf8", [
     ("an@example.be", False),
     ("Chloë@example.be", True),
-    ("x@xn--mller-kva.de", True),  # kept as müller.de, and sent so
+    ("x@xn--mller-kva.de", False),  # kept as müller.de, sent as xn--mller-kva.de
+    ("jürgen@müller.de", True),
     ("o'brien+news@example.ie", False),
 ])
 def test_needs_smtputf8(raw, utf8):

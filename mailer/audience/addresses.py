@@ -9,9 +9,10 @@ non-ASCII local parts, internationalised domains, over-long addresses) goes thro
 library whole. tests/test_addresses.py proves both paths agree with the library.
 
 An address with a non-ASCII character (`chloë@example.be`, `an@müller.de`) is valid and
-kept as written (NFC): it is sent with SMTPUTF8 (RFC 6531), which most large mailbox
-providers and relays offer but not every one; `needs_smtputf8` tells them apart, so an
-import can count and name them.
+kept as written (NFC). A non-ASCII domain goes out in its xn-- form, through any relay; a
+non-ASCII local part only with SMTPUTF8 (RFC 6531), which most large mailbox providers and
+relays offer but not every one; `needs_smtputf8` tells them apart, so an import can count
+and name them.
 
 Addresses are normalised to lower case entirely: local parts are case-insensitive in
 practice everywhere, and an address must not be subscribed twice as An@ and an@.
@@ -75,6 +76,6 @@ def normalise_address(raw: str) -> str:
 
 def needs_smtputf8(address: str) -> bool:
     """Whether a (normalised) address goes out only through a relay that offers SMTPUTF8:
-    any character outside ASCII, in the local part (`chloë@`) or in the domain, which is
-    sent as written (UTF-8) rather than as its xn-- form."""
-    return not address.isascii()
+    a character outside ASCII in the local part (`chloë@`). A domain outside ASCII
+    (`an@müller.de`) needs no SMTPUTF8: the sender writes it in its xn-- form."""
+    return not address.rpartition("@")[0].isascii()
