@@ -71,6 +71,8 @@ def test_a_daily_time_in_the_skipped_and_the_repeated_hour_happens_once_a_day():
         datetime(2026, 3, 28, 1, 30, tzinfo=UTC), datetime(2026, 3, 29, 1, 30, tzinfo=UTC),
         datetime(2026, 3, 30, 0, 30, tzinfo=UTC), datetime(2026, 3, 31, 0, 30, tzinfo=UTC)]
     assert schedule.due(walls[1]).astimezone(BRUSSELS).hour == 3  # 03:30 summer time
+    # Made at 03:20 summer time that night, the 02:30 still to come is the first.
+    assert schedule.first_after(datetime(2026, 3, 29, 1, 20, tzinfo=UTC)) == walls[1]
     autumn = schedule.after(datetime(2026, 10, 24, 3, 0))
     assert schedule.due(autumn) == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # 02:30 CEST
     # At 02:45 winter time (after the second 02:30) the next one is the next day's.

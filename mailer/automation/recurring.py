@@ -92,9 +92,12 @@ class Schedule:
         return croniter(self.cron, wall).get_next(datetime)
 
     def first_after(self, now: datetime) -> datetime:
-        """The first occurrence (a wall time) due after the instant `now`."""
-        wall = self.after(now.astimezone(self.zone).replace(tzinfo=None))
-        while self.due(wall) <= now:  # the autumn hour: the wall time came round again
+        """The first occurrence (a wall time) due after the instant `now`. The search
+        starts three hours of wall time back: around a DST change the wall time now
+        says little (at 03:20 summer time, 02:30 of that night is still to come)."""
+        wall = self.after(now.astimezone(self.zone).replace(tzinfo=None)
+                          - timedelta(hours=3))
+        while self.due(wall) <= now:
             wall = self.after(wall)
         return wall
 
