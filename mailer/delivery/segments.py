@@ -7,11 +7,12 @@ Each condition is `FIELD OPERATOR VALUE`; a campaign's conditions must all hold.
     attributes.Gemeente != Gent      the same, spelled out
     email ends with @example.be
     first_name is set
+    infix = van                      the Dutch tussenvoegsel ("van der" in Jan van der Berg)
     lid_sinds < 2020                 numbers compare as numbers
     interesses contains fietsen      text contains (case-insensitive), or list contains
 
-Fields: email, first_name, last_name, language, or any attribute. Operators: `=`, `!=`,
-`<`, `<=`, `>`, `>=`, `contains`, `starts with`, `ends with`, `is set`, `is not set`.
+Fields: email, first_name, infix, last_name, language, or any attribute. Operators: `=`,
+`!=`, `<`, `<=`, `>`, `>=`, `contains`, `starts with`, `ends with`, `is set`, `is not set`.
 Text comparisons ignore case. Conditions are parsed when the campaign is created (a typo
 is an error then, not at send time) and evaluated in Python on each member: never SQL
 from the user.
@@ -28,7 +29,7 @@ from mailer.errors import InvalidInput
 
 __all__ = ["Condition", "matches", "parse_condition", "parse_segment"]
 
-FIELDS = ("email", "first_name", "last_name", "language")
+FIELDS = ("email", "first_name", "infix", "last_name", "language")
 _OPERATORS = ("is not set", "is set", "starts with", "ends with", "contains", "!=", "<=",
               ">=", "=", "<", ">")
 _PATTERN = re.compile(
@@ -111,7 +112,8 @@ def _test(condition: Condition, actual: Any) -> bool:
 
 
 def matches(conditions: list[Condition], person: dict[str, Any]) -> bool:
-    """Whether a member (email, first_name, last_name, language, attributes) is in."""
+    """Whether a member (email, first_name, infix, last_name, language, attributes) is
+    in."""
     for condition in conditions:
         if condition.field.startswith("attributes."):
             actual = (person.get("attributes") or {}).get(condition.field[len("attributes."):])
