@@ -257,7 +257,6 @@ class ImportSettings(_Section):
     """Defaults for CSV imports."""
 
     default_language: Literal["nl", "en"] = "nl"
-    check_deliverability: bool = False  # DNS look-ups per domain: off, the network is slow
 
 
 class Secrets(BaseModel):

@@ -16,16 +16,16 @@ from sqlmodel import Session
 
 from mailer.config import Sending, Settings
 from mailer.content.dkim import Signer as DkimSigner
-from mailer.content.dkim import load_key
 from mailer.content.lint import Finding, check, group_audience, refuse_errors
 from mailer.content.mailing import CampaignInfo, ListInfo, Mailing, Recipient, load_sources
+from mailer.delivery.rendering import key_files, load_keys, recipe_from
 from mailer.errors import InvalidInput
 from mailer.models import Campaign, MailingList, Subscriber
 from mailer.project import Project
 
-__all__ = ["audience", "check_campaign", "check_identity", "checked_mailing", "dkim_keys",
-           "dkim_signers", "list_info", "make_mailing", "recipient", "resolve_template",
-           "sample_recipient", "stand_in"]
+__all__ = ["audience", "check_campaign", "check_identity", "checked_mailing", "dkim_signers",
+           "list_info", "make_mailing", "recipient", "resolve_template", "sample_recipient",
+           "stand_in"]
 
 
 def list_info(row: MailingList) -> ListInfo:
@@ -190,31 +190,19 @@ def resolve_template(settings: Settings, path: str) -> tuple[Path, str]:
                        hint=f"Templates live in {settings.templates_path}.")
 
 
-def dkim_keys(settings: Settings) -> tuple[tuple[str, str], ...]:
-    """(key file, selector) of every configured DKIM key ([sending] dkim_keys and the
-    older dkim_key/dkim_selector), the files resolved against the project."""
-    return tuple((str(settings.path(k.key)), k.selector)
-                 for k in settings.sending.signing_keys())
-
-
 def dkim_signers(settings: Settings, domain: str) -> tuple[DkimSigner, ...]:
     """A signer per configured key (none: messages go unsigned); each key file is loaded
     and checked (readable by its owner only) here."""
-    return tuple(DkimSigner(load_key(Path(path)), domain=domain, selector=selector)
-                 for path, selector in dkim_keys(settings))
+    return tuple(DkimSigner(key, domain=domain, selector=selector)
+                 for key, selector in load_keys(key_files(settings)))
 
 
 def make_mailing(project: Project, *, template: str, subject: str,
                  mailing_list: MailingList, campaign: CampaignInfo) -> Mailing:
-    """A Mailing for `template` (a path as typed) sent to `mailing_list`."""
-    settings = project.settings
-    folder, name = resolve_template(settings, template)
+    """A Mailing for `template` (a path as typed) sent to `mailing_list`, made the way
+    a send makes its own (mailer/delivery/rendering.py)."""
     info = list_info(mailing_list)
-    domain = (settings.sending.domain or info.from_address.rpartition("@")[2]).lower()
-    return Mailing(
-        sources=load_sources(folder, name), subject=subject, mailing_list=info,
-        campaign=campaign, organisation=settings.organisation.model_dump(),
-        public_url=settings.public_url, tokens=project.signer, domain=domain,
-        bounce_domain=settings.sending.bounce_domain,
-        feedback_sender=settings.sending.feedback_id or settings.project,
-        dkim=dkim_signers(settings, domain))
+    recipe = recipe_from(project.settings, subject=subject, campaign=campaign,
+                         sources=load_sources(*resolve_template(project.settings, template)),
+                         lists=[info])
+    return recipe.mailing_for()(info.id)

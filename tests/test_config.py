@@ -22,11 +22,11 @@ def test_found_in_current_folder_then_env_then_explicit(folder, tmp_path, monkey
 def test_environment_overrides_top_level_and_table_keys(folder, monkeypatch):
     monkeypatch.setenv("MAILER_PUBLIC_URL", "https://nieuws.example.be")
     monkeypatch.setenv("MAILER_ORGANISATION__NAME", "Andere vzw")
-    monkeypatch.setenv("MAILER_IMPORT__CHECK_DELIVERABILITY", "true")
+    monkeypatch.setenv("MAILER_IMPORT__DEFAULT_LANGUAGE", "en")
     settings = load_settings()
     assert settings.public_url == "https://nieuws.example.be"
     assert settings.organisation.name == "Andere vzw"
-    assert settings.imports.check_deliverability is True
+    assert settings.imports.default_language == "en"
 
 
 def test_relative_sqlite_path_is_relative_to_the_config_file(folder, tmp_path, monkeypatch):
@@ -82,6 +82,30 @@ def test_config_show_masks_every_secret(folder, monkeypatch):
         for value in (secret, hash_key, "hunter2-smtp"):
             assert value not in result.output
         assert "smtp_password" in result.output and "********" in result.output
+
+
+def test_config_show_masks_a_password_written_into_a_url(folder, monkeypatch):
+    """A password typed into database_url or a transport URL (the latter is refused when
+    sending, but shown here first) is masked like the secrets."""
+    monkeypatch.setenv("MAILER_DATABASE_URL", "postgresql://news:db-pass-123@db.example.be/news")
+    monkeypatch.setenv("MAILER_DELIVERY__TRANSPORT", "smtp://mailer:relay-pass-456@relay:587")
+    for args in (["config", "show"], ["config", "show", "--json"]):
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert "db-pass-123" not in result.output and "relay-pass-456" not in result.output
+        assert "postgresql://news:****@db.example.be/news" in result.output
+        assert "smtp://mailer:****@relay:587" in result.output
+
+
+def test_a_setting_that_was_removed_is_named(folder):
+    """`[import] check_deliverability` was never read, and is gone: a file that still
+    has it is told so in one line."""
+    config = folder / "mailer.toml"
+    config.write_text(config.read_text().replace("[import]\n",
+                                                 "[import]\ncheck_deliverability = false\n"))
+    result = CliRunner().invoke(cli, ["config", "show"], catch_exceptions=False)
+    assert result.exit_code == 1 and "check_deliverability" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_previous_secret_keys_from_file_or_environment(folder, monkeypatch):

@@ -568,7 +568,7 @@ def test_two_overlapping_runs_send_each_message_once(run, project, smtp, monkeyp
     configure(monkeypatch, smtp, rate=100, connections=4)
     addresses = people(run, project, 60)
     create(run)
-    assert run("campaign", "schedule", "dec", "--at", "2020-01-01 09:00").exit_code == 0
+    assert run("campaign", "schedule", "dec", "--at", "2020-01-01 09:00", "--yes").exit_code == 0
     smtp.hold_data()  # the run that gets the lock cannot finish before the other tried
     runs = [mailer("run", "--json") for _ in range(2)]
     wait_for(lambda: smtp.held and [p for p in runs if p.poll() is not None],
@@ -598,7 +598,7 @@ def test_sigkill_at_random_moments_never_doubles_and_never_drops(run, project, s
     configure(monkeypatch, smtp, rate=20, burst=20, connections=connections)
     addresses = people(run, project, 400)
     create(run)
-    assert run("campaign", "schedule", "dec", "--at", "2020-01-01 09:00").exit_code == 0
+    assert run("campaign", "schedule", "dec", "--at", "2020-01-01 09:00", "--yes").exit_code == 0
     rng = random.Random(20261123)
     in_flight: list[int] = []  # deliveries left "sending" by each kill
     for kill in range(1, kills + 1):
@@ -715,7 +715,7 @@ def test_mailer_run_starts_due_campaigns_and_is_quiet_with_nothing_to_do(run, pr
     assert result.exit_code == 0 and result.output == ""
     create(run)
     create(run, "later")
-    assert run("campaign", "schedule", "dec", "--at", "2020-01-01 09:00").exit_code == 0
+    assert run("campaign", "schedule", "dec", "--at", "2020-01-01 09:00", "--yes").exit_code == 0
     assert run("campaign", "schedule", "later", "--at", "2099-01-01 09:00", "--tz",
                "Europe/Amsterdam").exit_code == 0
     result = run("run", "--json")
@@ -884,3 +884,96 @@ def test_marks_are_committed_durably_and_nothing_else_pays_for_it(run, project, 
         assert levels == {"mark": {"2"}, "read": {"1"}}
     else:  # on for the marks even though the test server's default is off
         assert levels["mark"] == {"on"}
+
+
+def test_a_schedule_in_the_past_is_refused_unless_said(run, project, smtp, monkeypatch):
+    """`mailer run` would start it at once: one clear line and the way to say so."""
+    configure(monkeypatch, smtp)
+    people(run, project, 2)
+    create(run)
+    result = run("campaign", "schedule", "dec", "--at", "2020-01-01 09:00")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "2020-01-01 09:00 CET is in the past" in result.output and "--yes" in result.output
+    assert json.loads(run("campaign", "show", "dec", "--json").stdout)["state"] == "draft"
+    assert run("campaign", "schedule", "dec", "--at", "2099-01-01 09:00").exit_code == 0
+    result = run("campaign", "schedule", "dec", "--at", "2020-06-01 09:00")  # moved back
+    assert result.exit_code == 1 and "in the past" in result.output
+    shown = json.loads(run("campaign", "show", "dec", "--json").stdout)
+    assert shown["state"] == "scheduled" and shown["scheduled_at"].startswith("2099-01-01")
+    result = run("campaign", "schedule", "dec", "--at", "2020-06-01 09:00", "--yes")
+    assert result.exit_code == 0, result.output
+    assert json.loads(run("campaign", "show", "dec", "--json").stdout)[
+        "scheduled_at"].startswith("2020-06-01")
+    assert smtp.messages() == []
+
+
+def test_a_due_campaign_that_cannot_start_is_said_and_the_others_start(run, project, smtp,
+                                                                      monkeypatch):
+    """`mailer run` applies the start rules of `campaign send`: a scheduled campaign
+    that nobody would get is not started (nor 'sent' to nobody); it is reported, stays
+    scheduled, the run exits 1, and the other due campaigns start."""
+    configure(monkeypatch, smtp)
+    people(run, project, 3)
+    create(run, "nobody", "--where", "language = fr")
+    create(run)
+    for name in ("nobody", "dec"):
+        result = run("campaign", "schedule", name, "--at", "2020-01-01 09:00", "--yes")
+        assert result.exit_code == 0, result.output
+    result = run("run", "--json")
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert summary["started"] == ["dec"] and summary["finished"] == ["dec"]
+    assert "Nobody would get nobody" in summary["not_started"]["nobody"]
+    assert len(smtp.messages()) == 3
+    shown = json.loads(run("campaign", "show", "nobody", "--json").stdout)
+    assert shown["state"] == "scheduled" and shown["total"] == 0
+    result = run("run")
+    assert result.exit_code == 1
+    assert "nobody: not started: Nobody would get nobody" in result.output
+
+
+def test_a_send_loads_each_key_once_builds_one_transport_and_pauses_off_the_loop(
+        run, project, smtp, monkeypatch):
+    """One path through a send: starting a draft and sending it load each DKIM key file
+    once and make one transport; the sender pausing its campaign writes that from
+    another thread than the event loop's."""
+    import threading
+
+    from mailer.delivery import rendering, runner
+
+    configure(monkeypatch, smtp, connections=1)
+    keys = []
+    for selector, algorithm in (("s1", "rsa"), ("s2", "ed25519")):
+        result = run("dkim", "keygen", "--domain", "example.be", "--selector", selector,
+                     "--algorithm", algorithm, "--json")
+        assert result.exit_code == 0, result.output
+        keys.append(f"{selector}:{json.loads(result.stdout)['key_file']}")
+    monkeypatch.setenv("MAILER_SENDING__DKIM_KEYS", ",".join(keys))
+    people(run, project, 60)
+    create(run)
+    loads: list[str] = []
+    transports: list[object] = []
+    pauses: list[str] = []
+    load_key, make_transport, transition = (rendering.load_key, runner.make_transport,
+                                            runner.transition)
+    monkeypatch.setattr(rendering, "_KEYS", {})
+    monkeypatch.setattr(rendering, "load_key", lambda path: loads.append(str(path))
+                        or load_key(path))
+    monkeypatch.setattr(runner, "make_transport", lambda *a, **k: transports.append(a)
+                        or make_transport(*a, **k))
+
+    def noting(campaign, to, **kwargs):  # noqa: ANN001, ANN202
+        if to == "paused":
+            pauses.append(threading.current_thread().name)
+        return transition(campaign, to, **kwargs)
+
+    monkeypatch.setattr(runner, "transition", noting)
+    smtp.reply_to_rcpt("@example.be", 550, "5.7.1 Service unavailable, client blocked")
+    result = run("campaign", "send", "dec", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "Paused" in result.output
+    assert sorted(Path(p).name for p in loads) == sorted(  # each file once
+        Path(k.partition(":")[2]).name for k in keys)
+    assert len(transports) == 1
+    assert len(pauses) == 1 and pauses[0] != threading.main_thread().name
+    assert json.loads(run("campaign", "show", "dec", "--json").stdout)["state"] == "paused"

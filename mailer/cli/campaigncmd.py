@@ -19,11 +19,14 @@ from mailer.cli import recurring as recurring_cli
 from mailer.cli.output import err, print_json, stream_json, table
 from mailer.db import session_scope
 from mailer.delivery.campaigns import (
+    InThePast,
     audience_count,
     campaign_figures,
     create_campaign,
     deliveries,
     get_campaign,
+    plan_start,
+    schedule_campaign,
     transition,
 )
 from mailer.delivery.lock import LockBusy, run_lock
@@ -43,7 +46,6 @@ from mailer.models import (
     Campaign,
     CampaignState,
     DeliveryState,
-    MailingList,
     current_actor,
 )
 
@@ -364,62 +366,50 @@ def send(state: State, name: str, yes: bool, max_seconds: float | None, retry_un
             return
         with _progress(name, quiet or as_json) as bar:
             report, done = send_campaign(project, name, deadline=_deadline(max_seconds),
-                                         retry_unknown=retry_unknown, progress=bar)
+                                         retry_unknown=retry_unknown, progress=bar,
+                                         transport=transport)
     _watch(project, [name] if done else [])
     _report(name, report, done, as_json)
 
 
 def _start_or_continue(project: Any, name: str, *, yes: bool, as_json: bool,
                        describe: str) -> bool:
-    """Start a draft or scheduled campaign after confirmation; False if declined."""
+    """Start a draft or scheduled campaign after confirmation (the rules: plan_start);
+    False if declined."""
     with session_scope(project.engine) as session:
         campaign = get_campaign(session, name)
-        if campaign.state in (CampaignState.DRAFT, CampaignState.SCHEDULED):
-            people = audience_count(session, campaign)
-            lists = session.exec(select(MailingList).where(
-                MailingList.id.in_(campaign.list_ids))).all()  # type: ignore[union-attr]
-            sender = ", ".join(f"{ml.from_name} <{ml.from_address}>" for ml in lists)
-            if people == 0:
-                raise InvalidInput(f"Nobody would get {name}: the lists have no confirmed "
-                                   "members" + (" matching the segment"
-                                                if campaign.segment else "") + ".")
-            question = (f"Send {name} to {people:,} people on "
-                        f"{', '.join(ml.slug for ml in lists)}"
-                        + (f" (where {' and '.join(campaign.segment)})"
-                           if campaign.segment else "")
-                        + f", from {sender}, through {describe}?")
-            if not yes:
-                if not sys.stdin.isatty():
-                    raise InvalidInput(question.replace("Send", "Would send", 1),
-                                       hint="Add --yes to send without asking.")
-                if not click.confirm(question, default=False, err=True):
-                    err().print("Nothing sent.")
-                    return False
-            queued = prepare_start(project, session, campaign)
-            if not as_json:
-                err().print(f"{queued:,} deliveries queued.")
-        elif campaign.state == CampaignState.PAUSED:
-            raise InvalidInput(f"Campaign {name} is paused"
-                               + (f" ({campaign.pause_reason})" if campaign.pause_reason
-                                  else "") + ".", hint="Resume it: mailer campaign resume "
-                                                       + name)
-        elif campaign.state != CampaignState.SENDING:
-            transition(campaign, CampaignState.SENDING)  # raises with the reason
+        plan = plan_start(session, campaign)
+        if plan is None:  # sending: it goes on
+            return True
+        question = plan.question(describe)
+        if not yes:
+            if not sys.stdin.isatty():
+                raise InvalidInput(question.replace("Send", "Would send", 1),
+                                   hint="Add --yes to send without asking.")
+            if not click.confirm(question, default=False, err=True):
+                err().print("Nothing sent.")
+                return False
+        queued = prepare_start(project, session, campaign)
+        if not as_json:
+            err().print(f"{queued:,} deliveries queued.")
     return True
 
 
 @command.command("schedule")
 @click.argument("name")
-@click.option("--at", "at", required=True, help='Local date and time, "2026-12-01 09:00".')
+@click.option("--at", "at", required=True, help='Local date and time, "2026-12-18 09:00".')
 @click.option("--tz", default="Europe/Brussels", show_default=True, help="Time zone of --at.")
+@click.option("--yes", is_flag=True, help="A time in the past: do not ask, `mailer run` "
+                                          "starts it at once (scripts).")
 @_json
 @pass_state
-def schedule(state: State, name: str, at: str, tz: str, as_json: bool) -> None:
-    """Schedule a campaign: `mailer run` (cron) starts it at that time.
+def schedule(state: State, name: str, at: str, tz: str, yes: bool, as_json: bool) -> None:
+    """Schedule a campaign: `mailer run` (cron) starts it at that time. A time in the
+    past is refused (asked, on a terminal) unless --yes.
 
     \b
     Example:
-        mailer campaign schedule dec-2026 --at "2026-12-01 09:00" --tz Europe/Brussels
+        mailer campaign schedule dec-2026 --at "2026-12-18 09:00" --tz Europe/Brussels
     """
     try:
         zone = ZoneInfo(tz)
@@ -430,14 +420,20 @@ def schedule(state: State, name: str, at: str, tz: str, as_json: bool) -> None:
         when = datetime.fromisoformat(at).replace(tzinfo=zone)
     except ValueError:
         raise InvalidInput(f"Cannot read the time {at!r}.",
-                           hint='Write it as "2026-12-01 09:00".') from None
+                           hint='Write it as "2026-12-18 09:00".') from None
     project = state.project
     with session_scope(project.engine) as session:
         campaign = get_campaign(session, name)
         resolve_template(project.settings, campaign.template)
-        if campaign.state != CampaignState.SCHEDULED:
-            transition(campaign, CampaignState.SCHEDULED)
-        campaign.scheduled_at = when
+        try:
+            schedule_campaign(campaign, when, past_ok=yes)
+        except InThePast as exc:
+            if not sys.stdin.isatty():
+                raise
+            if not click.confirm(f"{exc} Schedule it anyway?", default=False, err=True):
+                err().print("Nothing scheduled.")
+                return
+            schedule_campaign(campaign, when, past_ok=True)
         session.add(campaign)
     if as_json:
         print_json({"campaign": name, "state": "scheduled", "at": when})
@@ -514,7 +510,8 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
     """The cron entry point: make the due occurrences of recurring campaigns, start
     scheduled campaigns that are due, send what is due (retries included), stop before
     the next minute. Exits 0 when there is nothing to
-    do, and when another `mailer run` is still busy.
+    do, and when another `mailer run` is still busy; 1 when a scheduled campaign that
+    is due cannot start (it says why, and stays scheduled).
 
     \b
     Example:
@@ -530,6 +527,8 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
     _watch(project, result.finished)
     if as_json:
         print_json(vars(result))
+        if result.not_started:
+            raise SystemExit(1)
         return
     lines: list[str] = []
     if any(result.notices.values()):
@@ -538,6 +537,7 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
                      f"{n['deferred']} deferred, {n['failed']} failed, {n['skipped']} skipped.")
     lines += result.recurring
     lines += [f"{slug}: started (it was scheduled)" for slug in result.started]
+    lines += [f"{slug}: not started: {why}" for slug, why in result.not_started.items()]
     for slug, figures in result.campaigns.items():
         if any(figures[k] for k in ("sent", "deferred", "failed", "bounced", "skipped")):
             lines.append(f"{slug}: {_line(figures)}"
@@ -560,6 +560,8 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
     console = err()
     for line in lines or ["Nothing to do."]:
         console.print(line, highlight=False, markup=False)
+    if result.not_started:  # a scheduled campaign that cannot start: cron must notice
+        raise SystemExit(1)
 
 
 def _deadline(max_seconds: float | None) -> float | None:

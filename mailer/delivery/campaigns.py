@@ -10,6 +10,12 @@ one `delivery` row per member, unique per (campaign, subscriber), filled by one 
 SELECT (or, with a segment, checked in Python and inserted in bulk). Editing the template
 or the lists afterwards changes nothing for this campaign. Who unsubscribes or is
 suppressed after that is still skipped: the sender checks again at send time.
+
+The rules for starting are here, once, for `campaign send` and `mailer run` alike
+(`plan_start`, `start_campaign`), and for scheduling (`schedule_campaign`): a paused
+campaign is resumed, not restarted; nobody to send to is an error, never an empty
+send; a time in the past is refused unless the caller says so (`mailer run` would
+start it at once).
 """
 
 from __future__ import annotations
@@ -44,10 +50,9 @@ from mailer.models import (
     utcnow,
 )
 
-__all__ = ["ALLOWED", "CampaignFigures", "audience_count", "audience_members",
-           "campaign_figures",
-           "create_campaign", "deliveries", "get_campaign", "snapshot_sources",
-           "start_campaign", "transition"]
+__all__ = ["ALLOWED", "CampaignFigures", "InThePast", "StartPlan", "audience_count",
+           "audience_members", "campaign_figures", "create_campaign", "deliveries", "get_campaign",
+           "plan_start", "schedule_campaign", "snapshot_sources", "start_campaign", "transition"]
 
 S = CampaignState
 ALLOWED: dict[str, set[str]] = {
@@ -63,6 +68,70 @@ _VERBS = {S.SCHEDULED: "schedule", S.SENDING: "send", S.PAUSED: "pause",
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 FINAL = (DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.BOUNCED,
          DeliveryState.SKIPPED, DeliveryState.UNKNOWN)
+
+
+class InThePast(InvalidInput):
+    """A schedule whose time has passed: `mailer run` would start the campaign at once."""
+
+
+@dataclass(frozen=True)
+class StartPlan:
+    """What starting a draft or scheduled campaign would do: the facts to confirm."""
+
+    slug: str
+    people: int
+    lists: list[str]
+    segment: list[str]
+    senders: list[str]  # "Name <address>" of each list
+
+    def question(self, through: str) -> str:
+        return (f"Send {self.slug} to {self.people:,} people on {', '.join(self.lists)}"
+                + (f" (where {' and '.join(self.segment)})" if self.segment else "")
+                + f", from {', '.join(self.senders)}, through {through}?")
+
+
+def plan_start(session: Session, campaign: Campaign) -> StartPlan | None:
+    """The rules for starting to send. None for a campaign that is sending (it goes
+    on); for a draft or scheduled one, what starting it would do; InvalidInput, with
+    the reason and the way out, for a paused, sent or cancelled one, or when nobody
+    would get it."""
+    if campaign.state == S.SENDING:
+        return None
+    if campaign.state == S.PAUSED:
+        raise InvalidInput(f"Campaign {campaign.slug} is paused"
+                           + (f" ({campaign.pause_reason})" if campaign.pause_reason else "")
+                           + ".", hint=f"Resume it: mailer campaign resume {campaign.slug}")
+    if campaign.state not in (S.DRAFT, S.SCHEDULED):
+        transition(campaign, S.SENDING)  # raises, saying why
+    people = audience_count(session, campaign)
+    if people == 0:
+        raise _nobody(campaign)
+    lists = session.exec(select(MailingList).where(
+        MailingList.id.in_(campaign.list_ids))).all()  # type: ignore[union-attr]
+    return StartPlan(slug=campaign.slug, people=people, lists=[ml.slug for ml in lists],
+                     segment=list(campaign.segment),
+                     senders=[f"{ml.from_name} <{ml.from_address}>" for ml in lists])
+
+
+def _nobody(campaign: Campaign) -> InvalidInput:
+    return InvalidInput(f"Nobody would get {campaign.slug}: the lists have no confirmed "
+                        "members" + (" matching the segment" if campaign.segment else "")
+                        + ".")
+
+
+def schedule_campaign(campaign: Campaign, when: datetime, *, past_ok: bool = False) -> None:
+    """Schedule `campaign` (a draft, or move a scheduled one) for `when`, an aware
+    time. A time that has passed raises InThePast unless `past_ok`."""
+    if campaign.state != S.SCHEDULED and S.SCHEDULED not in ALLOWED[campaign.state]:
+        transition(campaign, S.SCHEDULED)  # raises, saying why
+    if when <= utcnow() and not past_ok:
+        raise InThePast(f"{when:%Y-%m-%d %H:%M %Z} is in the past: the next `mailer run` "
+                        f"would start {campaign.slug} at once.",
+                        hint="Give a later time; or add --yes to have `mailer run` start it "
+                             f"now (or: mailer campaign send {campaign.slug}).")
+    if campaign.state != S.SCHEDULED:
+        transition(campaign, S.SCHEDULED)
+    campaign.scheduled_at = when
 
 
 def get_campaign(session: Session, slug: str) -> Campaign:
@@ -167,7 +236,11 @@ def audience_count(session: Session, campaign: Campaign) -> int:
 
 def start_campaign(session: Session, campaign: Campaign, sources: TemplateSources) -> int:
     """Freeze template and subject, fill the outbox, and set the campaign sending.
-    Returns the number of deliveries queued. One transaction with the caller's."""
+    Returns the number of deliveries queued. One transaction with the caller's, which
+    must roll back on the InvalidInput raised when nobody would get it (`plan_start`'s
+    rules, checked here too: `mailer run` starts without asking)."""
+    if campaign.state not in (S.DRAFT, S.SCHEDULED):
+        plan_start(session, campaign)  # raises, saying why
     transition(campaign, S.SENDING)
     campaign.snapshot = {"name": sources.name, "html": sources.html, "text": sources.text,
                          "subject": campaign.subject,
@@ -195,6 +268,8 @@ def start_campaign(session: Session, campaign: Campaign, sources: TemplateSource
         if queued < 0:  # a driver that does not count INSERT … SELECT: ask
             queued = conn.execute(sa.select(sa.func.count()).where(
                 table.c.campaign_id == campaign.id)).scalar_one()
+    if not queued:
+        raise _nobody(campaign)
     session.add(campaign)
     session.add(AuditLog(actor=current_actor(), action="campaign.start", detail={
         "campaign": campaign.id, "slug": campaign.slug, "lists": campaign.list_ids,

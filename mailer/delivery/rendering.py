@@ -15,6 +15,12 @@ A helper gets a `MailingRecipe`: the campaign's frozen sources and everything el
 Mailing needs, with no project, settings or database. It imports only the renderer
 (Jinja, the composer, the signer: ~30 MB, against ~95 MB for all of mailer), so two
 helpers fit beside the sender where signing is the slow part (RSA).
+
+Every Mailing of a project is made here, from a recipe (`recipe_from` turns the
+settings into one): a campaign's send, its start check and test mail, the
+confirmation and welcome mails, `templates check` and `preview`. So the sending domain
+is worked out in one place (`sending_domain`), and a process loads each DKIM key file
+once (`load_keys`), however many mailings it makes.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from mailer.content.dkim import Signer as DkimSigner
 from mailer.content.dkim import load_key
@@ -42,8 +50,12 @@ from mailer.content.mailing import (
 from mailer.delivery.orphans import exit_with_parent
 from mailer.tokens import Signer as TokenSigner
 
+if TYPE_CHECKING:
+    from mailer.config import Settings
+    from mailer.content.dkim import PrivateKey
+
 __all__ = ["Due", "InlineRenderer", "MailingRecipe", "ProcessRenderer", "Rendered",
-           "Renderer"]
+           "Renderer", "key_files", "load_keys", "recipe_from", "sending_domain"]
 
 
 @dataclass(frozen=True)
@@ -82,13 +94,13 @@ class MailingRecipe:
     def mailing_for(self) -> Callable[[int], Mailing]:
         """list id -> its Mailing, each made once, when first needed."""
         tokens = TokenSigner(self.token_keys[0], self.token_keys[1])
-        keys = [(load_key(Path(path)), selector) for path, selector in self.dkim]
+        keys = load_keys(self.dkim)
         cache: dict[int, Mailing] = {}
 
         def mailing_for(list_id: int) -> Mailing:
             if list_id not in cache:
                 ml = self.lists[list_id]
-                domain = (self.sending_domain or ml.from_address.rpartition("@")[2]).lower()
+                domain = sending_domain(self.sending_domain, ml.from_address)
                 cache[list_id] = Mailing(
                     sources=self.sources, subject=self.subject, mailing_list=ml,
                     campaign=self.campaign, organisation=self.organisation,
@@ -98,6 +110,62 @@ class MailingRecipe:
                           for key, selector in keys])
             return cache[list_id]
         return mailing_for
+
+
+def sending_domain(configured: str, from_address: str) -> str:
+    """The domain a list's messages are sent and signed as: `[sending] domain`, else
+    the domain of the list's From address."""
+    return (configured or from_address.rpartition("@")[2]).lower()
+
+
+# (path, and the file's identity: a replaced, changed or chmod-ed file is loaded anew,
+# and checked again) -> the loaded key
+_KEYS: dict[tuple[str, int, int, int, int, int], PrivateKey] = {}
+
+
+def load_keys(pairs: tuple[tuple[str, str], ...]) -> list[tuple[PrivateKey, str]]:
+    """(key, selector) for each (key file, selector): each file loaded and checked
+    (readable by its owner only) once per process, while it stays as it was."""
+    keys = []
+    for path, selector in pairs:
+        try:
+            st = os.stat(path)
+            ident = (path, st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode, st.st_uid)
+        except OSError:  # load_key says what is wrong with it
+            ident = None
+        if ident is None or ident not in _KEYS:
+            key = load_key(Path(path))
+            if ident is not None:
+                _KEYS[ident] = key
+        else:
+            key = _KEYS[ident]
+        keys.append((key, selector))
+    return keys
+
+
+def recipe_from(settings: Settings, *, sources: TemplateSources, subject: str,
+                campaign: CampaignInfo, lists: list[ListInfo]) -> MailingRecipe:
+    """The recipe for `sources` sent to `lists`, with the project's settings: the one
+    way from a project to its Mailings. The keys are loaded here (once per process), so
+    a missing or unsafe key file is said before any helper process starts."""
+    sending = settings.sending
+    current, previous = settings.secrets.signer_keys()
+    files = key_files(settings)
+    return MailingRecipe(
+        sources=sources, subject=subject, campaign=campaign,
+        lists={ml.id: ml for ml in lists}, organisation=settings.organisation.model_dump(),
+        public_url=settings.public_url, token_keys=(current, tuple(previous)),
+        sending_domain=sending.domain, bounce_domain=sending.bounce_domain,
+        feedback_sender=sending.feedback_id or settings.project,
+        dkim=files,
+        dkim_rsa=any(isinstance(key, RSAPrivateKey) for key, _ in load_keys(files)))
+
+
+def key_files(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """(key file, selector) of every configured DKIM key ([sending] dkim_keys and the
+    older dkim_key/dkim_selector), the files resolved against the project."""
+    return tuple((str(settings.path(k.key)), k.selector)
+                 for k in settings.sending.signing_keys())
 
 
 class Renderer(Protocol):

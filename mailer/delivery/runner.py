@@ -9,6 +9,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -30,18 +31,12 @@ from mailer.delivery.rendering import (
     MailingRecipe,
     ProcessRenderer,
     Renderer,
+    recipe_from,
 )
 from mailer.delivery.sender import Sender, SendReport
 from mailer.delivery.transports import Outcome, Transport, default_helo_name, make_transport
 from mailer.errors import InvalidInput, MailerError
-from mailer.messages import (
-    checked_mailing,
-    dkim_keys,
-    dkim_signers,
-    list_info,
-    recipient,
-    stand_in,
-)
+from mailer.messages import checked_mailing, list_info, recipient, stand_in
 from mailer.models import (
     Campaign,
     CampaignState,
@@ -138,25 +133,15 @@ def reopen_for_unknown(project: Project, slug: str) -> int:
 
 def recipe_for(project: Project, campaign: Campaign) -> MailingRecipe:
     """What it takes to make the campaign's messages, from its frozen snapshot."""
-    settings = project.settings
     with session_scope(project.engine) as session:
-        lists = {ml.id: list_info(ml) for ml in session.exec(select(MailingList).where(
-            MailingList.id.in_(campaign.list_ids)))}  # type: ignore[union-attr]
+        lists = [list_info(ml) for ml in session.exec(select(MailingList).where(
+            MailingList.id.in_(campaign.list_ids)))]  # type: ignore[union-attr]
         day = campaign_date(session, campaign)  # campaign.date in the templates
-    sending = settings.sending
-    # a missing selector or a bad key file is said here, before any helper starts
-    check = dkim_signers(settings, "check.invalid")
-    current, previous = settings.secrets.signer_keys()
-    return MailingRecipe(
-        sources=snapshot_sources(campaign),
-        subject=(campaign.snapshot or {}).get("subject", campaign.subject),
-        campaign=CampaignInfo(campaign.id or 0, campaign.slug, campaign.title, day),
-        lists=lists, organisation=settings.organisation.model_dump(),
-        public_url=settings.public_url, token_keys=(current, tuple(previous)),
-        sending_domain=sending.domain, bounce_domain=sending.bounce_domain,
-        feedback_sender=sending.feedback_id or settings.project,
-        dkim=dkim_keys(settings),
-        dkim_rsa=any(signer.algorithm.startswith("rsa") for signer in check))
+    return recipe_from(project.settings, sources=snapshot_sources(campaign),
+                       subject=(campaign.snapshot or {}).get("subject", campaign.subject),
+                       campaign=CampaignInfo(campaign.id or 0, campaign.slug, campaign.title,
+                                             day),
+                       lists=lists)
 
 
 def mailings_for(project: Project, campaign: Campaign) -> Callable[[int], Mailing]:
@@ -187,13 +172,30 @@ def _campaign_state(project: Project, campaign_id: int) -> Callable[[], str]:
     return state
 
 
-def _pauser(project: Project, campaign_id: int) -> Callable[[str], None]:
-    def pause(reason: str) -> None:
-        with session_scope(project.engine) as session:
-            row = session.get(Campaign, campaign_id)
+class _Pauser:
+    """The sender pausing its campaign (too many deliveries failing): called on the
+    event loop, it hands the write to a thread of its own, so the loop goes on with the
+    messages in flight (the sender stops itself meanwhile); `wait()` after the run."""
+
+    def __init__(self, project: Project, campaign_id: int) -> None:
+        self._project, self._campaign_id = project, campaign_id
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailer-pause")
+        self._writes: list[Future[None]] = []
+
+    def __call__(self, reason: str) -> None:
+        self._writes.append(self._pool.submit(self._pause, reason))
+
+    def _pause(self, reason: str) -> None:
+        with session_scope(self._project.engine) as session:
+            row = session.get(Campaign, self._campaign_id)
             if row is not None and row.state == CampaignState.SENDING:
                 transition(row, CampaignState.PAUSED, reason=reason)
-    return pause
+
+    def wait(self) -> None:
+        """Every pause written (or its error raised)."""
+        self._pool.shutdown(wait=True)
+        for write in self._writes:
+            write.result()
 
 
 def _finish_if_done(project: Project, campaign_id: int) -> bool:
@@ -214,9 +216,11 @@ def _finish_if_done(project: Project, campaign_id: int) -> bool:
 def send_campaign(project: Project, slug: str, *, deadline: float | None = None,
                   retry_unknown: bool = False,
                   progress: Callable[[SendReport], None] | None = None,
-                  limiter: RateLimiter | None = None) -> tuple[SendReport, bool]:
-    """Send what is due for a campaign that is sending. Holds no lock itself: callers
-    take `run_lock`. Returns the report and whether the campaign is now sent."""
+                  limiter: RateLimiter | None = None,
+                  transport: Transport | None = None) -> tuple[SendReport, bool]:
+    """Send what is due for a campaign that is sending, through `transport` (default:
+    the project's; the send closes it). Holds no lock itself: callers take `run_lock`.
+    Returns the report and whether the campaign is now sent."""
     with session_scope(project.engine) as session:
         campaign = get_campaign(session, slug)
         if campaign.state != CampaignState.SENDING:
@@ -227,20 +231,25 @@ def send_campaign(project: Project, slug: str, *, deadline: float | None = None,
     outbox = Outbox(project.engine, campaign.id, project.hash_key,
                     max_attempts=d.max_attempts, retry_after=d.retry_after,
                     on_rejected=_rejections(project))
+    pause = _Pauser(project, campaign.id)
     sender = Sender(outbox=outbox, renderer=_renderer(project, campaign, outbox),
-                    transport=transport_for(project),
+                    transport=transport or transport_for(project),
                     limiter=limiter or RateLimiter(_limits(project), history=_history(project)),
                     connections=d.connections, deadline=deadline,
                     pause_failure_rate=d.pause_failure_rate,
                     campaign_state=_campaign_state(project, campaign.id),
-                    pause=_pauser(project, campaign.id), progress=progress)
-    report = asyncio.run(sender.run(retry_unknown=retry_unknown))
+                    pause=pause, progress=progress)
+    try:
+        report = asyncio.run(sender.run(retry_unknown=retry_unknown))
+    finally:
+        pause.wait()
     return report, _finish_if_done(project, campaign.id)
 
 
 @dataclass
 class RunSummary:
     started: list[str] = field(default_factory=list)
+    not_started: dict[str, str] = field(default_factory=dict)  # due, but why it cannot start
     campaigns: dict[str, dict[str, Any]] = field(default_factory=dict)
     finished: list[str] = field(default_factory=list)
     stopped: str | None = None
@@ -252,7 +261,7 @@ class RunSummary:
 
     @property
     def idle(self) -> bool:
-        return not self.started and not any(self.notices.values()) \
+        return not self.started and not self.not_started and not any(self.notices.values()) \
             and not self.returns.get("read") and not self.returns_error and not any(
             c["sent"] or c["deferred"] or c["failed"] or c["bounced"] or c["skipped"]
             for c in self.campaigns.values())
@@ -275,13 +284,7 @@ def run_due(project: Project, *, max_seconds: float | None = None,
         # Recurring campaigns: the dated campaign of each due occurrence, scheduled now
         # for its time, so the start rules below start it like any scheduled one.
         result.recurring = [o.describe() for o in materialize(project, utcnow())]
-        with session_scope(project.engine) as session:
-            due = session.exec(select(Campaign).where(
-                Campaign.state == CampaignState.SCHEDULED,
-                Campaign.scheduled_at <= utcnow())).all()  # type: ignore[operator]
-            for campaign in due:
-                prepare_start(project, session, campaign)
-                result.started.append(campaign.slug)
+        _start_due(project, result)
         with session_scope(project.engine) as session:
             sending = [c.slug for c in session.exec(select(Campaign).where(
                 Campaign.state == CampaignState.SENDING).order_by(Campaign.id)).all()]
@@ -305,6 +308,24 @@ def run_due(project: Project, *, max_seconds: float | None = None,
                 result.stopped = report.stopped
                 break
     return result
+
+
+def _start_due(project: Project, result: RunSummary) -> None:
+    """Start the scheduled campaigns whose time has come, each in its own transaction:
+    one that cannot start (a template error, nobody to send to) is reported, stays
+    scheduled, and the others start."""
+    with session_scope(project.engine) as session:
+        due = session.exec(select(Campaign.slug).where(
+            Campaign.state == CampaignState.SCHEDULED,
+            Campaign.scheduled_at <= utcnow()).order_by(Campaign.id)).all()  # type: ignore[operator]
+    for slug in due:
+        try:
+            with session_scope(project.engine) as session:
+                prepare_start(project, session, get_campaign(session, slug))
+        except MailerError as exc:
+            result.not_started[slug] = str(exc)
+        else:
+            result.started.append(slug)
 
 
 def _rejections(project: Project) -> Callable[[list[tuple[int, str]]], None]:
