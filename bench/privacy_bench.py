@@ -4,25 +4,32 @@ On a SQLite database of N subscribers (default 1,000,000) and M deliveries (defa
 10,000,000, over ~10 campaigns), with memberships, consent events, confirmation mails and
 returns (bounces, unattributed mail), each run measures:
 
-  export   `mailer gdpr export ADDRESS --out FILE` for --people random people, as whole
+  person   export: `mailer gdpr export ADDRESS --out FILE` for --people random people, as whole
            processes (wall), and `export_person` in-process (the work without start-up);
-  erase    `mailer gdpr erase ADDRESS --yes` the same way, and `erase_person` in-process
+           erase: `mailer gdpr erase ADDRESS --yes` the same way, and `erase_person` in-process
            (its transaction and its WAL checkpoint apart);
   purge    `mailer gdpr purge --json` on a fresh copy with the --expired oldest deliveries
            (default 1,000,000) dated 25 months back: total wall, and the longest time
            another writer had to wait for the database (a probe that takes SQLite's write
            lock every 5 ms);
-  beside   a real `mailer campaign send` of --send recipients paced at --rate msgs/s into
-           Postfix's smtp-sink, alone, then again on a fresh copy with `purge()` started in
-           another process a few seconds in: its pace while the purge ran (from the send's
-           own sent_at stamps), its longest pause, and `Purged.longest_batch`.
+  alone    a real `mailer campaign send` of --send recipients paced at --rate msgs/s into
+           Postfix's smtp-sink: its pace (from the send's own sent_at stamps), its longest
+           pause;
+  beside   the same send on a fresh copy with `purge()` started in another process a few
+           seconds in: its pace while the purge ran, its longest pause, the purge's
+           statements, `Purged.longest_batch` and `Purged.paused` (with --control also a
+           send beside a process that only burns a core as long: how much is CPU).
+
+--steps picks some of person (export and erase), purge, alone, beside. Every figure comes
+with its CPU seconds and the load average it was taken under.
 
     .venv/bin/python bench/privacy_bench.py                          # 1M / 10M, 2 runs
     .venv/bin/python bench/privacy_bench.py --subscribers 100000 --deliveries 1000000 \\
         --expired 100000 --runs 1                                    # a quick look
     .venv/bin/python bench/privacy_bench.py --rebuild                # fill the database anew
+    .venv/bin/python bench/privacy_bench.py --keep /srv/bench --steps purge,beside
 
-The filled database is kept under --cache (default /tmp/mailer-privacy-bench) and reused
+The filled database is kept under --keep DIR (default /tmp/mailer-privacy-bench) and reused
 by later runs (filling 1M / 10M takes minutes); every run works on a fresh copy of it.
 Rows go in with driver-level multi-row INSERTs (people, memberships, consent events,
 notices) and INSERT ... SELECT (deliveries and returns, generated from the people in SQL),
@@ -378,14 +385,15 @@ def helper(what: str, args: list[str]) -> dict[str, Any]:
     if what == "export":
         from mailer.privacy.export import export_person
 
-        times = []
+        times, cpu = [], []
         for address in args:
-            started = time.perf_counter()
+            started, began = time.perf_counter(), time.process_time()
             document = export_person(engine, project.hash_key, address)
             json.dumps(document, ensure_ascii=False, indent=2)
             times.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - began)
             assert document["subscriber"] and len(document["deliveries"]) >= 5, address
-        return {"seconds": times}
+        return {"seconds": times, "cpu": cpu}
     if what == "erase":
         import mailer.privacy.erase as erase
 
@@ -400,13 +408,14 @@ def helper(what: str, args: list[str]) -> dict[str, Any]:
                 checkpoints.append(time.perf_counter() - started)
 
         erase.checkpoint = timed  # type: ignore[assignment]
-        times = []
+        times, cpu = [], []
         for address in args:
-            started = time.perf_counter()
+            started, began = time.perf_counter(), time.process_time()
             result = erase.erase_person(engine, project.hash_key, address, actor="bench")
             times.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - began)
             assert result.subscriber_id and result.disk_clean, (address, result)
-        return {"seconds": times, "checkpoint": checkpoints}
+        return {"seconds": times, "cpu": cpu, "checkpoint": checkpoints}
     if what == "purge":
         from sqlalchemy import event
 
@@ -428,11 +437,13 @@ def helper(what: str, args: list[str]) -> dict[str, Any]:
             statements.setdefault(f"{kind} {table}", []).append(
                 time.perf_counter() - starts.pop())
 
-        began = time.time()
+        began, cpu = time.time(), time.process_time()
         started = time.perf_counter()
         purged = purge(engine, project.settings.privacy, actor="bench")
         return {"seconds": time.perf_counter() - started, "began": began, "ended": time.time(),
+                "cpu": time.process_time() - cpu,
                 "counts": purged.counts, "longest_batch": purged.longest_batch,
+                "paused": purged.paused,
                 "statements": {k: {"n": len(v), "total": sum(v), "max": max(v)}
                                for k, v in statements.items()}}
     raise SystemExit(f"unknown helper {what}")
@@ -549,6 +560,11 @@ def paced_send(env: dict[str, str], project: Path, db: Path, name: str,
     return result
 
 
+def load() -> str:
+    """The 1-minute load average, for every figure: on a busy machine it says how busy."""
+    return f"[load {os.getloadavg()[0]:.1f}]"
+
+
 def spread(values: list[Any], unit: float = 1000.0) -> str:
     """median / max, in ms by default; of whole processes (wall, out, cpu): with CPU."""
     walls = [v[0] if isinstance(v, tuple) else v for v in values]
@@ -576,15 +592,23 @@ def main() -> None:
     parser.add_argument("--purge-after", type=float, default=5.0,
                         help="seconds into the send before the purge starts")
     parser.add_argument("--skip-send", action="store_true", help="no send (no smtp-sink)")
+    parser.add_argument("--steps", default="person,purge,alone,beside",
+                        help="which measurements, comma-separated (default: all): person "
+                             "(export and erase), purge, alone (the send), beside (the "
+                             "send beside a purge)")
     parser.add_argument("--control", action="store_true",
                         help="also a send beside a process that only burns a core for as "
                              "long as the purge took: how much of the slowdown is CPU")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/mailer-privacy-bench"))
+    parser.add_argument("--keep", "--cache", dest="keep", metavar="DIR", type=Path,
+                        default=Path("/tmp/mailer-privacy-bench"),
+                        help="where the filled database is kept and found again "
+                             "(default %(default)s)")
     parser.add_argument("--rebuild", action="store_true", help="fill the database anew")
     args = parser.parse_args()
     n, m, send = args.subscribers, args.deliveries, min(args.send, args.subscribers)
+    steps = set(args.steps.split(","))
     ordered = args.message_ids == "ordered"
-    cache = args.cache / (f"s{n}-d{m}-e{args.expired}-x{send}"
+    cache = args.keep / (f"s{n}-d{m}-e{args.expired}-x{send}"
                           + ("-ordered" if ordered else ""))
     meta_file = cache / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else None
@@ -619,62 +643,70 @@ def main() -> None:
                 chosen[k * args.people:(k + 1) * args.people] for k in range(4))
             print(f"\nrun {r} of {args.runs} (load average "
                   f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)", flush=True)
-            fresh_copy(cache)
-            startup = [wall([*mailer, "gdpr", "export", "--help"], cwd=project, env=env)
-                       for _ in range(3)]
-            print(f"  start-up (`mailer gdpr export --help`) ms: {spread(startup)}")
-            with tempfile.TemporaryDirectory() as tmp:
-                times = [wall([*mailer, "gdpr", "export", a, "--out", f"{tmp}/{k}.json"],
-                              cwd=project, env=env) for k, a in enumerate(cli_export)]
-            print(f"  gdpr export, whole process ms:        {spread(times)}", flush=True)
-            own = run_helper(env, project, "export", *own_export)
-            print(f"  export_person in-process ms:          {spread(own['seconds'])}",
-                  flush=True)
-            times = [wall([*mailer, "gdpr", "erase", a, "--yes"], cwd=project, env=env)
-                     for a in cli_erase]
-            print(f"  gdpr erase, whole process ms:         {spread(times)}", flush=True)
-            own = run_helper(env, project, "erase", *own_erase)
-            print(f"  erase_person in-process ms:           {spread(own['seconds'])} "
-                  f"(of which the WAL checkpoint: {spread(own['checkpoint'])})", flush=True)
+            if "person" in steps:
+                fresh_copy(cache)
+                startup = [wall([*mailer, "gdpr", "export", "--help"], cwd=project, env=env)
+                           for _ in range(3)]
+                print(f"  start-up (`mailer gdpr export --help`) ms: {spread(startup)}")
+                with tempfile.TemporaryDirectory() as tmp:
+                    times = [wall([*mailer, "gdpr", "export", a, "--out", f"{tmp}/{k}.json"],
+                                  cwd=project, env=env) for k, a in enumerate(cli_export)]
+                print(f"  gdpr export, whole process ms:        {spread(times)}", flush=True)
+                own = run_helper(env, project, "export", *own_export)
+                print(f"  export_person in-process ms:          {spread(own['seconds'])} "
+                      f"(CPU {spread(own['cpu'])})", flush=True)
+                times = [wall([*mailer, "gdpr", "erase", a, "--yes"], cwd=project, env=env)
+                         for a in cli_erase]
+                print(f"  gdpr erase, whole process ms:         {spread(times)}", flush=True)
+                own = run_helper(env, project, "erase", *own_erase)
+                print(f"  erase_person in-process ms:           {spread(own['seconds'])} "
+                      f"(CPU {spread(own['cpu'])}; of which the WAL checkpoint: "
+                      f"{spread(own['checkpoint'])})", flush=True)
 
-            fresh_copy(cache)
-            with LockProbe(work) as probe:
-                seconds, out, cpu = wall([*mailer, "gdpr", "purge", "--json"], cwd=project,
-                                         env=env)
-            counts = json.loads(out)
-            print(f"  gdpr purge --json, whole process:     {seconds:,.1f} s (CPU {cpu:,.1f} s); "
-                  + ", ".join(f"{k} {v:,}" for k, v in counts.items() if k != "dry_run"))
-            print(f"  another writer's longest wait:        "
-                  f"{max(probe.waits, default=0) * 1000:,.0f} ms "
-                  f"({len(probe.waits):,} waits, probing every 5 ms)", flush=True)
-            if args.skip_send:
-                continue
-            alone = paced_send(env, project, work, f"alone-{r}", None)
-            print(f"  send alone: {alone['sent']:,} at {alone['rate']:,.1f} msgs/s "
-                  f"(its report: {alone['report']['rate']:,.1f}), longest pause "
-                  f"{alone['max_gap'] * 1000:,.0f} ms", flush=True)
-            fresh_copy(cache)
-            beside = paced_send(env, project, work, f"beside-{r}", args.purge_after)
-            p = beside["purge"]
-            print(f"  purge() beside the send:              {p['seconds']:,.1f} s, longest "
-                  f"batch {p['longest_batch'] * 1000:,.0f} ms; " + ", ".join(
-                      f"{k} {v['n']:,} in {v['total']:,.1f} s (max {v['max'] * 1000:,.0f} ms)"
-                      for k, v in p["statements"].items()))
-            during = beside.get("rate_during")
-            print(f"  send beside it: {beside['sent']:,} at {beside['rate']:,.1f} msgs/s "
-                  f"(its report: {beside['report']['rate']:,.1f}); during the purge "
-                  f"({beside['overlap']:,.0f} s) "
-                  + (f"{during:,.1f} msgs/s, longest pause "
-                     f"{beside['max_gap_during'] * 1000:,.0f} ms" if during else "-")
-                  + (f"; outside it {beside['rate_outside']:,.1f} msgs/s"
-                     if beside.get("rate_outside") else ""), flush=True)
-            if args.control:
-                control = paced_send(env, project, work, f"control-{r}", args.purge_after,
-                                     burn=p["seconds"])
-                print(f"  control, a send beside a busy loop of {p['seconds']:,.0f} s: "
-                      f"{control['rate']:,.1f} msgs/s; during the loop "
-                      f"{control['rate_during']:,.1f} msgs/s, longest pause "
-                      f"{control['max_gap_during'] * 1000:,.0f} ms", flush=True)
+            if "purge" in steps:
+                fresh_copy(cache)
+                with LockProbe(work) as probe:
+                    seconds, out, cpu = wall([*mailer, "gdpr", "purge", "--json"], cwd=project,
+                                             env=env)
+                counts = json.loads(out)
+                print(f"  gdpr purge --json, whole process:     {seconds:,.1f} s "
+                      f"(CPU {cpu:,.1f} s); "
+                      + ", ".join(f"{k} {v:,}" for k, v in counts.items() if k != "dry_run")
+                      + f" {load()}")
+                print(f"  another writer's longest wait:        "
+                      f"{max(probe.waits, default=0) * 1000:,.0f} ms "
+                      f"({len(probe.waits):,} waits, probing every 5 ms)", flush=True)
+            if "alone" in steps and not args.skip_send:
+                if "purge" not in steps:  # else on the purged copy: the same outbox
+                    fresh_copy(cache)
+                alone = paced_send(env, project, work, f"alone-{r}", None)
+                print(f"  send alone: {alone['sent']:,} at {alone['rate']:,.1f} msgs/s "
+                      f"(its report: {alone['report']['rate']:,.1f}), longest pause "
+                      f"{alone['max_gap'] * 1000:,.0f} ms {load()}", flush=True)
+            if "beside" in steps and not args.skip_send:
+                fresh_copy(cache)
+                beside = paced_send(env, project, work, f"beside-{r}", args.purge_after)
+                p = beside["purge"]
+                print(f"  purge() beside the send:              {p['seconds']:,.1f} s "
+                      f"(CPU {p['cpu']:,.1f} s; {p['paused']:,.1f} s of pauses), "
+                      f"longest batch {p['longest_batch'] * 1000:,.0f} ms; " + ", ".join(
+                          f"{k} {v['n']:,} in {v['total']:,.1f} s (max {v['max'] * 1000:,.0f} ms)"
+                          for k, v in p["statements"].items()))
+                during = beside.get("rate_during")
+                print(f"  send beside it: {beside['sent']:,} at {beside['rate']:,.1f} msgs/s "
+                      f"(its report: {beside['report']['rate']:,.1f}); during the purge "
+                      f"({beside['overlap']:,.0f} s) "
+                      + (f"{during:,.1f} msgs/s, longest pause "
+                         f"{beside['max_gap_during'] * 1000:,.0f} ms" if during else "-")
+                      + (f"; outside it {beside['rate_outside']:,.1f} msgs/s"
+                         if beside.get("rate_outside") else "") + f" {load()}", flush=True)
+                if args.control:
+                    control = paced_send(env, project, work, f"control-{r}", args.purge_after,
+                                         burn=p["seconds"])
+                    print(f"  control, a send beside a busy loop of {p['seconds']:,.0f} s: "
+                          f"{control['rate']:,.1f} msgs/s; during the loop "
+                          f"{control['rate_during']:,.1f} msgs/s, longest pause "
+                          f"{control['max_gap_during'] * 1000:,.0f} ms", flush=True)
     finally:
         if sink is not None:
             sink.terminate()
