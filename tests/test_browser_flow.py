@@ -109,11 +109,16 @@ def test_sign_up_confirm_receive_and_unsubscribe_in_a_browser(
             # 4. changed her mind: the preferences page, from the same page
             page.get_by_role("link", name="Je voorkeuren aanpassen").click()
             page.get_by_label("Nieuwsbrief").check()
+            page.get_by_label("Tussenvoegsel").fill("van")
             page.get_by_label("Achternaam").fill("Janssens")
             page.get_by_role("button", name="Bewaren").click()
             page.get_by_text("Je voorkeuren zijn bewaard.").wait_for()
             shot(page, screenshots, "7-preferences")
             assert status(app_project, "lotte@example.be") == "confirmed"
+            with app_project.engine.connect() as conn:
+                assert tuple(conn.execute(text(
+                    "SELECT infix, last_name FROM subscriber WHERE email = :e"),
+                    {"e": "lotte@example.be"}).one()) == ("van", "Janssens")
 
             # 5. she has her data erased: asked once more, then gone
             page.get_by_role("button", name="Wis al mijn gegevens").click()

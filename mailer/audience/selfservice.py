@@ -175,6 +175,7 @@ class Preferences:
     last_name: str | None
     language: str | None
     lists: list[ListChoice]
+    infix: str | None = None  # the Dutch tussenvoegsel: "van der"
 
 
 def preferences(session: Session, subscriber_id: int) -> Preferences | None:
@@ -190,23 +191,27 @@ def preferences(session: Session, subscriber_id: int) -> Preferences | None:
                           memberships.get(ml.id) in (SubscriptionStatus.CONFIRMED,
                                                      SubscriptionStatus.PENDING))
                for ml in lists if ml.public or ml.id in memberships]
-    return Preferences(subscriber_id, sub.first_name, sub.last_name, sub.language, choices)
+    return Preferences(subscriber_id, sub.first_name, sub.last_name, sub.language, choices,
+                       infix=sub.infix)
 
 
 def update_preferences(session: Session, subscriber_id: int, *, first_name: str | None,
                        last_name: str | None, language: str | None, wanted: set[int],
                        consents: dict[int, str] | None = None, ip: str | None = None,
-                       user_agent: str | None = None) -> bool:
+                       user_agent: str | None = None, infix: str | None = None) -> bool:
     """Apply the preferences form: names and language, then each list shown: ticked and
     not on it → subscribed (confirmed: the link came to this mailbox), unticked and on it
     → unsubscribed; each change a consent event, with the list's consent text as shown
-    (`consents`, by list id). False when the person is gone."""
+    (`consents`, by list id). An `infix` of None is left as it is (a page copied into
+    a project before it had the field does not send it); "" removes it. False when the
+    person is gone."""
     current = preferences(session, subscriber_id)
     sub = session.get(Subscriber, subscriber_id)
     if current is None or sub is None:
         return False
     changed = []
     for field, value in (("first_name", clean_name(first_name, "first name")),
+                         ("infix", sub.infix if infix is None else clean_name(infix, "infix")),
                          ("last_name", clean_name(last_name, "last name")),
                          ("language", language if language in LANGUAGES else sub.language)):
         if getattr(sub, field) != value:

@@ -106,6 +106,8 @@ def routes(site: Site) -> list[Route]:
                       and v.isascii() and v.isdigit() and len(v) < 10}
             names = {k: (str(form.get(k) or "").strip()[:100] or None)
                      for k in ("first_name", "last_name")}
+            if "infix" in form:  # "" removes it; a page without the field keeps it
+                names["infix"] = str(form.get("infix") or "").strip()[:100]
             language = str(form.get("language") or "") or None
             shown = str(form.get("consent_language") or "")
             confirmed = form.get("confirm") == "yes"
