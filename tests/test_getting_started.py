@@ -61,3 +61,28 @@ def test_every_command_of_the_walk_works_in_order(tmp_path):
     assert len(sent) >= 2  # the test message and the campaign's
     assert all(b"From: Groenbuurt vzw <nieuws@groenbuurt.nl>" in p.read_bytes() for p in sent)
     assert ran >= 8
+
+
+README = DOC.parent.parent / "README.md"
+
+
+def test_the_readme_import_asks_the_people_of_a_double_opt_in_list(tmp_path):
+    """README's "Using it", run as written up to its import, on a list of one: the list
+    `mailer init` makes is double opt-in, so the import must ask the people (issue 12,
+    3), never leave them pending with nobody asking."""
+    block = README.read_text().split("## Using it", 1)[1].split("```sh\n", 1)[1]
+    lines = re.sub(r"\\\n\s*", " ", block.split("```", 1)[0]).splitlines()
+    at = next(i for i, line in enumerate(lines) if "subscribers import" in line)
+    assert "people.csv" in lines[at]
+    script = "\n".join([*lines[:at], "printf 'email\\nan@example.be\\n' > people.csv",
+                        lines[at]])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["HOME"] = str(tmp_path)
+    done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    optin = tomllib.loads(next((tmp_path).glob("*/lists/nieuwsbrief.toml")).read_text())
+    assert optin["optin"] == "double"
+    assert "1 confirmation mails queued" in done.stderr, done.stderr
+    assert "nobody has asked them" not in done.stderr
