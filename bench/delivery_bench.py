@@ -4,7 +4,8 @@ In one run, against the same `smtp-sink` on loopback:
 
   A  the engine: `mailer campaign send` of an N-recipient campaign, personalised and
      DKIM-signed (ed25519 by default; rsa, or both: two signatures a message), every
-     delivery's state written to the database;
+     delivery's state written to the database, the "sending" marks durably (synced to
+     disk at each commit: a mark lost to a power cut would mean a resend);
   B  a bare aiosmtplib client sending N pre-built messages over 16 reused connections.
 
 Prints messages/s, CPU seconds and peak RSS of each (each runs in its own process,
@@ -14,7 +15,15 @@ measured with wait4), and the ratio A/B.
     .venv/bin/python bench/delivery_bench.py --recipients 1000000
     .venv/bin/python bench/delivery_bench.py --dkim rsa
     .venv/bin/python bench/delivery_bench.py --dkim rsa+ed25519     # two signatures a message
+    .venv/bin/python bench/delivery_bench.py --dkim ed25519,rsa+ed25519   # both, one run
+    .venv/bin/python bench/delivery_bench.py --marks both   # durable marks against NORMAL
+    .venv/bin/python bench/delivery_bench.py --marks commits --skip-bare  # the commit alone
     .venv/bin/python bench/delivery_bench.py --postgres           # the engine on PostgreSQL
+
+`--marks both` sends each configuration four times, each a fresh campaign to the same
+people: with durable marks, with the marks at SQLite's synchronous=NORMAL (as before
+they were made durable), again NORMAL, again durable; the ratio is of the means, so a
+machine that gets busier or quieter during the run weighs on both alike.
 
 Needs /usr/sbin/smtp-sink (Debian package postfix; the bench starts its own sink and
 does not need the postfix daemon).
@@ -155,17 +164,19 @@ def add_people(folder: Path, n: int, env: dict[str, str]) -> None:
                     "--consent", "bench", "--confirmed"], **run)
 
 
-def make_project(folder: Path, n: int, port: int, dkim: str, db_url: str | None) -> dict[str, str]:
+def make_project(folder: Path, n: int, port: int, algorithms: list[str],
+                 db_url: str | None) -> tuple[dict[str, str], dict[str, tuple[str, Path]],
+                                              dict[str, bytes]]:
+    """A project of n confirmed members with a DKIM key per algorithm; returns its
+    environment (without keys configured), the keys (selector -> algorithm, file) and
+    their DNS records."""
     from mailer.cli import cli  # noqa: F401 - imported to fail early
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILER_")}
-    algorithms = dkim.split("+")  # "rsa+ed25519": a key (and a signature) each
     keys = {f"bench{i}": (algorithm, folder / f"dkim{i}.pem")
             for i, algorithm in enumerate(algorithms)}
     env.update({"MAILER_DELIVERY__TRANSPORT": f"smtp://127.0.0.1:{port}?tls=none",
                 "MAILER_DELIVERY__RATE": "0", "MAILER_DELIVERY__CONNECTIONS": "16",
-                "MAILER_DELIVERY__MESSAGES_PER_CONNECTION": "100000",
-                "MAILER_SENDING__DKIM_KEYS": ",".join(
-                    f"{selector}:{path}" for selector, (_, path) in keys.items())})
+                "MAILER_DELIVERY__MESSAGES_PER_CONNECTION": "100000"})
     if db_url:
         env["MAILER_DATABASE_URL"] = db_url
     mailer = [sys.executable, "-m", "mailer"]
@@ -185,34 +196,110 @@ def make_project(folder: Path, n: int, port: int, dkim: str, db_url: str | None)
             "dag in de nieuwe werkplaats. Kom langs met de familie: er is koffie, taart en "
             "een rondleiding. <a href=\"https://www.example.be/agenda\">Agenda</a>.</p>\n")
             * 11))
-    subprocess.run([*mailer, "campaign", "create", "bench", "--list", "nieuwsbrief",
-                    "--template", "templates/bench.html.j2", "--subject",
-                    "{{ subscriber.first_name | default('Beste lezer') }}, ons nieuws"], **run)
-    check_signatures(folder, run, records)
-    return env
+    return env, keys, records
 
 
-def check_signatures(folder: Path, run: dict, records: dict[str, bytes]) -> None:
+def signing(env: dict[str, str], keys: dict[str, tuple[str, Path]],
+            dkim: str) -> dict[str, str]:
+    """`env` with the keys of `dkim` ("rsa+ed25519": one of each) configured."""
+    chosen = [f"{selector}:{path}" for selector, (algorithm, path) in keys.items()
+              if algorithm in dkim.split("+")]
+    return {**env, "MAILER_SENDING__DKIM_KEYS": ",".join(chosen)}
+
+
+def create_campaign(folder: Path, env: dict[str, str], name: str) -> None:
+    subprocess.run([sys.executable, "-m", "mailer", "campaign", "create", name, "--list",
+                    "nieuwsbrief", "--template", "templates/bench.html.j2", "--subject",
+                    "{{ subscriber.first_name | default('Beste lezer') }}, ons nieuws"],
+                   cwd=folder, env=env, check=True, capture_output=True)
+
+
+def check_signatures(folder: Path, env: dict[str, str], records: dict[str, bytes],
+                     expected: int) -> None:
     """A preview of the bench message carries one DKIM signature per key, each valid."""
     import dkim
 
     shown = subprocess.run([sys.executable, "-m", "mailer", "preview", "--template",
-                            "templates/bench.html.j2", "--out", "preview", "--json"], **run)
+                            "templates/bench.html.j2", "--out", "preview", "--json"],
+                           cwd=folder, env=env, check=True, capture_output=True)
     eml = (folder / json.loads(shown.stdout)["files"]["eml"]).read_bytes()
     checker = dkim.DKIM(eml)
-    for idx in range(len(records)):
+    if eml.split(b"\r\n\r\n")[0].count(b"DKIM-Signature:") != expected:
+        raise SystemExit("the bench message does not carry one signature per key")
+    for idx in range(expected):
         if not checker.verify(idx=idx, dnsfunc=lambda name, timeout=5: records[
                 name.decode().split(".")[0]]):
             raise SystemExit(f"DKIM signature {idx} of the bench message does not verify")
-    if eml.split(b"\r\n\r\n")[0].count(b"DKIM-Signature:") != len(records):
-        raise SystemExit("the bench message does not carry one signature per key")
+
+
+def mark_commits(folder: Path, rounds: int, width: int = 16) -> dict[str, dict[str, float]]:
+    """The status writer's transaction alone, as the sender runs it (Outbox.apply: mark
+    `width` deliveries "sending", record the previous round's results), `rounds` times
+    at each level, in blocks of 50 that alternate FULL, NORMAL, NORMAL, FULL: wall and
+    CPU milliseconds per commit, on the project's own database file (a real disk)."""
+    import mailer.db
+    from mailer.db import make_engine
+    from mailer.delivery.outbox import Outbox, Result
+    from mailer.delivery.transports import Outcome
+
+    engine = make_engine(f"sqlite:///{folder / 'mailer.db'}")
+    with engine.begin() as conn:
+        campaign, = conn.exec_driver_sql("SELECT min(campaign_id) FROM delivery").one()
+        ids = [r[0] for r in conn.exec_driver_sql(
+            "SELECT id FROM delivery WHERE campaign_id = ? ORDER BY id LIMIT ?",
+            (campaign, rounds * width * 2))]
+        conn.exec_driver_sql(f"UPDATE delivery SET state = 'queued' WHERE id IN "
+                             f"({', '.join(map(str, ids))})")
+    outbox = Outbox(engine, campaign, b"k" * 32, max_attempts=3, retry_after=60)
+    taken: dict[str, list[tuple[float, float]]] = {"FULL": [], "NORMAL": []}
+    batches = [ids[i:i + width] for i in range(0, len(ids), width)]
+    previous: list[int] = []
+    block = 50
+    order = ["FULL", "NORMAL", "NORMAL", "FULL"]
+    for n, batch in enumerate(batches[:rounds * 2]):
+        level = order[(n // block) % 4]
+        mailer.db.DURABLE = level
+        wall, cpu = time.perf_counter(), time.process_time()
+        outbox.apply(batch, [Result(i, Outcome("sent", "250 2.0.0 Ok"), 1, f"<{i}@b>")
+                             for i in previous], [])
+        taken[level].append((time.perf_counter() - wall, time.process_time() - cpu))
+        previous = batch
+    mailer.db.DURABLE = "FULL"
+    engine.dispose()
+    return {level: {"wall_ms": 1000 * sum(w for w, _ in t) / len(t),
+                    "cpu_ms": 1000 * sum(c for _, c in t) / len(t), "commits": len(t)}
+            for level, t in taken.items()}
+
+
+def print_mark_commits(costs: dict[str, dict[str, float]], width: int = 16) -> None:
+    print(f"\nthe status writer's commit alone ({width} marks + {width} results, "
+          "Outbox.apply on the project's database):")
+    for level, c in costs.items():
+        print(f"  synchronous={level:<7}{c['wall_ms']:>8.2f} ms wall{c['cpu_ms']:>8.2f} ms CPU"
+              f" a commit over {c['commits']:,}: at most {width * 1000 / c['wall_ms']:,.0f} "
+              "marks/s from one writer")
+    print(f"  FULL / NORMAL: {costs['FULL']['wall_ms'] / costs['NORMAL']['wall_ms']:.1f}x "
+          "the wall time of a commit")
+
+
+# The engine with its mark commits at SQLite's synchronous=NORMAL, as before they were
+# made durable: the comparison's other half (mailer/db.py, durable_begin).
+NORMAL_MARKS = ("import sys, mailer.db; mailer.db.DURABLE = 'NORMAL'; "
+                "from mailer.cli import main; sys.argv[0] = 'mailer'; main()")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipients", type=int, default=100_000)
-    parser.add_argument("--dkim", choices=["ed25519", "rsa", "rsa+ed25519"], default="ed25519",
-                        help="the signing key(s); rsa+ed25519: two signatures a message")
+    parser.add_argument("--dkim", default="ed25519",
+                        help="the signing key(s): ed25519, rsa, rsa+ed25519 (two signatures "
+                             "a message); several, comma-separated, each measured in turn")
+    parser.add_argument("--marks", choices=["durable", "normal", "both", "commits"],
+                        default="durable",
+                        help="the mark commits: durable (the engine as it is), at SQLite's "
+                             "synchronous=NORMAL, both (four sends: D N N D, then the "
+                             "commits alone), or commits (only the status writer's commit, "
+                             "timed at both levels: no sends)")
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--skip-bare", action="store_true")
     parser.add_argument("--rate", type=float, default=None,
@@ -221,8 +308,10 @@ def main() -> None:
     parser.add_argument("--render-processes", type=int, default=None,
                         help="[delivery] render_processes for the engine (default: automatic)")
     args = parser.parse_args()
-    if "--bare" in sys.argv:
-        return
+    configurations = [c.strip() for c in args.dkim.split(",") if c.strip()]
+    for c in configurations:
+        if c not in ("ed25519", "rsa", "rsa+ed25519"):
+            parser.error(f"--dkim {c}: ed25519, rsa or rsa+ed25519")
     if not Path(SINK).exists():
         raise SystemExit("smtp-sink not found: apt-get install postfix (the daemon is not "
                          "needed; stop it if the install starts it)")
@@ -230,6 +319,7 @@ def main() -> None:
     port = free_port()
     sink = start_sink(port)
     tmp = Path(tempfile.mkdtemp(prefix="mailer-bench-"))
+    folder = tmp / "project"
     pg = None
     try:
         db_url = None
@@ -237,47 +327,113 @@ def main() -> None:
             from tests.support.pgserver import start_postgres
             pg = start_postgres()
             db_url = pg.create_database("bench")
-        print(f"smtp-sink on 127.0.0.1:{port}; {n:,} recipients; DKIM {args.dkim}; "
-              f"{'PostgreSQL' if db_url else 'SQLite'}")
+        order = {"durable": ["durable"], "normal": ["normal"], "commits": [],
+                 "both": ["durable", "normal", "normal", "durable"]}[args.marks]
+        print(f"smtp-sink on 127.0.0.1:{port}; {n:,} recipients; DKIM "
+              f"{', '.join(configurations)}; marks {', '.join(order) or 'commits only'}; "
+              f"{'PostgreSQL' if db_url else 'SQLite'}; load average "
+              f"{os.getloadavg()[0]:.1f}", flush=True)
         t = time.perf_counter()
-        env = make_project(tmp / "project", n, port, args.dkim, db_url)
+        algorithms = sorted({a for c in configurations for a in c.split("+")})
+        env, keys, records = make_project(folder, n, port, algorithms, db_url)
         if args.rate:
             env["MAILER_DELIVERY__RATE"] = str(args.rate)  # the burst: its default
         if args.render_processes is not None:
             env["MAILER_DELIVERY__RENDER_PROCESSES"] = str(args.render_processes)
-        print(f"(setup: project, import, campaign: {time.perf_counter() - t:.0f} s)\n")
-        results = {}
-        if not args.skip_bare:
-            results["B"] = measure([sys.executable, __file__, "--bare-run", str(port), str(n)])
-        a = measure([sys.executable, "-m", "mailer", "campaign", "send", "bench", "--yes",
-                     "--json"], env=env, cwd=tmp / "project")
-        report = json.loads(a["stdout"])  # type: ignore[arg-type]
-        if report["sent"] != n:
-            raise SystemExit(f"the engine sent {report['sent']:,} of {n:,}: {report}")
-        results["A"] = a
-        if args.rate:
-            print(f"paced at {args.rate:,.0f} msgs/s: the engine sent at {report['rate']:,.1f} "
-                  f"msgs/s from its first message to its last "
-                  f"({report['rate'] / args.rate:.1%} of the rate)")
-        print(f"{'':<44}{'msgs/s':>10}{'CPU s':>9}{'peak RSS':>11}{'largest':>10}")
-        for key, label in (("A", f"A engine ({args.dkim}, status to "
-                                  f"{'PostgreSQL' if db_url else 'SQLite'})"),
-                           ("B", "B bare aiosmtplib, 16 connections")):
-            if key in results:
-                r = results[key]
-                print(f"{label:<44}{n / r['wall']:>10,.0f}{r['cpu']:>9,.1f}"
-                      f"{r['rss_mb']:>8,.0f} MB{r['max_process_mb']:>7,.0f} MB")
-        if "B" in results:
-            ratio = results["B"]["wall"] / results["A"]["wall"]
-            print(f"\nA/B = {ratio:.2f} (target >= 0.8); engine wall {results['A']['wall']:.1f} s "
-                  f"(process start and template preparation included)")
-        print("peak RSS: the process and its helpers together; largest: one process")
+        runs = []  # (configuration, marks, campaign)
+        for dkim in configurations:
+            check_signatures(folder, signing(env, keys, dkim), records, dkim.count("+") + 1)
+            for marks in order:
+                name = f"bench-{len(runs) + 1}"
+                create_campaign(folder, env, name)
+                runs.append((dkim, marks, name))
+        print(f"(setup: project, import, {len(runs)} campaigns: "
+              f"{time.perf_counter() - t:.0f} s)\n", flush=True)
+        results: dict[str, list[tuple[str, str, dict[str, float]]]] = {"A": [], "B": []}
+        if not args.skip_bare and runs:
+            results["B"].append(("", "", measure(
+                [sys.executable, __file__, "--bare-run", str(port), str(n)])))
+        store = "PostgreSQL" if db_url else "SQLite"
+        if runs:
+            print(f"{'':<50}{'msgs/s':>10}{'sending':>9}{'CPU s':>9}{'peak RSS':>11}"
+                  f"{'largest':>10}")
+        for _, _, r in results["B"]:
+            print_row("B bare aiosmtplib, 16 connections", n, r)
+        for dkim, marks, name in runs:
+            start = [sys.executable, "-c", NORMAL_MARKS] if marks == "normal" \
+                else [sys.executable, "-m", "mailer"]
+            a = measure([*start, "campaign", "send", name, "--yes", "--json"],
+                        env=signing(env, keys, dkim), cwd=folder)
+            report = json.loads(a["stdout"])  # type: ignore[arg-type]
+            if report["sent"] != n:
+                raise SystemExit(f"the engine sent {report['sent']:,} of {n:,}: {report}")
+            a["rate"] = report["rate"]  # from its first message to its last
+            results["A"].append((dkim, marks, a))
+            print_row(f"A engine ({dkim}, marks {marks}, {store})", n, a)
+            if args.rate:
+                print(f"paced at {args.rate:,.0f} msgs/s: the engine sent at "
+                      f"{report['rate']:,.1f} msgs/s from its first message to its last "
+                      f"({report['rate'] / args.rate:.1%} of the rate)")
+        if runs:
+            summarise(results, configurations, n)
+        if args.marks in ("both", "commits") and not db_url:
+            if not runs:  # deliveries to mark: a campaign started, nothing sent
+                subprocess.run([sys.executable, "-m", "mailer", "campaign", "create", "marks",
+                                "--list", "nieuwsbrief", "--template",
+                                "templates/bench.html.j2", "--subject", "Nieuws"],
+                               cwd=folder, env=env, check=True, capture_output=True)
+                subprocess.run([sys.executable, "-c", "import sys; from mailer.cli import "
+                                "main; sys.argv[0] = 'mailer'; main()", "campaign", "send",
+                                "marks", "--yes", "--max-seconds", "0.001"],
+                               cwd=folder, env=env, capture_output=True)
+            print_mark_commits(mark_commits(folder, min(1000, n // 32)))
+        print("peak RSS: the process and its helpers together; largest: one process; "
+              f"load average at the end {os.getloadavg()[0]:.1f}")
     finally:
         sink.terminate()
         sink.wait()
         if pg is not None:
             pg.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def print_row(label: str, n: int, r: dict[str, float]) -> None:
+    sending = f"{r['rate']:,.0f}" if "rate" in r else ""
+    print(f"{label:<50}{n / r['wall']:>10,.0f}{sending:>9}{r['cpu']:>9,.1f}"
+          f"{r['rss_mb']:>8,.0f} MB{r['max_process_mb']:>7,.0f} MB", flush=True)
+
+
+def summarise(results: dict[str, list[tuple[str, str, dict[str, float]]]],
+              configurations: list[str], n: int) -> None:
+    """Per configuration: the rate over all its sends, durable against NORMAL marks,
+    and against the bare client."""
+    print()
+    bare = results["B"][0][2]["wall"] if results["B"] else None
+    for dkim in configurations:
+        walls = {m: [r["wall"] for d, mm, r in results["A"] if d == dkim and mm == m]
+                 for m in ("durable", "normal")}
+        cpus = {m: [r["cpu"] for d, mm, r in results["A"] if d == dkim and mm == m]
+                for m in ("durable", "normal")}
+        rates = {m: [r["rate"] for d, mm, r in results["A"] if d == dkim and mm == m]
+                 for m in ("durable", "normal")}
+        for marks, times in walls.items():
+            if times:
+                rate = n * len(times) / sum(times)
+                print(f"{dkim}, marks {marks}: {rate:,.0f} msgs/s over {len(times)} "
+                      f"send(s) ({sum(rates[marks]) / len(times):,.0f} while sending), "
+                      f"{sum(cpus[marks]) / len(times):,.1f} CPU s a send"
+                      + (f"; A/B = {bare / (sum(times) / len(times)):.2f}" if bare else ""))
+        if walls["durable"] and walls["normal"]:
+            ratio = (sum(walls["normal"]) / len(walls["normal"])) / (
+                sum(walls["durable"]) / len(walls["durable"]))
+            cpu = (sum(cpus["durable"]) / len(cpus["durable"])) / (
+                sum(cpus["normal"]) / len(cpus["normal"]))
+            sending = (sum(rates["durable"]) / len(rates["durable"])) / (
+                sum(rates["normal"]) / len(rates["normal"]))
+            print(f"{dkim}: durable marks send at {ratio:.2f}x the rate of NORMAL ones "
+                  f"({sending:.2f}x while sending), at {cpu:.2f}x their CPU")
+    print("(msgs/s: N over the whole command, process start and template preparation "
+          "included; sending: the engine's own rate from its first message to its last)")
 
 
 if __name__ == "__main__":
