@@ -421,3 +421,15 @@ def test_a_campaign_that_reaches_a_list_not_confirmed_is_an_incident(run, projec
         assert check_campaign_lists(engine, "dec", actor="test") is None  # once only
     finally:
         engine.dispose()
+
+
+def test_suppression_changes_name_who_made_them(run, project):
+    import getpass
+
+    assert run("suppression", "add", "boos@example.org", "--note", "asked by phone") \
+        .exit_code == 0
+    assert run("suppression", "remove", "boos@example.org", "--yes").exit_code == 0
+    trail = _trail(run, "suppression")
+    assert [(a["action"], a["actor"]) for a in trail] == [
+        ("suppression.remove", getpass.getuser()), ("suppression.add", getpass.getuser())]
+    assert "boos" not in json.dumps(trail)

@@ -10,7 +10,7 @@ from mailer.audience.suppression import address_hash, is_suppressed, suppress, u
 from mailer.cli import State, pass_state
 from mailer.cli.output import err, print_json, table
 from mailer.db import session_scope
-from mailer.models import AuditLog, Suppression, SuppressionReason
+from mailer.models import AuditLog, Suppression, SuppressionReason, current_actor
 
 
 @click.group("suppression")
@@ -41,7 +41,7 @@ def add(state: State, email: str, reason: str, note: str) -> None:
     with session_scope(project.engine) as session:
         added = suppress(session, project.hash_key, address, SuppressionReason(reason), note)
         if added:
-            session.add(AuditLog(actor="cli", action="suppression.add",
+            session.add(AuditLog(actor=current_actor(), action="suppression.add",
                                  detail={"reason": reason}))
     err().print("Suppressed." if added else "Already suppressed.")
 
@@ -108,5 +108,5 @@ def remove(state: State, email: str, yes: bool) -> None:
         if not yes:
             click.confirm(f"Allow mail to {address} again?", abort=True, err=True)
         unsuppress(session, project.hash_key, address)
-        session.add(AuditLog(actor="cli", action="suppression.remove", detail={}))
+        session.add(AuditLog(actor=current_actor(), action="suppression.remove", detail={}))
     err().print("Removed from the suppression list.")
