@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 import tomllib
 from email import policy
@@ -42,6 +43,13 @@ def test_init_creates_a_private_migrated_project(tmp_path, monkeypatch):
         assert "@" not in address or address.lower().split("@")[1].startswith("example.")
     monkeypatch.chdir(folder)
     assert CliRunner().invoke(cli, ["db", "status"]).exit_code == 0
+    # The import init suggests is no dead end on its double opt-in list: people are asked.
+    [line] = [ln for ln in result.stderr.splitlines() if "subscribers import" in ln]
+    assert CliRunner().invoke(cli, ["lists", "sync"]).exit_code == 0
+    imported = CliRunner().invoke(cli, shlex.split(line)[1:], catch_exceptions=False)
+    assert imported.exit_code == 0, imported.stderr
+    assert "confirmation mails queued" in imported.stderr
+    assert "nobody has asked them" not in imported.stderr
 
 
 def test_init_refuses_a_folder_that_is_not_empty(tmp_path):

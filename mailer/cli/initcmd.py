@@ -57,6 +57,7 @@ def command(folder: Path, name: str | None, organisation: str | None,
                   f"  cd {folder}\n"
                   "  mailer lists sync\n"
                   "  mailer subscribers import lists/nieuwsbrief.example.csv "
-                  "--list nieuwsbrief --consent \"example data\"\n"
+                  "--list nieuwsbrief --consent \"example data\" --send-confirmation\n"
+                  "    (nieuwsbrief is double opt-in: each person gets a mail to confirm)\n"
                   f"  mailer dkim keygen --domain {domain} --selector mail2026 --configure",
                   highlight=False)
