@@ -527,9 +527,15 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
     _watch(project, result.finished)
     if as_json:
         print_json(vars(result))
+        if result.interrupted:
+            raise SystemExit(130)
         if result.not_started:
             raise SystemExit(1)
         return
+    if result.interrupted:
+        _interrupted(result.interrupted,
+                     sum(c["sent"] for c in result.campaigns.values()), result.waiting,
+                     sum(c["unknown"] for c in result.campaigns.values()), "mailer run")
     lines: list[str] = []
     if any(result.notices.values()):
         n = result.notices
@@ -630,12 +636,26 @@ def _watch(project: Any, finished: list[str]) -> None:
             err().print(f"[red]Warning:[/] {warning}", highlight=False)
 
 
+def _interrupted(signal: str, sent: int, waiting: int, unknown: int, command: str) -> None:
+    """A send stopped by SIGINT or SIGTERM: one line, exit 130 (as a shell reports Ctrl-C)."""
+    cut = (f", {unknown:,} cut off in flight (unknown: they may have arrived, see "
+           "`campaign deliveries --state unknown`)") if unknown else ""
+    err().print(f"Interrupted ({signal}): {sent:,} sent, {waiting:,} waiting{cut}; "
+                f"`{command}` continues.", highlight=False, markup=False)
+    raise SystemExit(130)
+
+
 def _report(name: str, report: SendReport, done: bool, as_json: bool) -> None:
     data = summary(report)
     data["campaign"], data["finished"] = name, done
     if as_json:
         print_json(data)
+        if report.interrupted:
+            raise SystemExit(130)
         return
+    if report.interrupted:
+        _interrupted(report.interrupted, data["sent"], data["open_left"], data["unknown"],
+                     f"mailer campaign send {name}")
     console = err()
     console.print(f"{name}: {_line(data)} ({data['rate']:,.1f} messages/s).", highlight=False)
     if report.unknown_found:

@@ -15,6 +15,7 @@ thread of a healthy sender.)
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 
@@ -24,7 +25,12 @@ INTERVAL = 0.5  # seconds between two looks at the parent
 
 
 def exit_with_parent(parent: int) -> None:
-    """In a child process: end it (exit code 1, no clean-up) once `parent` is gone."""
+    """In a child process: end it (exit code 1, no clean-up) once `parent` is gone, and
+    not before: SIGINT and SIGTERM are ignored. Ctrl-C at a terminal reaches the whole
+    process group, systemd's SIGTERM the whole unit; the parent stops its send in order
+    (mailer/delivery/sender.py), still using its helpers, and shuts them down."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     if os.getppid() != parent:  # gone before we looked
         os._exit(1)
 

@@ -253,6 +253,8 @@ class RunSummary:
     campaigns: dict[str, dict[str, Any]] = field(default_factory=dict)
     finished: list[str] = field(default_factory=list)
     stopped: str | None = None
+    interrupted: str | None = None  # SIGINT or SIGTERM stopped the run (sender.py)
+    waiting: int = 0  # ... and this many deliveries of sending campaigns are still to go
     notices: dict[str, int] = field(default_factory=dict)  # confirmation/welcome mails
     returns: dict[str, Any] = field(default_factory=dict)  # what the return sources held
     returns_error: str | None = None  # a return source that could not be read
@@ -304,10 +306,24 @@ def run_due(project: Project, *, max_seconds: float | None = None,
             result.campaigns[slug] = summary(report)
             if done:
                 result.finished.append(slug)
+            if report.interrupted:  # the other campaigns wait too
+                result.stopped, result.interrupted = report.stopped, report.interrupted
+                result.waiting = _waiting(project)
+                break
             if report.stopped and report.stopped.startswith("the hourly"):
                 result.stopped = report.stopped
                 break
     return result
+
+
+def _waiting(project: Project) -> int:
+    """Deliveries of sending campaigns still to go: queued or deferred."""
+    table = Delivery.__table__  # type: ignore[attr-defined]
+    with project.engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table.join(
+            Campaign.__table__, Campaign.id == table.c.campaign_id)).where(  # type: ignore[attr-defined]
+            Campaign.state == CampaignState.SENDING,
+            table.c.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED]))).scalar_one())
 
 
 def _start_due(project: Project, result: RunSummary) -> None:

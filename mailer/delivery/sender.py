@@ -19,6 +19,12 @@ The promises, and what keeps them:
   failed (after `max_attempts` deferrals), or skipped with the reason (unsubscribed,
   suppressed, erased) checked at send time. Stopping (pause, cancel, --max-seconds, a
   quota) leaves unsent rows queued for the next run.
+- **Stopping on a signal.** While it runs, the sender takes SIGINT (Ctrl-C) and SIGTERM
+  (systemd, a shutdown): the first stops it like a pause does (nothing new is marked, the
+  messages in flight finish or time out, every state is written) and the report says
+  `interrupted`; a second cuts the messages in flight off at once: those that had started
+  their SMTP transaction become "unknown" (they may have arrived), the others go back to
+  the queue. Render helpers ignore both signals and end with the sender (orphans.py).
 - **Cheap commits.** Marks and results of all workers are written together, one
   transaction per round ("group commit"), on the sender's database thread.
 - **No head-of-line blocking.** A worker is a connection: one that waited for a throttled
@@ -33,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import signal
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -73,6 +80,7 @@ class SendReport:
     paused_reason: str | None = None  # the sender paused the campaign itself
     resume_at: float | None = None  # wall clock, when a quota allows the next message
     open_left: int = 0  # deliveries still queued or deferred
+    interrupted: str | None = None  # the signal that stopped the run ("SIGINT", "SIGTERM")
     first_sent: float | None = None  # time.monotonic() of the first and last 250 reply
     last_sent: float | None = None
 
@@ -84,6 +92,9 @@ class SendReport:
                 and self.last_sent > self.first_sent:
             return (sent - 1) / (self.last_sent - self.first_sent)
         return sent / self.seconds if self.seconds else 0.0
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _NotSent(Exception):
@@ -378,6 +389,8 @@ class Sender:
         self._recent: deque[bool] = deque()  # the last FAILURE_WINDOW: True, not sent
         self._failures = 0  # ... how many of them are True
         self._lanes: _Lanes | None = None
+        self._in_flight: set[asyncio.Future[Outcome]] = set()  # transport.send calls
+        self._cut_off = False  # a second signal: the sends in flight are cancelled
 
     def stop(self, reason: str) -> None:
         if self._stop is None:
@@ -385,7 +398,43 @@ class Sender:
             if self._lanes is not None:
                 self._lanes.wake()  # a worker waiting for a domain's turn: skip it now
 
+    def interrupt(self, name: str) -> None:
+        """A stop signal: the first stops the run after the messages in flight, a second
+        cuts those off."""
+        if self.report.interrupted is None:
+            self.report.interrupted = name
+            self.stop(f"interrupted ({name})")
+            return
+        self._cut_off = True
+        for send in list(self._in_flight):
+            send.cancel()
+
+    @contextlib.contextmanager
+    def _signals(self, loop: asyncio.AbstractEventLoop):  # noqa: ANN202
+        """SIGINT and SIGTERM call `interrupt` while the run lasts (only in the main thread:
+        elsewhere a process's signals are not the sender's)."""
+        installed: list[tuple[signal.Signals, Any]] = []
+        for sig in STOP_SIGNALS:
+            previous = signal.getsignal(sig)
+            try:
+                loop.add_signal_handler(sig, self.interrupt, sig.name)
+            except (ValueError, RuntimeError, NotImplementedError):
+                continue
+            installed.append((sig, previous))
+        try:
+            yield
+        finally:
+            for sig, previous in installed:
+                loop.remove_signal_handler(sig)
+                if previous is not None:
+                    signal.signal(sig, previous)
+
     async def run(self, *, retry_unknown: bool = False) -> SendReport:
+        loop = asyncio.get_running_loop()
+        with self._signals(loop):
+            return await self._run(retry_unknown)
+
+    async def _run(self, retry_unknown: bool) -> SendReport:
         started = time.monotonic()
         db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailer-db")
         loop = asyncio.get_running_loop()
@@ -532,8 +581,10 @@ class Sender:
         # right before the SMTP transaction: neither commit delays nor connection set-up
         # can then bunch messages up at the receiver.
         domain = due.recipient.email.rpartition("@")[2].lower()
+        started = False  # the SMTP transaction began: cut off now, it may have arrived
 
         async def pace() -> None:
+            nonlocal started
             try:
                 await self.limiter.acquire(domain, since=lanes.since(due))
             except QuotaExhausted as exc:
@@ -543,9 +594,21 @@ class Sender:
                 lanes.passed(due)
             if self._stop is not None:
                 raise _NotSent
+            started = True
 
+        send = asyncio.ensure_future(self.transport.send(message, before=pace))
+        self._in_flight.add(send)
         try:
-            outcome = await self.transport.send(message, before=pace)
+            outcome = await send
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self._cut_off or (task is not None and task.cancelling()):
+                raise  # not ours: the worker itself is being cancelled
+            if not started:
+                await writer.release(due.id)  # cut off before its transaction began
+                return
+            outcome = Outcome(DeliveryState.UNKNOWN, "cut off by a second interrupt while "
+                              "in flight: it may have arrived, so it is not resent")
         except _NotSent:
             await writer.release(due.id)  # marked but not sent: back in the queue
             return
@@ -558,6 +621,8 @@ class Sender:
             # transaction for the next recipient)
             outcome = Outcome(DeliveryState.FAILED, f"not sent: internal error "
                               f"({type(exc).__name__}: {' '.join(str(exc).split())})")
+        finally:
+            self._in_flight.discard(send)
         attempts = due.attempts + 1
         if outcome.kind == DeliveryState.SENT:
             self.report.last_sent = time.monotonic()
@@ -595,4 +660,5 @@ def summary(report: SendReport) -> dict[str, Any]:
             "unknown_found": report.unknown_found, "unknown_requeued": report.unknown_requeued,
             "seconds": round(report.seconds, 2), "rate": round(report.rate, 1),
             "stopped": report.stopped, "paused_reason": report.paused_reason,
+            "interrupted": report.interrupted,
             "open_left": report.open_left}

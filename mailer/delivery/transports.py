@@ -308,6 +308,9 @@ class SmtpTransport:
         conn = await self._pool.get()
         try:
             return await self._send(conn, message, before)
+        except asyncio.CancelledError:  # cut off anywhere in a transaction: not reused
+            self._drop(conn)
+            raise
         finally:
             self._pool.put_nowait(conn)
 

@@ -1,0 +1,164 @@
+"""Stopping a send with a signal (issue 12, point 1), against a real `mailer` process, the
+test SMTP server and each database: Ctrl-C (SIGINT) and SIGTERM stop claiming, the
+messages in flight finish, every state is written, exit 130 with one line that says what
+went, what waits and the command that continues; that command sends the rest, nobody
+twice. A second signal stops at once: the messages in flight become "unknown"."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests import test_delivery
+from tests.support.smtpserver import SmtpServer
+from tests.support.waiting import wait_for
+from tests.test_delivery import alive, configure, create, living_children, outbox_states, people
+
+smtp, database = test_delivery.smtp, test_delivery.database  # the fixtures
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+
+LINE = re.compile(r"Interrupted \((SIGINT|SIGTERM)\): (\d+) sent, (\d+) waiting"
+                  r"(?:, (\d+) cut off in flight \(unknown[^)]*\))?; `([^`]+)` continues\.")
+
+
+def start(*args: str) -> subprocess.Popen[bytes]:
+    """`mailer ARGS` in a session of its own: the signal goes to its process group, as
+    Ctrl-C at a terminal does (the render helpers get it too)."""
+    return subprocess.Popen([sys.executable, "-m", "mailer", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
+def status(pid: int, field: str) -> int:
+    """A signal mask of /proc/PID/status (SigIgn, ShdPnd, SigPnd) as a number."""
+    for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def delivered(pid: int) -> bool:
+    """No signal is pending for the process any more: its handler has run (it wrote the
+    signal to the event loop's wake-up pipe, which the loop reads in order)."""
+    return not (status(pid, "ShdPnd") or status(pid, "SigPnd"))
+
+
+def in_flight(proc: subprocess.Popen[bytes], smtp: SmtpServer, database, n: int) -> int:  # noqa: ANN001
+    """Wait until `n` messages are held unanswered at the server and marked sending, with
+    some sent before and some still queued; returns how many were sent before."""
+    wait_for(lambda: alive(proc) and smtp.held == n
+             and outbox_states(database)["sending"] == n,
+             f"{n} deliveries in flight", state=lambda: f"{smtp.held} held, "
+             f"{outbox_states(database)}")
+    before = len(smtp.messages())
+    assert outbox_states(database)["queued"] > 0
+    return before
+
+
+def finish(proc: subprocess.Popen[bytes]) -> tuple[str, re.Match[str]]:
+    """Exit 130, no traceback, the interrupt line as the last line of stderr."""
+    out, err = proc.communicate(timeout=180)
+    text = err.decode(errors="replace")
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text and "Aborted" not in text, text
+    last = text.strip().splitlines()[-1]
+    match = LINE.fullmatch(last)
+    assert match, text
+    return text, match
+
+
+@pytest.mark.parametrize("helpers", [0, 2])
+def test_ctrl_c_lets_the_messages_in_flight_finish_and_says_how_to_go_on(
+        run, project, smtp, monkeypatch, database, helpers):
+    configure(monkeypatch, smtp, rate=200, connections=2, render_processes=helpers)
+    addresses = people(run, project, 40)
+    create(run)
+    sender = start("campaign", "send", "dec", "--yes")
+    wait_for(lambda: alive(sender) and len(smtp.messages()) >= 3, "3 messages at the server")
+    if helpers:  # Ctrl-C reaches the helpers too: they ignore it (and the sender ends them)
+        wait_for(lambda: len(ready := [p for p in living_children(sender.pid)
+                                       if status(p, "SigIgn") & (1 << (signal.SIGINT - 1))])
+                 >= helpers and ready, "render helpers that ignore SIGINT",
+                 state=lambda: living_children(sender.pid))
+    smtp.hold_data()
+    before = in_flight(sender, smtp, database, 2)
+    os.killpg(sender.pid, signal.SIGINT)
+    wait_for(lambda: delivered(sender.pid), "SIGINT delivered")
+    smtp.release_data()  # the two in flight get their 250 and are recorded as sent
+    _, line = finish(sender)
+    states = outbox_states(database)
+    got = len(smtp.messages())
+    assert got >= before + 2 and states["sent"] == got  # the two in flight went, recorded
+    assert set(states) == {"sent", "queued"} and states["queued"] > 0
+    assert line.groups()[:4] == ("SIGINT", str(got), str(states["queued"]), None)
+    assert line[5] == "mailer campaign send dec"
+    result = run(*shlex.split(line[5])[1:])  # the command it gave
+    assert result.exit_code == 0, result.output
+    received = Counter(r for m in smtp.messages() for r in m.recipients)
+    assert sorted(received) == sorted(addresses) and set(received.values()) == {1}
+    assert outbox_states(database) == {"sent": 40}
+
+
+def test_sigterm_stops_mailer_run_the_same_way(run, project, smtp, monkeypatch, database):
+    configure(monkeypatch, smtp, rate=200, connections=2)
+    addresses = people(run, project, 40)
+    create(run)
+    # started, nothing sent yet: the campaign is "sending", for `mailer run` to continue
+    result = run("campaign", "send", "dec", "--yes", "--max-seconds", "0.001", "--json")
+    assert result.exit_code == 0, result.output
+    assert outbox_states(database) == {"queued": 40}
+    runner = start("run", "--max-seconds", "600")
+    wait_for(lambda: alive(runner) and len(smtp.messages()) >= 3, "3 messages at the server")
+    smtp.hold_data()
+    before = in_flight(runner, smtp, database, 2)
+    runner.send_signal(signal.SIGTERM)  # as systemd stops a unit
+    wait_for(lambda: delivered(runner.pid), "SIGTERM delivered")
+    smtp.release_data()
+    _, line = finish(runner)
+    states = outbox_states(database)
+    got = len(smtp.messages())
+    assert got >= before + 2 and states["sent"] == got
+    assert set(states) == {"sent", "queued"}
+    assert line.groups() == ("SIGTERM", str(got), str(states["queued"]), None, "mailer run")
+    result = run("run", "--json")
+    assert result.exit_code == 0, result.output
+    received = Counter(r for m in smtp.messages() for r in m.recipients)
+    assert sorted(received) == sorted(addresses) and set(received.values()) == {1}
+
+
+def test_a_second_ctrl_c_stops_at_once_and_the_messages_in_flight_are_unknown(
+        run, project, smtp, monkeypatch, database):
+    configure(monkeypatch, smtp, rate=200, connections=2)
+    addresses = people(run, project, 30)
+    create(run)
+    sender = start("campaign", "send", "dec", "--yes", "--json")
+    wait_for(lambda: alive(sender) and len(smtp.messages()) >= 3, "3 messages at the server")
+    smtp.hold_data()
+    before = in_flight(sender, smtp, database, 2)
+    os.killpg(sender.pid, signal.SIGINT)
+    wait_for(lambda: delivered(sender.pid), "the first SIGINT delivered")
+    os.killpg(sender.pid, signal.SIGINT)  # the held messages are never answered
+    out, err = sender.communicate(timeout=180)
+    assert sender.returncode == 130, err
+    assert b"Traceback" not in err
+    report = json.loads(out)  # --json: the report still, on stdout
+    assert report["interrupted"] == "SIGINT" and report["unknown"] == 2
+    states = outbox_states(database)
+    assert states["unknown"] == 2 and states["sent"] == before == len(smtp.messages())
+    assert set(states) == {"sent", "unknown", "queued"}
+    assert report["sent"] == before and report["open_left"] == states["queued"]
+    smtp.release_data()
+    result = run("campaign", "send", "dec")  # the rest, not the two unknown ones
+    assert result.exit_code == 0, result.output
+    assert outbox_states(database) == {"sent": 28, "unknown": 2}
+    received = Counter(r for m in smtp.messages() for r in m.recipients)
+    assert set(received.values()) == {1} and len(set(addresses) - set(received)) <= 2
