@@ -350,7 +350,9 @@ def test(state: State, name: str, addresses: tuple[str, ...], as_json: bool) -> 
 def send(state: State, name: str, yes: bool, max_seconds: float | None, retry_unknown: bool,
          quiet: bool, as_json: bool) -> None:
     """Send a campaign now: shows who and how many and asks first (--yes for scripts).
-    A campaign that is already sending continues where it was.
+    A campaign that is already sending continues where it was. Ctrl-C (or SIGTERM)
+    stops it after the messages in flight: exit 130, with how many went, how many wait
+    and the command that continues; a second Ctrl-C stops at once.
 
     \b
     Example:
@@ -511,7 +513,8 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
     scheduled campaigns that are due, send what is due (retries included), stop before
     the next minute. Exits 0 when there is nothing to
     do, and when another `mailer run` is still busy; 1 when a scheduled campaign that
-    is due cannot start (it says why, and stays scheduled).
+    is due cannot start (it says why, and stays scheduled); 130 when SIGTERM (systemd)
+    or Ctrl-C stopped a send, after the messages in flight, like `campaign send`.
 
     \b
     Example:
