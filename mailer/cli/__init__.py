@@ -2,22 +2,78 @@
 
 Exit codes: 0 ok, 1 error, 2 usage. Errors are one line on stderr (plus a hint), never a
 traceback; set MAILER_DEBUG=1 to see one for an unexpected error.
+
+Start-up: this module imports only click. The commands are registered by name in
+COMMANDS and their module is imported when the command runs (or its --help is asked), so
+`mailer --version` and `mailer --help` load neither SQLAlchemy nor the project loader
+(tests/test_startup.py keeps it so; figures in docs/performance.md).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
+from collections.abc import Iterator, MutableMapping
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from mailer import __version__
 from mailer.errors import MailerError
-from mailer.project import Project
 
-__all__ = ["cli", "main"]
+if TYPE_CHECKING:
+    from mailer.project import Project
+
+__all__ = ["COMMANDS", "cli", "main"]
+
+# name -> ("module:attribute", the first sentence of its help, as `mailer --help` lists
+# it). tests/test_startup.py checks each line against the command it names.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "audit": ("mailer.cli.auditcmd:audit",
+              "The audit trail: who did what and when (no personal data in it)."),
+    "bounces": ("mailer.cli.bouncescmd:command",
+                "What comes back: bounces, complaints, auto-replies and mail unsubscribes."),
+    "campaign": ("mailer.cli.campaigncmd:command",
+                 "Campaigns: create one, test it, send it, follow it."),
+    "config": ("mailer.cli.configcmd:command", "The project's settings."),
+    "db": ("mailer.cli.dbcmd:command",
+           "The database: see where its schema stands, apply migrations, back it up and "
+           "restore it (docs/backups.md)."),
+    "dkim": ("mailer.cli.dkimcmd:command", "DKIM keys for signing outgoing mail."),
+    "doctor": ("mailer.cli.doctorcmd:command",
+               "Will the mail land? Checks DNS, keys, the relay and the templates against "
+               "what Gmail, Yahoo and Microsoft demand of bulk senders, and says for each "
+               "problem what they answer and the exact record to publish."),
+    "gdpr": ("mailer.cli.gdprcmd:command",
+             "A person's rights (AVG/GDPR): a copy of their data, and erasure "
+             "(docs/privacy.md)."),
+    "incidents": ("mailer.cli.auditcmd:incidents",
+                  "The breach register: every personal-data breach, reported or not (art."),
+    "init": ("mailer.cli.initcmd:command",
+             "Create a new project: mailer.toml, a 0600 secrets file, lists/, templates/ "
+             "and a migrated SQLite database."),
+    "lists": ("mailer.cli.listscmd:command",
+              "Mailing lists, defined as files in lists/<slug>.toml."),
+    "preview": ("mailer.cli.templatescmd:preview",
+                "Write the exact message one subscriber would get: the .eml as sent "
+                "(signed when a DKIM key is configured), its HTML part and its text part."),
+    "run": ("mailer.cli.campaigncmd:run",
+            "The cron entry point: make the due occurrences of recurring campaigns, start "
+            "scheduled campaigns that are due, send what is due (retries included), stop "
+            "before the next minute."),
+    "serve": ("mailer.cli.servecmd:command",
+              "Serve the pages subscribers reach from their mail, and the providers' "
+              "webhooks."),
+    "subscribers": ("mailer.cli.subscriberscmd:command",
+                    "Subscribers: import, add, show, edit, list and remove."),
+    "suppression": ("mailer.cli.suppressioncmd:command",
+                    "The global suppression list: addresses no list may ever mail (stored "
+                    "hashed)."),
+    "templates": ("mailer.cli.templatescmd:command",
+                  "Mail templates: check them before a campaign uses them."),
+}
 
 
 class UserError(click.ClickException):
@@ -34,31 +90,97 @@ class UserError(click.ClickException):
             click.echo(f"  {self.hint}", err=True)
 
 
+class LazyCommands(MutableMapping[str, click.Command]):
+    """A group's commands: those added, plus those named in a table and imported on first
+    use. Iterating gives the names without importing anything; `commands[name]` (and so
+    click's get_command) imports that one command's module only."""
+
+    def __init__(self, table: dict[str, tuple[str, str]]) -> None:
+        self.table = table
+        self.loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self.loaded:
+            if name not in self.table:
+                raise KeyError(name)
+            module, _, attribute = self.table[name][0].partition(":")
+            self.loaded[name] = getattr(importlib.import_module(module), attribute)
+        return self.loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self.loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self.table = {key: value for key, value in self.table.items() if key != name}
+        self.loaded.pop(name, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*self.table, *self.loaded]))
+
+    def __len__(self) -> int:
+        return len(set(self.table) | set(self.loaded))
+
+    def short_help(self, name: str, limit: int) -> str | None:
+        """The line `--help` lists for a command not imported yet (None once it is):
+        click's own shortening, applied to the table's sentence."""
+        if name in self.loaded or name not in self.table:
+            return None
+        return click.Command(name, help=self.table[name][1]).get_short_help_str(limit)
+
+
 class MailerGroup(click.Group):
-    """The root group: turns every error into a one-line message."""
+    """The root group: turns every error into a one-line message, and imports a command's
+    module only when that command is used (COMMANDS)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands: LazyCommands = LazyCommands(COMMANDS)  # type: ignore[assignment]
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click's, but from the table for the commands not imported yet."""
+        rows = []
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max((len(name) for name in names), default=0)
+        for name in names:
+            text = self.commands.short_help(name, limit)
+            if text is None:
+                command = self.get_command(ctx, name)
+                if command is None or command.hidden:
+                    continue
+                text = command.get_short_help_str(limit)
+            rows.append((name, text))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except MailerError as exc:
             raise UserError(str(exc), exc.hint, exc.exit_code) from None
-        except OperationalError as exc:
-            if os.environ.get("MAILER_DEBUG"):
+        except Exception as exc:
+            error = _user_error(exc)
+            if error is None or os.environ.get("MAILER_DEBUG"):
                 raise
-            reason = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
-            hint = ("Another mailer process holds the database; try again."
-                    if "locked" in reason else None)
-            raise UserError(f"Database error: {reason}", hint) from None
-        except SQLAlchemyError as exc:
-            if os.environ.get("MAILER_DEBUG"):
-                raise
-            raise UserError(f"Database error: {exc.__class__.__name__}: "
-                            f"{str(exc).splitlines()[0]}") from None
-        except OSError as exc:
-            if os.environ.get("MAILER_DEBUG"):
-                raise
-            where = f": {exc.filename}" if exc.filename else ""
-            raise UserError(f"{exc.strerror or exc}{where}") from None
+            raise error from None
+
+
+def _user_error(exc: Exception) -> UserError | None:
+    """A database or file error as one line, or None for anything else. SQLAlchemy is
+    looked at only when a command has imported it (no command, no import)."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None and isinstance(exc, sa_exc.OperationalError):
+        reason = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
+        hint = ("Another mailer process holds the database; try again."
+                if "locked" in reason else None)
+        return UserError(f"Database error: {reason}", hint)
+    if sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError):
+        return UserError(f"Database error: {exc.__class__.__name__}: "
+                         f"{str(exc).splitlines()[0]}")
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return UserError(f"{exc.strerror or exc}{where}")
+    return None
 
 
 class State:
@@ -69,6 +191,8 @@ class State:
 
     @cached_property
     def project(self) -> Project:
+        from mailer.project import Project
+
         project = Project.load(self.config)
         ctx = click.get_current_context()
         ctx.call_on_close(project.close)
@@ -115,34 +239,3 @@ def cli(ctx: click.Context, config: str | None) -> None:
 
 def main() -> None:
     cli(prog_name="mailer")
-
-
-def _register() -> None:
-    from mailer.cli import (
-        auditcmd,
-        bouncescmd,
-        campaigncmd,
-        configcmd,
-        dbcmd,
-        dkimcmd,
-        doctorcmd,
-        gdprcmd,
-        initcmd,
-        listscmd,
-        servecmd,
-        subscriberscmd,
-        suppressioncmd,
-        templatescmd,
-    )
-
-    for module in (initcmd, dbcmd, configcmd, listscmd, subscriberscmd, suppressioncmd,
-                   templatescmd, campaigncmd, bouncescmd, gdprcmd, dkimcmd, servecmd):
-        cli.add_command(module.command)
-    cli.add_command(auditcmd.audit)
-    cli.add_command(auditcmd.incidents)
-    cli.add_command(templatescmd.preview)
-    cli.add_command(campaigncmd.run)
-    cli.add_command(doctorcmd.command)
-
-
-_register()

@@ -1,0 +1,89 @@
+"""Start-up (issue 17, point 5): `mailer --help` and `--version` import no command and none
+of the heavy libraries; every command is still listed and reachable. The time itself is
+measured in bench/startup_bench.py (docs/performance.md), never asserted here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from mailer.cli import COMMANDS, LazyCommands, cli
+
+# What a command may pull in, and `--help`/`--version` must not.
+HEAVY = ("sqlalchemy", "sqlmodel", "alembic", "jinja2", "premailer", "aiosmtplib", "lxml",
+         "rich", "pydantic", "mailer.project", "mailer.db", "mailer.models", "mailer.config")
+
+PROBE = """
+import atexit, json, sys
+def loaded():
+    names = [m for m in sys.modules if m in {heavy!r} or m.split(".")[0] in {heavy!r}
+             or m.startswith("mailer.cli.")]
+    print("LOADED " + json.dumps(sorted(names)), file=sys.stderr)
+atexit.register(loaded)
+sys.argv = ["mailer", *{args!r}]
+from mailer.cli import cli, main
+if {load_all!r}:
+    for name in cli.commands:
+        cli.commands[name]
+main()
+"""
+
+
+def run_mailer(args: list[str], cwd: Path, load_all: bool = False) -> tuple[str, list[str]]:
+    """`mailer ARGS` in a fresh interpreter: its output, and the watched modules it loaded."""
+    env = {k: v for k, v in os.environ.items() if k != "MAILER_CONFIG"} | {"COLUMNS": "80"}
+    code = PROBE.format(heavy=HEAVY, args=args, load_all=load_all)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    line = [x for x in proc.stderr.splitlines() if x.startswith("LOADED ")][-1]
+    return proc.stdout, json.loads(line.removeprefix("LOADED "))
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["-h"]])
+def test_help_and_version_import_nothing_heavy(args, tmp_path):
+    output, loaded = run_mailer(args, tmp_path)
+    assert output
+    assert loaded == []
+
+
+def test_a_command_imports_its_own_module_only(tmp_path):
+    """The probe sees imports: `mailer dkim --help` loads the dkim module, not the others."""
+    _, loaded = run_mailer(["dkim", "--help"], tmp_path)
+    commands = [m for m in loaded if m.startswith("mailer.cli.") and m.endswith("cmd")]
+    assert commands == ["mailer.cli.dkimcmd"]
+
+
+def test_help_lists_what_the_commands_themselves_say(tmp_path):
+    """The table's lines give the same `mailer --help` as the imported commands."""
+    lazy, _ = run_mailer(["--help"], tmp_path)
+    loaded, _ = run_mailer(["--help"], tmp_path, load_all=True)
+    assert lazy == loaded
+    for name in COMMANDS:
+        assert f"\n  {name} " in lazy
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_is_reachable_and_its_table_line_is_true(name):
+    command = cli.commands[name]
+    assert isinstance(command, click.Command)
+    assert command.name == name
+    table = LazyCommands(COMMANDS)
+    for limit in (20, 45, 63, 83, 200):
+        assert table.short_help(name, limit) == command.get_short_help_str(limit)
+    result = CliRunner().invoke(cli, [name, "--help"], prog_name="mailer")
+    assert result.exit_code == 0, result.output
+    assert f"Usage: mailer {name}" in result.output
+
+
+def test_an_unknown_command_is_one_line_with_a_suggestion():
+    result = CliRunner().invoke(cli, ["campaing"], prog_name="mailer")
+    assert result.exit_code == 2
+    assert "No such command 'campaing'. Did you mean 'campaign'?" in result.output
