@@ -3,7 +3,7 @@ the RFC 8058 headers and a VERP envelope sender whose token leads back to the de
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -64,6 +64,10 @@ def test_a_newsletter_message_has_every_header_and_one_recipient():
     assert msg["Date"].datetime == NOW
     assert msg["Message-ID"] == f"<{message.message_id}>"
     assert message.message_id.endswith("@example.be")
+    # Time first: Message-IDs sort in the order they were made (their index grows at its end).
+    later = mailing().message(AN, now=NOW + timedelta(seconds=1))
+    assert message.message_id.split(".")[0] == f"{int(NOW.timestamp()):08x}"
+    assert message.message_id < later.message_id
     assert msg["MIME-Version"] == "1.0"
     assert msg["List-Id"] == "Nieuwsbrief <nieuwsbrief.example.be>"
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
