@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import click
@@ -87,3 +89,31 @@ def test_an_unknown_command_is_one_line_with_a_suggestion():
     result = CliRunner().invoke(cli, ["campaing"], prog_name="mailer")
     assert result.exit_code == 2
     assert "No such command 'campaing'. Did you mean 'campaign'?" in result.output
+
+
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "MAILER_CONFIG"}
+    return subprocess.run([sys.executable, "-m", "mailer", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=300)
+
+
+def test_database_errors_are_still_one_line_without_sqlalchemy_imported_up_front(tmp_path):
+    """The root recognises SQLAlchemy's errors through the modules a command loaded: an
+    OperationalError as its reason alone, another SQLAlchemyError with its class."""
+    from mailer.scaffold import create_project
+
+    config = create_project(tmp_path / "news")
+    (tmp_path / "news" / "mailer.db").write_bytes(b"not a database " * 1000)
+    proc = run_cli(["--config", str(config), "lists", "ls"], tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: Database error: DatabaseError: ")
+    assert "file is not a database" in proc.stderr and "Traceback" not in proc.stderr
+
+    create_project(tmp_path / "other")  # a migrated database, then one table dropped
+    (tmp_path / "news" / "mailer.db").write_bytes((tmp_path / "other" / "mailer.db").read_bytes())
+    with closing(sqlite3.connect(tmp_path / "news" / "mailer.db")) as database:
+        database.execute("DROP TABLE mailing_list")
+        database.commit()
+    proc = run_cli(["--config", str(config), "lists", "ls"], tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr == "Error: Database error: no such table: mailing_list\n"
