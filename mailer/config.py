@@ -367,7 +367,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     """MAILER_KEY=… and MAILER_TABLE__KEY=… as a nested dict (lower-cased keys)."""
-    skip = {"CONFIG", "SECRETS_FILE"} | {n.upper() for n in SECRET_NAMES}
+    # Not settings: where the files are, the secrets, and DEBUG (the CLI's tracebacks).
+    skip = {"CONFIG", "SECRETS_FILE", "DEBUG"} | {n.upper() for n in SECRET_NAMES}
     out: dict[str, Any] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):

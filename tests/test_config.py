@@ -29,6 +29,12 @@ def test_environment_overrides_top_level_and_table_keys(folder, monkeypatch):
     assert settings.imports.default_language == "en"
 
 
+def test_mailer_debug_is_not_a_setting(folder, monkeypatch):
+    """The CLI's own help says MAILER_DEBUG=1 shows a traceback: it must not be refused."""
+    monkeypatch.setenv("MAILER_DEBUG", "1")
+    assert load_settings().project == "news"
+
+
 def test_relative_sqlite_path_is_relative_to_the_config_file(folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     settings = load_settings(folder / "mailer.toml")
