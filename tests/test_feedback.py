@@ -233,6 +233,29 @@ def test_a_complaint_unsubscribes_from_everything_and_suppresses(run, project):
     assert suppressed(run, addresses[1]) and not suppressed(run, addresses[0])
 
 
+def test_the_suppressions_returns_make_are_in_the_audit_trail_as_counts(run, project):
+    addresses = people(run, project, 3)
+    sent = send(run, project)
+    bounce = dsn(sent[addresses[0]], addresses[0], status="5.1.1", diagnostic="550 5.1.1 unknown")
+
+    def trail() -> list[dict]:
+        return [a for a in json.loads(run("audit", "ls", "--json").stdout)
+                if a["action"] == "bounces.process"]
+
+    url = returns(project, bounce, arf(sent[addresses[1]]))
+    process(run, url, "--dry-run")
+    assert trail() == []  # a dry run changes nothing, so it audits nothing
+    process(run, url)
+    [entry] = trail()
+    assert entry["detail"]["read"] == 2
+    assert entry["detail"]["changes"] == {"suppressed": 1,
+                                          "unsubscribed from all, suppressed": 1}
+    assert entry["actor"] and "@" not in json.dumps(entry)  # counts, never an address
+    mailbox.Maildir(project / "returns", create=False).add(bounce)  # read again: a duplicate
+    assert process(run, url)["duplicates"] == 1
+    assert len(trail()) == 1
+
+
 def test_a_mail_to_the_unsub_address_unsubscribes_that_list(run, project):
     addresses = people(run, project, 2)
     sent = send(run, project)

@@ -6,6 +6,8 @@ from mailer.errors import ConfigError
 from mailer.feedback.intake import IntakeReport, read_sources
 from mailer.feedback.policy import Policy
 from mailer.feedback.processing import Processor
+from mailer.models import current_actor
+from mailer.privacy import audit
 from mailer.project import Project
 
 __all__ = ["intake", "processor"]
@@ -27,10 +29,19 @@ def intake(project: Project, sources: list[str] | None = None, *, keep: bool = F
                           hint="Add `sources = [\"maildir:/var/mail/bounces\"]` under "
                                "[feedback] in mailer.toml, or give --source.")
     secret = project.settings.secrets.feedback_password
-    return read_sources(processor(project), urls, settings,
-                        password=secret.get_secret_value() if secret else None,
-                        keep=keep, dry_run=dry_run, max_seconds=max_seconds,
-                        resolve=lambda url: _resolve(project, url))
+    report = read_sources(processor(project), urls, settings,
+                          password=secret.get_secret_value() if secret else None,
+                          keep=keep, dry_run=dry_run, max_seconds=max_seconds,
+                          resolve=lambda url: _resolve(project, url))
+    # The suppressions and unsubscribes the returns made are suppression changes for the
+    # audit trail (privacy/audit.py): one entry per read that made any, counts only.
+    changed = {action: n for action, n in report.actions.items()
+               if action.startswith(("suppressed", "unsubscribed"))}
+    if changed and not dry_run:
+        audit.record(project.engine, actor=current_actor(), action="bounces.process",
+                     detail={"read": report.read, "kinds": dict(report.kinds),
+                             "changes": changed})
+    return report
 
 
 def _resolve(project: Project, url: str) -> str:
