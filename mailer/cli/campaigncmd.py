@@ -24,6 +24,7 @@ from mailer.delivery.campaigns import (
     campaign_figures,
     create_campaign,
     deliveries,
+    empty_audience,
     get_campaign,
     plan_start,
     schedule_campaign,
@@ -115,8 +116,15 @@ def create(state: State, name: str, lists: tuple[str, ...], template: str, subje
                                    subject=subject, list_slugs=lists, segment=segment)
         checked_mailing(project, session, campaign, new=True)
         people = audience_count(session, campaign)
+        empty = empty_audience(session, campaign) if not people else None
     if as_json:
-        print_json({"campaign": name, "state": "draft", "audience": people})
+        print_json({"campaign": name, "state": "draft", "audience": people}
+                   | ({"audience_empty": empty[0], "hint": empty[1]} if empty else {}))
+        return
+    if empty:
+        err().print(f"Campaign {name} created (draft), but nobody would get it now: "
+                    f"{empty[0]}" + (f"\n{empty[1]}" if empty[1] else ""),
+                    highlight=False, markup=False)
         return
     err().print(f"Campaign {name} created (draft): {people:,} people would get it now.\n"
                 f"Next: mailer campaign test {name} --to you@example.be", highlight=False)

@@ -51,8 +51,9 @@ from mailer.models import (
 )
 
 __all__ = ["ALLOWED", "CampaignFigures", "InThePast", "StartPlan", "audience_count",
-           "audience_members", "campaign_figures", "create_campaign", "deliveries", "get_campaign",
-           "plan_start", "schedule_campaign", "snapshot_sources", "start_campaign", "transition"]
+           "audience_members", "campaign_figures", "create_campaign", "deliveries",
+           "empty_audience", "get_campaign", "plan_start", "schedule_campaign",
+           "snapshot_sources", "start_campaign", "transition"]
 
 S = CampaignState
 ALLOWED: dict[str, set[str]] = {
@@ -105,7 +106,7 @@ def plan_start(session: Session, campaign: Campaign) -> StartPlan | None:
         transition(campaign, S.SENDING)  # raises, saying why
     people = audience_count(session, campaign)
     if people == 0:
-        raise _nobody(campaign)
+        raise _nobody(session, campaign)
     lists = session.exec(select(MailingList).where(
         MailingList.id.in_(campaign.list_ids))).all()  # type: ignore[union-attr]
     return StartPlan(slug=campaign.slug, people=people, lists=[ml.slug for ml in lists],
@@ -113,10 +114,37 @@ def plan_start(session: Session, campaign: Campaign) -> StartPlan | None:
                      senders=[f"{ml.from_name} <{ml.from_address}>" for ml in lists])
 
 
-def _nobody(campaign: Campaign) -> InvalidInput:
-    return InvalidInput(f"Nobody would get {campaign.slug}: the lists have no confirmed "
-                        "members" + (" matching the segment" if campaign.segment else "")
-                        + ".")
+def _nobody(session: Session, campaign: Campaign) -> InvalidInput:
+    why, hint = empty_audience(session, campaign)
+    return InvalidInput(f"Nobody would get {campaign.slug}: {why}", hint=hint)
+
+
+def empty_audience(session: Session, campaign: Campaign) -> tuple[str, str | None]:
+    """Why a campaign reaches nobody, and the way out: the one explanation that `campaign
+    create`, `send` and `mailer run` give (issue 12, point 3). Members still pending
+    confirmation get no mail until they confirm, and nothing asks them unless told to."""
+    sub, person = Subscription.__table__, Subscriber.__table__  # type: ignore[attr-defined]
+    rows = session.connection().execute(
+        sa.select(sub.c.status, sa.func.count(sa.distinct(sub.c.subscriber_id)))
+        .select_from(sub.join(person, person.c.id == sub.c.subscriber_id))
+        .where(sub.c.list_id.in_(campaign.list_ids), person.c.status == GlobalStatus.ACTIVE)
+        .group_by(sub.c.status)).all()
+    counts = {str(status): int(n) for status, n in rows}
+    pending, confirmed = counts.get(SubscriptionStatus.PENDING, 0), counts.get(
+        SubscriptionStatus.CONFIRMED, 0)
+    lists = ", ".join(session.exec(select(MailingList.slug).where(
+        MailingList.id.in_(campaign.list_ids))).all())  # type: ignore[union-attr]
+    if confirmed and campaign.segment:
+        return (f"{confirmed:,} confirmed on {lists}, none matching the segment "
+                f"({' and '.join(campaign.segment)}).", "Change or drop --where.")
+    if pending:
+        people = "person is" if pending == 1 else "people are"
+        return (f"{pending:,} {people} pending confirmation on {lists}; 0 confirmed.",
+                f"Ask them: mailer subscribers import FILE --list {lists.split(', ')[0]} "
+                "--send-confirmation (mails the confirmation link, once; nobody is asked "
+                "twice), or --confirmed instead if they confirmed elsewhere. They get "
+                "campaigns once they confirm.")
+    return f"no confirmed members on {lists}.", None
 
 
 def schedule_campaign(campaign: Campaign, when: datetime, *, past_ok: bool = False) -> None:
@@ -269,7 +297,7 @@ def start_campaign(session: Session, campaign: Campaign, sources: TemplateSource
             queued = conn.execute(sa.select(sa.func.count()).where(
                 table.c.campaign_id == campaign.id)).scalar_one()
     if not queued:
-        raise _nobody(campaign)
+        raise _nobody(session, campaign)
     session.add(campaign)
     session.add(AuditLog(actor=current_actor(), action="campaign.start", detail={
         "campaign": campaign.id, "slug": campaign.slug, "lists": campaign.list_ids,
