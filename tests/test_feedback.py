@@ -297,6 +297,67 @@ def test_an_unreadable_message_is_moved_aside_and_the_others_go_on(run, project)
     assert len(box.get_folder("failed")) == 1 and len(box.get_folder("processed")) == 1
 
 
+def test_a_message_that_fails_in_a_batch_is_rolled_back_alone(run, project, monkeypatch):
+    """Returns are recorded in batches, one transaction each: a message whose recording
+    fails half-way (its subscriber already suppressed) is undone alone and moved aside;
+    the others in its batch, and in the next batches, are kept and moved."""
+    from mailer.feedback import intake, processing
+
+    addresses = people(run, project, 5)
+    sent = send(run, project)
+    real = processing.apply
+
+    def failing(session, hash_key, policy, event, target, *, now):  # noqa: ANN001, ANN202
+        done = real(session, hash_key, policy, event, target, now=now)
+        if "mailbox is odd" in (event.diagnostic or ""):
+            raise RuntimeError("odd data")
+        return done
+
+    monkeypatch.setattr(processing, "apply", failing)
+    monkeypatch.setattr(intake, "BATCH_MESSAGES", 2)
+    summary = process(run, returns(project, *(
+        dsn(sent[a], a, status="5.1.1",
+            diagnostic=f"550 5.1.1 {'mailbox is odd' if a == addresses[2] else 'unknown'}")
+        for a in addresses)))
+    assert summary["read"] == 4 and summary["moved_aside"] == 1
+    assert summary["problems"] and "RuntimeError: odd data" in summary["problems"][0]
+    assert [suppressed(run, a) for a in addresses] == [True, True, False, True, True]
+    assert show(run, addresses[2])["feedback"] == []
+    box = mailbox.Maildir(project / "returns", create=False)
+    assert len(box) == 0 and len(box.get_folder("processed")) == 4
+    assert len(box.get_folder("failed")) == 1
+
+
+def test_a_batch_is_moved_only_after_its_commit(run, project, monkeypatch):
+    """The database fails at a batch's commit: nothing of that batch is kept and its
+    messages stay in the mailbox; read again, each counts once."""
+    from sqlalchemy.exc import OperationalError
+
+    from mailer.feedback import intake, processing
+
+    addresses = people(run, project, 3)
+    sent = send(run, project)
+    url = returns(project, *(dsn(sent[a], a, status="5.1.1", diagnostic="550 5.1.1 unknown")
+                             for a in addresses))
+
+    def broken(self) -> None:  # noqa: ANN001
+        raise OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(intake, "BATCH_MESSAGES", 50)
+    with monkeypatch.context() as patched:
+        patched.setattr(processing.Batch, "commit", broken)
+        result = run("bounces", "process", "--source", url, "--json")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    box = mailbox.Maildir(project / "returns", create=False)
+    assert len(box) == 3 and not any(suppressed(run, a) for a in addresses)
+    assert all(show(run, a)["feedback"] == [] for a in addresses)
+    summary = process(run, url)
+    assert summary["read"] == 3 and summary["duplicates"] == 0
+    assert all(suppressed(run, a) for a in addresses)
+    assert [len(show(run, a)["feedback"]) for a in addresses] == [1, 1, 1]
+    assert len(box) == 0 and len(box.get_folder("processed")) == 3
+
+
 def test_dry_run_changes_nothing_and_keeps_the_messages(run, project):
     addresses = people(run, project, 1)
     sent = send(run, project)

@@ -1,5 +1,8 @@
-"""Reading the return sources: every message of every source through the processor, each
-one settled (done, or moved aside) before the next, within a time budget.
+"""Reading the return sources: every message of every source through the processor, within
+a time budget. Messages are recorded in batches, one transaction each (up to
+BATCH_MESSAGES, or BATCH_SECONDS after the first): a batch is committed, then its
+messages are moved or deleted; a crash in between leaves them to be read again, and
+their keys, committed with their events, make that count once.
 
 A message that cannot be read, or whose processing fails for a reason of its own, is
 logged with its id and moved aside (the source's failed folder); the others go on. A
@@ -14,18 +17,23 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import OperationalError
 
 from mailer.config import Feedback as FeedbackSettings
 from mailer.errors import MailerError
-from mailer.feedback.processing import Outcome, Processor
+from mailer.feedback.processing import Batch, Outcome, Processor
 from mailer.feedback.reports import Unreadable
+
+if TYPE_CHECKING:
+    from mailer.feedback.sources import Incoming, Source
 
 __all__ = ["IntakeReport", "read_sources"]
 
 log = logging.getLogger("mailer.feedback")
+BATCH_MESSAGES = 50  # messages recorded in one transaction, at most...
+BATCH_SECONDS = 0.2  # ...and for at most this long (a slow IMAP server holds no lock long)
 
 
 @dataclass
@@ -75,21 +83,23 @@ def read_sources(processor: Processor, urls: list[str], settings: FeedbackSettin
         source = open_source(resolve(url), password=password, keep=keep or dry_run,
                              after=settings.after, processed=settings.processed_folder,
                              failed=settings.failed_folder, cafile=settings.cafile or None)
-        with source:
+        with source, processor.batch(dry_run=dry_run) as batch:
+            pending: list[tuple[Incoming, Outcome]] = []  # recorded, not yet committed
+            started = 0.0
             for item in source:
                 if deadline is not None and time.monotonic() > deadline:
                     report.out_of_time = True
+                    _settle(batch, source, pending, report, on_message)
                     return report
                 try:
-                    outcome = processor.process(item.data, source=source.name,
-                                                dry_run=dry_run)
+                    outcome = batch.process(item.data, source=source.name)
                 except Unreadable as exc:  # the source logs where it went
                     report.problems.append(f"{source.name} {item.id}: {exc}")
                     report.aside += 1
                     source.aside(item, str(exc))
                     continue
                 except (OperationalError, MailerError):
-                    raise  # not this message's fault: it stays, and is read next time
+                    raise  # not this message's fault: the batch stays, and is read next time
                 except Exception as exc:  # noqa: BLE001 - one odd message must not stop the run
                     log.exception("%s: message %s could not be processed", source.name,
                                   item.id)
@@ -98,8 +108,23 @@ def read_sources(processor: Processor, urls: list[str], settings: FeedbackSettin
                     report.aside += 1
                     source.aside(item, f"{exc.__class__.__name__}: {exc}")
                     continue
-                report.add(outcome)
-                source.done(item)
-                if on_message is not None:
-                    on_message()
+                if not pending:
+                    started = time.monotonic()
+                pending.append((item, outcome))
+                if len(pending) >= BATCH_MESSAGES or \
+                        time.monotonic() - started >= BATCH_SECONDS:
+                    _settle(batch, source, pending, report, on_message)
+            _settle(batch, source, pending, report, on_message)
     return report
+
+
+def _settle(batch: Batch, source: Source, pending: list[tuple[Incoming, Outcome]],
+            report: IntakeReport, on_message: Callable[[], None] | None) -> None:
+    """Commit the batch, then move or delete its messages."""
+    batch.commit()
+    for item, outcome in pending:
+        report.add(outcome)
+        source.done(item)
+        if on_message is not None:
+            on_message()
+    pending.clear()

@@ -1,5 +1,5 @@
-"""From a returned message to events and actions: attribution, idempotency, one
-transaction per message.
+"""From a returned message to events and actions: attribution, idempotency, a savepoint
+per message in a transaction per batch.
 
 Attribution, strongest evidence first (one `by` per event):
     token       the signed VERP token in the address the report was sent to
@@ -12,7 +12,9 @@ A token that does not verify (forged, mangled, another project's) attributes not
 next kind of evidence is tried.
 
 Idempotency: the key of a message is the SHA-256 of its bytes; its events are unique on
-(key, seq). A message read again (a crash between processing and deleting it, a second
+(key, seq), and written in the transaction that acts on the message (`bounces process`
+records messages in batches, a transaction each, a savepoint per message: see Batch).
+A message read again (a crash between processing and deleting it, a second
 `bounces process` at the same time) finds its events and changes nothing; two processes
 racing on it: the second one's insert fails on the unique key and it rolls back.
 """
@@ -44,7 +46,7 @@ from mailer.models import (
 )
 from mailer.tokens import Purpose, Signer, TokenError
 
-__all__ = ["Attribution", "Outcome", "Processor", "explain", "message_key"]
+__all__ = ["Attribution", "Batch", "Outcome", "Processor", "explain", "message_key"]
 
 log = logging.getLogger("mailer.feedback")
 E = FeedbackEvent.__table__  # type: ignore[attr-defined]
@@ -124,47 +126,120 @@ class Processor:
     def record(self, report: Report, key: str, *, source: str, dry_run: bool = False,
                now: datetime | None = None,
                attribution: Attribution | None = None) -> Outcome:
-        """Record and act on a report (from a message, or built by a webhook);
-        `attribution` when the caller knows whom it is about.
-
-        The event rows are written with Core statements built once (the ORM's unit of work
-        cost more than the rest of the message together); the policy's writes share the
-        session's transaction."""
-        now = now or utcnow()
-        with Session(self.engine, expire_on_commit=False) as session:
-            conn = session.connection()
-            if conn.execute(_SEEN, {"key": key}).first() is not None:
-                return Outcome(key, report, None, duplicate=True)
-            attribution = attribution or attribute(conn, self.signer, report)
-            outcome = Outcome(key, report, attribution)
-            target = attribution.target() if attribution else None
-            for row in _events(report, attribution, key, source, now):
-                event = SimpleNamespace(**row)
-                # A soft bounce counts itself among the subscriber's events: written
-                # first, its action set after. Every other plan reads no events: the row
-                # is written once, with its action (the same rows, one statement less).
-                counted = target is not None and planned(
-                    event.kind, hard=event.hard, sender_side=event.sender_side
-                ) == "count-soft-bounce"
-                if not counted:
-                    row["action"] = apply(session, self.hash_key, self.policy, event,
-                                          target, now=now)
-                try:
-                    conn.execute(_INSERT, row)
-                except IntegrityError:  # processed meanwhile by another process
-                    session.rollback()
-                    return Outcome(key, report, attribution, duplicate=True)
-                if counted:
-                    row["action"] = apply(session, self.hash_key, self.policy, event,
-                                          target, now=now)
-                    conn.execute(_SET_ACTION, {"k": key, "n": row["seq"],
-                                               "act": row["action"]})
-                outcome.actions.append(row["action"])
-            if dry_run:
-                session.rollback()
-            else:
-                session.commit()
+        """Record and act on a report (from a message, or built by a webhook), in a
+        transaction of its own; `attribution` when the caller knows whom it is about."""
+        with self.batch(dry_run=dry_run) as batch:
+            outcome = batch.record(report, key, source=source, now=now,
+                                   attribution=attribution)
+            batch.commit()
         return outcome
+
+    def batch(self, *, dry_run: bool = False) -> Batch:
+        """Several messages in one transaction (`bounces process`: the commit cost more
+        than the rest of a message's database work)."""
+        return Batch(self, dry_run=dry_run)
+
+
+class Batch:
+    """Messages recorded in one transaction, each in a savepoint of its own: a message
+    whose recording fails is rolled back alone (`discard`), the others stay. Nothing is
+    kept until `commit`; a caller moves or deletes the messages only after it, so a crash
+    before it leaves them to be read again, and their keys (written in the same
+    transaction) make that count once. A dry run rolls every message back at once, as
+    if each were alone."""
+
+    def __init__(self, processor: Processor, *, dry_run: bool = False) -> None:
+        self.processor = processor
+        self.dry_run = dry_run
+        self.session = Session(processor.engine, expire_on_commit=False)
+        self.size = 0
+        self._conn: sa.Connection | None = None
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.session.close()  # rolls back what was not committed
+
+    def _connection(self) -> sa.Connection:
+        if self._conn is None:
+            conn = self._conn = self.session.connection()
+            # Python's sqlite3 begins a transaction at the first write only: a SAVEPOINT
+            # before that would begin it, and its RELEASE commit it. Begun here instead.
+            if conn.dialect.name == "sqlite":
+                raw = conn.connection.dbapi_connection
+                if raw is not None and not raw.in_transaction:
+                    conn.exec_driver_sql("BEGIN")
+        return self._conn
+
+    def process(self, data: bytes, *, source: str, now: datetime | None = None) -> Outcome:
+        """Read, attribute, record and act on one message. Raises reports.Unreadable for
+        bytes that are not a message (nothing written)."""
+        report = read_report(data)
+        return self.record(report, message_key(data), source=source, now=now)
+
+    def record(self, report: Report, key: str, *, source: str, now: datetime | None = None,
+               attribution: Attribution | None = None) -> Outcome:
+        """The event rows are written with Core statements built once (the ORM's unit of
+        work cost more than the rest of the message together); the policy's writes share
+        the session's transaction. Any failure rolls this message back alone, then
+        raises."""
+        now = now or utcnow()
+        session, signer = self.session, self.processor.signer
+        conn = self._connection()
+        savepoint = session.begin_nested()
+        try:
+            outcome = self._record(conn, signer, report, key, source, now, attribution)
+        except BaseException:
+            if savepoint.is_active:
+                savepoint.rollback()
+            raise
+        if outcome.duplicate or self.dry_run:
+            savepoint.rollback()
+        else:
+            savepoint.commit()
+            self.size += 1
+        return outcome
+
+    def _record(self, conn: sa.Connection, signer: Signer, report: Report, key: str,
+                source: str, now: datetime, attribution: Attribution | None) -> Outcome:
+        processor, session = self.processor, self.session
+        if conn.execute(_SEEN, {"key": key}).first() is not None:
+            return Outcome(key, report, None, duplicate=True)
+        attribution = attribution or attribute(conn, signer, report)
+        outcome = Outcome(key, report, attribution)
+        target = attribution.target() if attribution else None
+        for row in _events(report, attribution, key, source, now):
+            event = SimpleNamespace(**row)
+            # A soft bounce counts itself among the subscriber's events: written first,
+            # its action set after. Every other plan reads no events: the row is written
+            # once, with its action (the same rows, one statement less).
+            counted = target is not None and planned(
+                event.kind, hard=event.hard, sender_side=event.sender_side
+            ) == "count-soft-bounce"
+            if not counted:
+                row["action"] = apply(session, processor.hash_key, processor.policy, event,
+                                      target, now=now)
+            try:
+                conn.execute(_INSERT, row)
+            except IntegrityError:  # processed meanwhile by another process (the
+                # savepoint is rolled back by the caller)
+                return Outcome(key, report, attribution, duplicate=True)
+            if counted:
+                row["action"] = apply(session, processor.hash_key, processor.policy, event,
+                                      target, now=now)
+                conn.execute(_SET_ACTION, {"k": key, "n": row["seq"], "act": row["action"]})
+            outcome.actions.append(row["action"])
+        return outcome
+
+    def commit(self) -> None:
+        """Keep what was recorded since the last commit (a dry run: nothing)."""
+        if self.dry_run:
+            self.session.rollback()
+        else:
+            self.session.commit()
+        self._conn = None
+        self.size = 0
 
 
 # The statements of every message, built once.

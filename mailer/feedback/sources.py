@@ -295,7 +295,7 @@ class MaildirSource(_Base):
                  failed: str) -> None:
         self.name, self.root, self.keep, self.after = name, root, keep, after
         self._folders = {"processed": processed, "failed": failed}
-        self._last: tuple[str, str] | None = None  # the message read last, and its sub
+        self._read: dict[str, str] = {}  # messages read and not yet settled: their sub
         self._made: set[Path] = set()  # target folders known to exist
         if not ((root / "new").is_dir() and (root / "cur").is_dir()):
             raise SourceError(f"{name}: not a Maildir (no new/ and cur/ folders in {root}).",
@@ -316,7 +316,7 @@ class MaildirSource(_Base):
                         log.warning("%s: message %s cannot be read (%s): skipped",
                                     self.name, entry.name, _said(exc))
                         continue
-                    self._last = (entry.name, sub)
+                    self._read[entry.name] = sub
                     yield Incoming(entry.name, data)
 
     def _path(self, item: Incoming) -> tuple[Path, str] | None:
@@ -328,10 +328,10 @@ class MaildirSource(_Base):
 
     def _move(self, item: Incoming, folder: str) -> None:
         target = self.root / ("." + self._folders[folder].replace("/", "."))
-        if self._last is not None and self._last[0] == item.id and target in self._made:
-            # The message just read, where it was read, to a folder made before: one
-            # rename (no stat); if it moved meanwhile, it is looked for as below.
-            sub = self._last[1]
+        sub = self._read.pop(item.id, None)
+        if sub is not None and target in self._made:
+            # A message read, where it was read, to a folder made before: one rename (no
+            # stat); if it moved meanwhile, it is looked for as below.
             try:
                 os.replace(self.root / sub / item.id, target / sub / item.id)
                 return
@@ -351,14 +351,17 @@ class MaildirSource(_Base):
 
     def done(self, item: Incoming) -> None:
         if self.keep:
+            self._read.pop(item.id, None)
             return
         if self.after == "move":
             self._move(item, "processed")
         elif (found := self._path(item)) is not None:
+            self._read.pop(item.id, None)
             found[0].unlink(missing_ok=True)
 
     def aside(self, item: Incoming, why: str) -> None:
         if self.keep:
+            self._read.pop(item.id, None)
             self._aside_log(item, why, "left in place (keep)")
             return
         self._aside_log(item, why, f"moved to .{self._folders['failed']}")
