@@ -17,19 +17,22 @@ run with `synchronous_commit` on, also where the server's default was turned off
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
-from sqlmodel import Session
 
 from mailer.errors import DatabaseBehind, DatabaseError
+
+if TYPE_CHECKING:  # imported where used: a command that only reads needs neither
+    from alembic.config import Config as AlembicConfig
+    from sqlmodel import Session
 
 __all__ = [
     "SchemaStatus",
@@ -114,6 +117,8 @@ def durable_begin(engine: Engine) -> Iterator[Connection]:
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """A session whose transaction commits at the end of the block, or rolls back."""
+    from sqlmodel import Session
+
     with Session(engine, expire_on_commit=False) as session:
         try:
             yield session
@@ -124,6 +129,8 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 
 
 def _alembic_config(engine: Engine) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
@@ -145,6 +152,9 @@ class SchemaStatus:
 
 def schema_status(engine: Engine) -> SchemaStatus:
     """Current revision, head revision and the revisions not yet applied (oldest first)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(_alembic_config(engine))
     head = script.get_current_head()
     assert head is not None
@@ -160,8 +170,45 @@ def schema_status(engine: Engine) -> SchemaStatus:
     return SchemaStatus(current, head, pending)
 
 
+@cache
+def _shipped_head() -> str | None:
+    """The head revision of the migrations the code ships, read from their files without
+    Alembic (~0.2 s of imports): the one revision no other names as its down_revision,
+    or None when that is not one clear answer (then Alembic decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        revision = re.search(r"^revision\b[^=\n]*=\s*['\"]([^'\"]+)['\"]", text, re.M)
+        down = re.search(r"^down_revision\b[^=\n]*=(.*)$", text, re.M)
+        if revision is None or down is None:
+            return None
+        revisions.add(revision.group(1))
+        parents.update(re.findall(r"['\"]([^'\"]+)['\"]", down.group(1)))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _at_head(engine: Engine) -> bool:
+    """Whether the database's one recorded revision is the shipped head (False when it
+    cannot tell: no version table, several rows, an unreadable head)."""
+    head = _shipped_head()
+    if head is None:
+        return False
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+    except sa.exc.DBAPIError:  # no version table (or no database): Alembic says more
+        return False
+    return [row[0] for row in rows] == [head]
+
+
 def check_schema(engine: Engine) -> None:
-    """Raise DatabaseBehind unless the database is at the code's head revision."""
+    """Raise DatabaseBehind unless the database is at the code's head revision. The
+    usual case (at the head) is one query; anything else goes to Alembic, which says
+    what stands where."""
+    if _at_head(engine):
+        return
     status = schema_status(engine)
     if status.current is None:
         raise DatabaseBehind(
@@ -176,6 +223,8 @@ def check_schema(engine: Engine) -> None:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply migrations up to `revision`."""
+    from alembic import command
+
     try:
         command.upgrade(_alembic_config(engine), revision)
     except OperationalError as exc:

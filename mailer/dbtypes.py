@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,10 +10,25 @@ from sqlalchemy import BigInteger, DateTime
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-__all__ = ["Timestamp", "placeholder", "stamp"]
+__all__ = ["TEST_CLOCK", "Timestamp", "placeholder", "stamp", "utcnow"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
+
+TEST_CLOCK = "TEST_MAILER_NOW"  # tests only: see utcnow()
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, timezone-aware: what every timestamp column stores.
+
+    The one test hook on the clock: with TEST_MAILER_NOW set (an ISO 8601 time with its
+    offset, "2027-03-28T01:00:00+00:00") the engine's now stands still at that time, so a
+    test can walk a recurring campaign through months and DST changes in a few runs
+    (tests/test_recurring.py). Never set it in production."""
+    fake = os.environ.get(TEST_CLOCK)
+    if fake:
+        return datetime.fromisoformat(fake).astimezone(UTC)
+    return datetime.now(UTC)
 
 
 class Timestamp(TypeDecorator[datetime]):

@@ -11,8 +11,7 @@ Timestamps are timezone-aware UTC (`utcnow()`), stored by `dbtypes.Timestamp`.
 from __future__ import annotations
 
 import enum
-import os
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -28,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from mailer.dbtypes import Timestamp
+from mailer.dbtypes import TEST_CLOCK, Timestamp, utcnow  # noqa: F401 - TEST_CLOCK: the tests
 
 __all__ = [
     "AuditLog",
@@ -74,22 +73,6 @@ def current_actor(explicit: str | None = None) -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "cli"
-
-
-TEST_CLOCK = "TEST_MAILER_NOW"  # tests only: see utcnow()
-
-
-def utcnow() -> datetime:
-    """Now, in UTC, timezone-aware: what every timestamp column stores.
-
-    The one test hook on the clock: with TEST_MAILER_NOW set (an ISO 8601 time with its
-    offset, "2027-03-28T01:00:00+00:00") the engine's now stands still at that time, so a
-    test can walk a recurring campaign through months and DST changes in a few runs
-    (tests/test_recurring.py). Never set it in production."""
-    fake = os.environ.get(TEST_CLOCK)
-    if fake:
-        return datetime.fromisoformat(fake).astimezone(UTC)
-    return datetime.now(UTC)
 
 
 class OptIn(enum.StrEnum):

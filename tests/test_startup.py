@@ -117,3 +117,37 @@ def test_database_errors_are_still_one_line_without_sqlalchemy_imported_up_front
     proc = run_cli(["--config", str(config), "lists", "ls"], tmp_path)
     assert proc.returncode == 1
     assert proc.stderr == "Error: Database error: no such table: mailing_list\n"
+
+
+def test_an_idle_run_imports_neither_the_sending_side_nor_alembic(tmp_path):
+    """`mailer run` with nothing due (cron, most minutes) answers from a few queries
+    (delivery/due.py): no templates, SMTP, HTML inlining, Alembic or rich; its --json is
+    the empty RunSummary that run_due would give."""
+    from dataclasses import fields
+
+    from mailer.delivery.due import IDLE_SUMMARY
+    from mailer.delivery.runner import RunSummary
+    from mailer.scaffold import create_project
+
+    config = str(create_project(tmp_path / "news"))
+    first, loaded = run_mailer(["--config", config, "run", "--json"], tmp_path)
+    assert "aiosmtplib" in loaded  # the first run is not idle: the daily purge is due
+    assert json.loads(first)["purged"] != {}
+    output, loaded = run_mailer(["--config", config, "run", "--json"], tmp_path)
+    assert json.loads(output) == IDLE_SUMMARY
+    assert list(IDLE_SUMMARY) == [f.name for f in fields(RunSummary)]
+    assert not {"jinja2", "aiosmtplib", "premailer", "lxml", "alembic", "rich"} & set(loaded)
+    assert "mailer.cli.campaigncmd" not in loaded
+    lines, _ = run_mailer(["--config", config, "run"], tmp_path)
+    assert lines == ""  # "Nothing to do." goes to stderr, as a run with work does
+
+
+def test_the_schema_check_finds_the_head_without_alembic_as_alembic_does():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from mailer.db import MIGRATIONS, _shipped_head
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert _shipped_head() == ScriptDirectory.from_config(config).get_current_head()

@@ -59,7 +59,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preview": ("mailer.cli.templatescmd:preview",
                 "Write the exact message one subscriber would get: the .eml as sent "
                 "(signed when a DKIM key is configured), its HTML part and its text part."),
-    "run": ("mailer.cli.campaigncmd:run",
+    "run": ("mailer.cli.runcmd:run",
             "The cron entry point: make the due occurrences of recurring campaigns, start "
             "scheduled campaigns that are due, send what is due (retries included), stop "
             "before the next minute."),

@@ -1,5 +1,5 @@
 """`mailer campaign create|ls|show|test|send|schedule|pause|resume|cancel|deliveries`
-and `mailer run`."""
+(`mailer run` is runcmd.py, which uses _line, _interrupted and _watch from here)."""
 
 from __future__ import annotations
 
@@ -30,11 +30,10 @@ from mailer.delivery.campaigns import (
     schedule_campaign,
     transition,
 )
-from mailer.delivery.lock import LockBusy, run_lock
+from mailer.delivery.lock import run_lock
 from mailer.delivery.runner import (
     prepare_start,
     reopen_for_unknown,
-    run_due,
     send_campaign,
     send_test,
     transport_for,
@@ -505,80 +504,6 @@ _simple("cancel", CampaignState.CANCELLED, "mailer campaign cancel dec-2026",
         "Cancel a campaign: whatever was not sent yet never will be. A recurring "
         "campaign makes no more occurrences (those made already are campaigns of their "
         "own).")
-
-
-@click.command("run")
-@click.option("--max-seconds", type=float, default=55.0, show_default=True,
-              help="Stop starting new messages after this long, before the next cron tick.")
-@click.option("--retry-unknown", is_flag=True,
-              help="Resend deliveries that were in flight when a sender died.")
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing when there was nothing to do.")
-@_json
-@pass_state
-def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
-        as_json: bool) -> None:
-    """The cron entry point: make the due occurrences of recurring campaigns, start
-    scheduled campaigns that are due, send what is due (retries included), stop before
-    the next minute. Exits 0 when there is nothing to
-    do, and when another `mailer run` is still busy; 1 when a scheduled campaign that
-    is due cannot start (it says why, and stays scheduled); 130 when SIGTERM (systemd)
-    or Ctrl-C stopped a send, after the messages in flight, like `campaign send`.
-
-    \b
-    Example:
-        * * * * *  cd /srv/nieuws && mailer run --quiet
-    """
-    project = state.project
-    try:
-        result = run_due(project, max_seconds=max_seconds, retry_unknown=retry_unknown)
-    except LockBusy as exc:
-        if not quiet:
-            err().print(str(exc), highlight=False)
-        return
-    _watch(project, result.finished)
-    if as_json:
-        print_json(vars(result))
-        if result.interrupted:
-            raise SystemExit(130)
-        if result.not_started:
-            raise SystemExit(1)
-        return
-    if result.interrupted:
-        _interrupted(result.interrupted,
-                     sum(c["sent"] for c in result.campaigns.values()), result.waiting,
-                     sum(c["unknown"] for c in result.campaigns.values()), "mailer run")
-    lines: list[str] = []
-    if any(result.notices.values()):
-        n = result.notices
-        lines.append(f"Confirmation, welcome and export mails: {n['sent']} sent, "
-                     f"{n['deferred']} deferred, {n['failed']} failed, {n['skipped']} skipped.")
-    lines += result.recurring
-    lines += [f"{slug}: started (it was scheduled)" for slug in result.started]
-    lines += [f"{slug}: not started: {why}" for slug, why in result.not_started.items()]
-    for slug, figures in result.campaigns.items():
-        if any(figures[k] for k in ("sent", "deferred", "failed", "bounced", "skipped")):
-            lines.append(f"{slug}: {_line(figures)}"
-                         + (" — finished" if slug in result.finished else ""))
-        elif slug in result.finished:
-            lines.append(f"{slug}: finished")
-    if result.returns.get("read"):
-        r = result.returns
-        lines.append(f"Returns: {r['read']} read" + "".join(
-            f", {n} {kind}" for kind, n in sorted(r["kinds"].items())))
-    if any(result.purged.values()):
-        lines.append("Retention: " + ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in
-                                                result.purged.items() if n) + " removed.")
-    if result.returns_error:
-        lines.append(f"Returns not read: {result.returns_error}")
-    if result.stopped:
-        lines.append(f"Stopped: {result.stopped}.")
-    if not lines and quiet:
-        return
-    console = err()
-    for line in lines or ["Nothing to do."]:
-        console.print(line, highlight=False, markup=False)
-    if result.not_started:  # a scheduled campaign that cannot start: cron must notice
-        raise SystemExit(1)
 
 
 def _deadline(max_seconds: float | None) -> float | None:

@@ -7,23 +7,27 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+
+if TYPE_CHECKING:  # rich is imported when something is printed through it (start-up)
+    from rich.console import Console
 
 __all__ = ["err", "out", "print_json", "progress_bar", "stream_json", "table"]
 
 
 def out() -> Console:
     """The console for results (stdout); wide in a pipe, so tables are never cut short."""
+    from rich.console import Console
+
     return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 250)
 
 
 def err() -> Console:
     """The console for messages and progress (stderr), so stdout stays parseable."""
+    from rich.console import Console
+
     return Console(stderr=True, soft_wrap=True)
 
 
@@ -52,6 +56,8 @@ def stream_json(items: Iterable[Any]) -> int:
 def table(rows: Iterable[dict[str, Any]], columns: Sequence[str], *, title: str | None = None,
           empty: str = "Nothing to show.") -> int:
     """Print rows as a rich table; returns the number of rows."""
+    from rich.table import Table
+
     grid = Table(title=title, show_lines=False, header_style="bold")
     for column in columns:
         grid.add_column(column.replace("_", " "))
@@ -79,6 +85,14 @@ def progress_bar(description: str, total: int | None, *, quiet: bool = False) ->
     if quiet or not sys.stderr.isatty():
         yield _NullProgress()
         return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                TextColumn("{task.fields[rows]} rows"), TimeRemainingColumn())
     with Progress(*columns, console=err(), transient=True) as bar:
