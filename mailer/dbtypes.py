@@ -1,4 +1,5 @@
-"""Column types shared by the tables."""
+"""Column types shared by the tables, and what a row is stamped with: the clock (`utcnow`)
+and who acts (`current_actor`), importable without the models (issue 17, point 5)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy import BigInteger, DateTime
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-__all__ = ["TEST_CLOCK", "Timestamp", "placeholder", "stamp", "utcnow"]
+__all__ = ["TEST_CLOCK", "Timestamp", "current_actor", "placeholder", "stamp", "utcnow"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -29,6 +30,18 @@ def utcnow() -> datetime:
     if fake:
         return datetime.fromisoformat(fake).astimezone(UTC)
     return datetime.now(UTC)
+
+
+def current_actor(explicit: str | None = None) -> str:
+    """Who acts, for the audit log: `--actor`, else the operating-system user."""
+    if explicit:
+        return explicit
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
 
 
 class Timestamp(TypeDecorator[datetime]):

@@ -27,7 +27,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from mailer.dbtypes import TEST_CLOCK, Timestamp, utcnow  # noqa: F401 - TEST_CLOCK: the tests
+from mailer.dbtypes import (  # noqa: F401 - TEST_CLOCK: for the tests
+    TEST_CLOCK,
+    Timestamp,
+    current_actor,
+    utcnow,
+)
 
 __all__ = [
     "AuditLog",
@@ -61,18 +66,6 @@ JsonType = JSON().with_variant(JSONB(), "postgresql")
 
 def _stamp(*, nullable: bool = False) -> Column[Any]:
     return Column(Timestamp(), nullable=nullable)
-
-
-def current_actor(explicit: str | None = None) -> str:
-    """Who acts, for the audit log: `--actor`, else the operating-system user."""
-    if explicit:
-        return explicit
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "cli"
 
 
 class OptIn(enum.StrEnum):

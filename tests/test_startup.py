@@ -136,7 +136,8 @@ def test_an_idle_run_imports_neither_the_sending_side_nor_alembic(tmp_path):
     output, loaded = run_mailer(["--config", config, "run", "--json"], tmp_path)
     assert json.loads(output) == IDLE_SUMMARY
     assert list(IDLE_SUMMARY) == [f.name for f in fields(RunSummary)]
-    assert not {"jinja2", "aiosmtplib", "premailer", "lxml", "alembic", "rich"} & set(loaded)
+    assert not {"jinja2", "aiosmtplib", "premailer", "lxml", "alembic", "rich", "sqlmodel",
+                "mailer.models"} & set(loaded)
     assert "mailer.cli.campaigncmd" not in loaded
     lines, _ = run_mailer(["--config", config, "run"], tmp_path)
     assert lines == ""  # "Nothing to do." goes to stderr, as a run with work does

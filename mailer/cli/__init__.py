@@ -205,7 +205,7 @@ def _record_config(project: Project, command: str) -> None:
     file in the audit trail (privacy/audit.py); the trail never fails the command."""
     if "engine" not in project.__dict__:
         return
-    from mailer.models import current_actor
+    from mailer.dbtypes import current_actor
     from mailer.privacy.audit import record_config_change
 
     try:

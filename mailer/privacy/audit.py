@@ -13,20 +13,34 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
+from mailer.dbtypes import utcnow
 from mailer.errors import ConfigError
-from mailer.models import AuditLog, utcnow
 
 if TYPE_CHECKING:
     from mailer.config import Settings
 
 __all__ = ["config_fingerprint", "list_audit", "record", "record_config_change"]
 
-A = AuditLog.__table__  # type: ignore[attr-defined]
+# The last configuration fingerprint, read without the models (every command that used
+# the database asks, `mailer run` with nothing due included: issue 17, point 5).
+_LAST_CONFIG = sa.select(sa.column("detail", sa.JSON())).select_from(
+    sa.table("audit_log", sa.column("id"), sa.column("action"))).where(
+    sa.column("action") == sa.bindparam("action")).order_by(
+    sa.column("id").desc()).limit(1)
+
+
+def _table() -> sa.Table:
+    """The audit_log table (importing the models: only where an entry is listed or
+    written)."""
+    from mailer.models import AuditLog
+
+    return AuditLog.__table__  # type: ignore[attr-defined,no-any-return]
 
 
 def list_audit(engine: Engine, *, since: datetime | None = None, action: str | None = None,
                limit: int | None = None, batch: int = 1000) -> Iterator[dict[str, Any]]:
     """Entries newest first, streamed."""
+    A = _table()  # noqa: N806 - the table, named as elsewhere
     query = sa.select(A)
     if since is not None:
         query = query.where(A.c.at >= sa.literal(since, A.c.at.type))
@@ -52,7 +66,7 @@ def list_audit(engine: Engine, *, since: datetime | None = None, action: str | N
 def record(engine: Engine, *, actor: str, action: str, detail: dict[str, Any]) -> None:
     """One entry in its own transaction. `detail` names subscribers by id only."""
     with engine.begin() as conn:
-        conn.execute(A.insert().values(at=utcnow(), actor=actor[:100], action=action,
+        conn.execute(_table().insert().values(at=utcnow(), actor=actor[:100], action=action,
                                        detail=detail))
 
 
@@ -116,8 +130,7 @@ def record_config_change(engine: Engine, settings: Settings, *, actor: str,
     key file is recorded by the first command after it."""
     prints = config_fingerprint(settings)
     with engine.begin() as conn:
-        last = conn.execute(sa.select(A.c.detail).where(A.c.action == CONFIG_ACTION)
-                            .order_by(A.c.id.desc()).limit(1)).scalar_one_or_none()
+        last = conn.execute(_LAST_CONFIG, {"action": CONFIG_ACTION}).scalar_one_or_none()
         before: dict[str, str] | None = last.get("fingerprint") if last else None
         if before == prints:
             return None
@@ -135,6 +148,7 @@ def record_config_change(engine: Engine, settings: Settings, *, actor: str,
                 settings.config_path.stat().st_mtime, UTC).replace(microsecond=0).isoformat()
         detail["changed"] = changed
         detail["fingerprint"] = prints
-        conn.execute(A.insert().values(at=utcnow(), actor=actor[:100], action=CONFIG_ACTION,
+        conn.execute(_table().insert().values(at=utcnow(), actor=actor[:100],
+                                              action=CONFIG_ACTION,
                                        detail=detail))
     return changed
