@@ -162,3 +162,79 @@ def test_a_second_ctrl_c_stops_at_once_and_the_messages_in_flight_are_unknown(
     assert outbox_states(database) == {"sent": 28, "unknown": 2}
     received = Counter(r for m in smtp.messages() for r in m.recipients)
     assert set(received.values()) == {1} and len(set(addresses) - set(received)) <= 2
+
+
+def notice_states(engine) -> Counter[str]:  # noqa: ANN001
+    """How many confirmation (and other) mails are in each state now."""
+    with engine.connect() as conn:
+        return Counter(dict(conn.exec_driver_sql(
+            "SELECT state, count(*) FROM notice GROUP BY state").all()))
+
+
+def before_the_sends(run, project, smtp, monkeypatch, database) -> list[str]:  # noqa: ANN001
+    """A campaign started with nothing sent yet (40 confirmed), and 5 confirmation mails
+    queued for 5 people imported pending: `mailer run` sends the mails first."""
+    configure(monkeypatch, smtp, rate=200, connections=2)
+    addresses = people(run, project, 40)
+    create(run)
+    result = run("campaign", "send", "dec", "--yes", "--max-seconds", "0.001", "--json")
+    assert result.exit_code == 0, result.output
+    csv = project / "nieuw.csv"
+    csv.write_text("email\n" + "".join(f"n{i}@example.nl\n" for i in range(5)))
+    result = run("subscribers", "import", str(csv), "--list", "nieuwsbrief", "--consent",
+                 "ledenlijst 2026", "--send-confirmation")
+    assert result.exit_code == 0, result.output
+    assert outbox_states(database) == {"queued": 40} and notice_states(database) == {
+        "queued": 5}
+    return addresses
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_before_the_sends_stops_mailer_run_after_the_mail_in_flight(
+        run, project, smtp, monkeypatch, database, sig):
+    """Outside a campaign's send (here: the confirmation mails `mailer run` sends first),
+    the signal lets the mail in flight finish, and the run goes no further: no campaign
+    starts sending, exit 130 with the one line; `mailer run` then does the rest."""
+    addresses = before_the_sends(run, project, smtp, monkeypatch, database)
+    smtp.hold_data()
+    runner = start("run", "--max-seconds", "600")
+    wait_for(lambda: alive(runner) and smtp.held == 1, "a confirmation mail in flight",
+             state=lambda: f"{smtp.held} held, {notice_states(database)}")
+    if sig == "SIGINT":
+        os.killpg(runner.pid, signal.SIGINT)  # Ctrl-C: the whole process group
+    else:
+        runner.send_signal(signal.SIGTERM)
+    wait_for(lambda: delivered(runner.pid), f"{sig} delivered")
+    smtp.release_data()  # the one in flight gets its 250
+    _, line = finish(runner)
+    assert line.groups() == (sig, "0", "40", None, "mailer run")
+    assert len(smtp.messages()) == 1  # the one in flight, and nothing after it
+    assert notice_states(database) == {"sent": 1, "queued": 4}
+    assert outbox_states(database) == {"queued": 40}
+    result = run("run", "--json")  # the command it gave: the rest, nobody twice
+    assert result.exit_code == 0, result.output
+    received = Counter(r for m in smtp.messages() for r in m.recipients)
+    assert set(received.values()) == {1}
+    assert sorted(received) == sorted(addresses + [f"n{i}@example.nl" for i in range(5)])
+
+
+def test_a_second_ctrl_c_before_the_sends_stops_mailer_run_at_once(
+        run, project, smtp, monkeypatch, database):
+    before_the_sends(run, project, smtp, monkeypatch, database)
+    smtp.hold_data()
+    runner = start("run", "--max-seconds", "600")
+    wait_for(lambda: alive(runner) and smtp.held == 1, "a confirmation mail in flight",
+             state=lambda: f"{smtp.held} held, {notice_states(database)}")
+    os.killpg(runner.pid, signal.SIGINT)
+    wait_for(lambda: delivered(runner.pid), "the first SIGINT delivered")
+    os.killpg(runner.pid, signal.SIGINT)  # the held mail is never answered
+    out, err = runner.communicate(timeout=180)
+    text = err.decode(errors="replace")
+    assert runner.returncode == 130, text
+    assert "Traceback" not in text and "Aborted" not in text, text
+    assert text.strip().splitlines()[-1] == ("Interrupted again (SIGINT): stopped at once; "
+                                             "`mailer run` continues.")
+    # the mail in flight stays claimed (sent again once its claim lapses), the rest waits
+    assert notice_states(database) == {"sending": 1, "queued": 4}
+    assert outbox_states(database) == {"queued": 40}
+    smtp.release_data()

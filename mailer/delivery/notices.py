@@ -204,11 +204,13 @@ def _record(project: Project, notice_id: int, outcome: Outcome,
         return state
 
 
-async def send_notices(project: Project, transport: Transport,
-                       limiter: RateLimiter) -> NoticeReport:
-    """Send every due notice, one claim at a time; returns what happened."""
+async def send_notices(project: Project, transport: Transport, limiter: RateLimiter,
+                       stopped: Callable[[], bool] = lambda: False) -> NoticeReport:
+    """Send every due notice, one claim at a time, until `stopped()` says so (a signal
+    that stops `mailer run`: the notice in flight is finished first); returns what
+    happened."""
     report = NoticeReport()
-    while True:  # the database work in a thread: the web app's loop serves meanwhile
+    while not stopped():  # the database work in a thread: the web app's loop serves meanwhile
         claimed = await asyncio.to_thread(_claim, project)
         if claimed is None:
             return report
@@ -236,3 +238,4 @@ async def send_notices(project: Project, transport: Transport,
             report.deferred += 1
         else:
             report.failed += 1
+    return report

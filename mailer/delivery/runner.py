@@ -7,6 +7,7 @@ import asyncio
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,7 +34,7 @@ from mailer.delivery.rendering import (
     Renderer,
     recipe_from,
 )
-from mailer.delivery.sender import Sender, SendReport
+from mailer.delivery.sender import Sender, SendReport, stop_signals
 from mailer.delivery.transports import Outcome, Transport, default_helo_name, make_transport
 from mailer.errors import InvalidInput, MailerError
 from mailer.messages import checked_mailing, list_info, recipient, stand_in
@@ -217,7 +218,9 @@ def send_campaign(project: Project, slug: str, *, deadline: float | None = None,
                   retry_unknown: bool = False,
                   progress: Callable[[SendReport], None] | None = None,
                   limiter: RateLimiter | None = None,
-                  transport: Transport | None = None) -> tuple[SendReport, bool]:
+                  transport: Transport | None = None,
+                  interrupted: Callable[[], str | None] = lambda: None,
+                  ) -> tuple[SendReport, bool]:
     """Send what is due for a campaign that is sending, through `transport` (default:
     the project's; the send closes it). Holds no lock itself: callers take `run_lock`.
     Returns the report and whether the campaign is now sent."""
@@ -240,7 +243,8 @@ def send_campaign(project: Project, slug: str, *, deadline: float | None = None,
                     campaign_state=_campaign_state(project, campaign.id),
                     pause=pause, progress=progress)
     try:
-        report = asyncio.run(sender.run(retry_unknown=retry_unknown))
+        report = asyncio.run(sender.run(retry_unknown=retry_unknown,
+                                        interrupted=interrupted))
     finally:
         pause.wait()
     return report, _finish_if_done(project, campaign.id)
@@ -278,42 +282,78 @@ def run_due(project: Project, *, max_seconds: float | None = None,
 
     deadline = time.monotonic() + max_seconds if max_seconds else None
     result = RunSummary()
-    with run_lock(project.engine):
+    signals = _Interrupt()
+
+    def stopping() -> bool:
+        """A stop signal came: the run goes no further (checked between its phases and
+        its units of work; what is in progress finishes first)."""
+        if signals.name is not None and result.interrupted is None:
+            result.interrupted, result.stopped = signals.name, f"interrupted ({signals.name})"
+        return result.interrupted is not None
+
+    with run_lock(project.engine), stop_signals(signals):
         # What came back first: a hard bounce or a complaint read now spares a send.
         if project.settings.feedback.sources:
             _read_returns(project, result, deadline)
-        _purge_daily(project, result)
-        # Recurring campaigns: the dated campaign of each due occurrence, scheduled now
-        # for its time, so the start rules below start it like any scheduled one.
-        result.recurring = [o.describe() for o in materialize(project, utcnow())]
-        _start_due(project, result)
+        if not stopping():
+            _purge_daily(project, result)
+        if not stopping():
+            # Recurring campaigns: the dated campaign of each due occurrence, scheduled
+            # now for its time, so the start rules below start it like any scheduled one.
+            result.recurring = [o.describe() for o in materialize(project, utcnow())]
+            _start_due(project, result, stopping)
         with session_scope(project.engine) as session:
             sending = [c.slug for c in session.exec(select(Campaign).where(
                 Campaign.state == CampaignState.SENDING).order_by(Campaign.id)).all()]
         limiter = limiter_for(project)
-        # Confirmation and welcome mails the web app could not send (stopped, relay down)
-        notices = asyncio.run(_send_notices(project, limiter))
-        result.notices = {"sent": notices.sent, "deferred": notices.deferred,
-                          "failed": notices.failed, "skipped": notices.skipped}
+        if not stopping():
+            # Confirmation and welcome mails the web app could not send (stopped, relay
+            # down)
+            notices = asyncio.run(_send_notices(project, limiter, stopping))
+            result.notices = {"sent": notices.sent, "deferred": notices.deferred,
+                              "failed": notices.failed, "skipped": notices.skipped}
         for slug in sending:
+            if stopping():
+                break
             if deadline is not None and time.monotonic() >= deadline:
                 result.stopped = "time limit reached"
                 break
             report, done = send_campaign(
                 project, slug, deadline=deadline, retry_unknown=retry_unknown,
                 progress=(lambda r, s=slug: progress(s, r)) if progress else None,
-                limiter=limiter)
+                limiter=limiter, interrupted=lambda: signals.name)
             result.campaigns[slug] = summary(report)
             if done:
                 result.finished.append(slug)
             if report.interrupted:  # the other campaigns wait too
+                signals.name = signals.name or report.interrupted  # another: at once
                 result.stopped, result.interrupted = report.stopped, report.interrupted
-                result.waiting = _waiting(project)
                 break
             if report.stopped and report.stopped.startswith("the hourly"):
                 result.stopped = report.stopped
                 break
+        if stopping():
+            result.waiting = _waiting(project)
     return result
+
+
+class _Interrupt:
+    """SIGINT and SIGTERM during `mailer run` outside a send (the sender takes them over
+    while it sends, sender.py): the first is noted, and the run stops at its next check,
+    after the unit of work in progress; a second stops it at once, exit 130, as a second
+    Ctrl-C stops a send (what was in progress is rolled back, or left as a crash leaves
+    it: a notice in flight is retried later)."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+
+    def __call__(self, name: str) -> None:
+        if self.name is None:
+            self.name = name
+            return
+        sys.stderr.write(f"Interrupted again ({name}): stopped at once; `mailer run` "
+                         "continues.\n")
+        raise SystemExit(130)
 
 
 def _waiting(project: Project) -> int:
@@ -326,15 +366,18 @@ def _waiting(project: Project) -> int:
             table.c.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED]))).scalar_one())
 
 
-def _start_due(project: Project, result: RunSummary) -> None:
+def _start_due(project: Project, result: RunSummary,
+               stopping: Callable[[], bool] = lambda: False) -> None:
     """Start the scheduled campaigns whose time has come, each in its own transaction:
     one that cannot start (a template error, nobody to send to) is reported, stays
-    scheduled, and the others start."""
+    scheduled, and the others start; until `stopping()` (a stop signal) says so."""
     with session_scope(project.engine) as session:
         due = session.exec(select(Campaign.slug).where(
             Campaign.state == CampaignState.SCHEDULED,
             Campaign.scheduled_at <= utcnow()).order_by(Campaign.id)).all()  # type: ignore[operator]
     for slug in due:
+        if stopping():
+            break
         try:
             with session_scope(project.engine) as session:
                 prepare_start(project, session, get_campaign(session, slug))
@@ -386,10 +429,11 @@ def _read_returns(project: Project, result: RunSummary, deadline: float | None) 
         result.returns_error = str(exc)
 
 
-async def _send_notices(project: Project, limiter: RateLimiter) -> NoticeReport:
+async def _send_notices(project: Project, limiter: RateLimiter,
+                        stopping: Callable[[], bool]) -> NoticeReport:
     transport = transport_for(project)
     try:
-        return await send_notices(project, transport, limiter)
+        return await send_notices(project, transport, limiter, stopping)
     finally:
         await transport.close()
 

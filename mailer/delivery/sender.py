@@ -97,6 +97,34 @@ class SendReport:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+@contextlib.contextmanager
+def stop_signals(handler: Callable[[str], None],
+                 loop: asyncio.AbstractEventLoop | None = None):  # noqa: ANN201
+    """SIGINT and SIGTERM call `handler(name)` while the block lasts, then the previous
+    handlers come back: through `loop` when given (the sender: the handler runs in the
+    loop), else as a plain signal handler (`mailer run` between its phases, runner.py).
+    Only in the main thread: elsewhere a process's signals are not ours."""
+    installed: list[tuple[signal.Signals, Any]] = []
+    for sig in STOP_SIGNALS:
+        previous = signal.getsignal(sig)
+        try:
+            if loop is not None:
+                loop.add_signal_handler(sig, handler, sig.name)
+            else:
+                signal.signal(sig, lambda _n, _f, name=sig.name: handler(name))
+        except (ValueError, RuntimeError, NotImplementedError):
+            continue
+        installed.append((sig, previous))
+    try:
+        yield
+    finally:
+        for sig, previous in installed:
+            if loop is not None:
+                loop.remove_signal_handler(sig)
+            if previous is not None:
+                signal.signal(sig, previous)
+
+
 class _NotSent(Exception):
     """The run stopped between marking a delivery and sending it."""
 
@@ -409,29 +437,13 @@ class Sender:
         for send in list(self._in_flight):
             send.cancel()
 
-    @contextlib.contextmanager
-    def _signals(self, loop: asyncio.AbstractEventLoop):  # noqa: ANN202
-        """SIGINT and SIGTERM call `interrupt` while the run lasts (only in the main thread:
-        elsewhere a process's signals are not the sender's)."""
-        installed: list[tuple[signal.Signals, Any]] = []
-        for sig in STOP_SIGNALS:
-            previous = signal.getsignal(sig)
-            try:
-                loop.add_signal_handler(sig, self.interrupt, sig.name)
-            except (ValueError, RuntimeError, NotImplementedError):
-                continue
-            installed.append((sig, previous))
-        try:
-            yield
-        finally:
-            for sig, previous in installed:
-                loop.remove_signal_handler(sig)
-                if previous is not None:
-                    signal.signal(sig, previous)
-
-    async def run(self, *, retry_unknown: bool = False) -> SendReport:
-        loop = asyncio.get_running_loop()
-        with self._signals(loop):
+    async def run(self, *, retry_unknown: bool = False,
+                  interrupted: Callable[[], str | None] = lambda: None) -> SendReport:
+        """`interrupted`: a stop signal that came before this run took the signals over
+        (`mailer run` between its phases): the run then stops as if it came now."""
+        with stop_signals(self.interrupt, asyncio.get_running_loop()):
+            if (name := interrupted()) is not None:
+                self.interrupt(name)
             return await self._run(retry_unknown)
 
     async def _run(self, retry_unknown: bool) -> SendReport:
