@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
 from mailer.feedback.policy import Policy, Target, apply, planned
@@ -142,11 +142,10 @@ class Processor:
 
 class Batch:
     """Messages recorded in one transaction, each in a savepoint of its own: a message
-    whose recording fails is rolled back alone (`discard`), the others stay. Nothing is
-    kept until `commit`; a caller moves or deletes the messages only after it, so a crash
-    before it leaves them to be read again, and their keys (written in the same
-    transaction) make that count once. A dry run rolls every message back at once, as
-    if each were alone."""
+    whose recording fails is rolled back alone, the others stay. Nothing is kept until
+    `commit`; a caller moves or deletes the messages only after it, so a crash before it
+    leaves them to be read again, and their keys (written in the same transaction) make
+    that count once. A dry run rolls each message back, as if it were alone."""
 
     def __init__(self, processor: Processor, *, dry_run: bool = False) -> None:
         self.processor = processor
@@ -154,11 +153,14 @@ class Batch:
         self.session = Session(processor.engine, expire_on_commit=False)
         self.size = 0
         self._conn: sa.Connection | None = None
+        self._cursor: Any = None  # the driver's, for the savepoints
 
     def __enter__(self) -> Batch:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
         self.session.close()  # rolls back what was not committed
 
     def _connection(self) -> sa.Connection:
@@ -170,6 +172,7 @@ class Batch:
                 raw = conn.connection.dbapi_connection
                 if raw is not None and not raw.in_transaction:
                     conn.exec_driver_sql("BEGIN")
+            self._cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         return self._conn
 
     def process(self, data: bytes, *, source: str, now: datetime | None = None) -> Outcome:
@@ -185,21 +188,32 @@ class Batch:
         the session's transaction. Any failure rolls this message back alone, then
         raises."""
         now = now or utcnow()
-        session, signer = self.session, self.processor.signer
         conn = self._connection()
-        savepoint = session.begin_nested()
+        self._savepoint("SAVEPOINT")
         try:
-            outcome = self._record(conn, signer, report, key, source, now, attribution)
+            outcome = self._record(conn, self.processor.signer, report, key, source, now,
+                                   attribution)
         except BaseException:
-            if savepoint.is_active:
-                savepoint.rollback()
+            self._savepoint("ROLLBACK TO SAVEPOINT")
+            self._savepoint("RELEASE SAVEPOINT")
             raise
         if outcome.duplicate or self.dry_run:
-            savepoint.rollback()
+            self._savepoint("ROLLBACK TO SAVEPOINT")
         else:
-            savepoint.commit()
             self.size += 1
+        self._savepoint("RELEASE SAVEPOINT")
         return outcome
+
+    def _savepoint(self, verb: str) -> None:
+        """A plain savepoint statement on the driver's cursor: the session's nested
+        transactions cost as much as the rest of a message's statements together, and the
+        policy writes with Core statements only (the session's unit of work holds
+        nothing). A failure is the database's (OperationalError): the batch stops."""
+        statement = f"{verb} feedback_message"
+        try:
+            self._cursor.execute(statement)
+        except Exception as exc:  # noqa: BLE001 - the driver's own error classes
+            raise OperationalError(statement, None, exc) from exc
 
     def _record(self, conn: sa.Connection, signer: Signer, report: Report, key: str,
                 source: str, now: datetime, attribution: Attribution | None) -> Outcome:
@@ -238,7 +252,9 @@ class Batch:
             self.session.rollback()
         else:
             self.session.commit()
-        self._conn = None
+        if self._cursor is not None:
+            self._cursor.close()
+        self._conn = self._cursor = None
         self.size = 0
 
 
@@ -248,10 +264,14 @@ _INSERT = E.insert()
 _SET_ACTION = E.update().where(E.c.message_key == sa.bindparam("k"),
                                E.c.seq == sa.bindparam("n")).values(
                                    action=sa.bindparam("act"))
-_PERSON = sa.select(P.c.id).where(P.c.id == sa.bindparam("id"))
 _PERSON_BY_ADDRESS = sa.select(P.c.id).where(P.c.email == sa.bindparam("email"))
-_DELIVERY_OF = sa.select(D.c.id).where(D.c.campaign_id == sa.bindparam("campaign"),
-                                       D.c.subscriber_id == sa.bindparam("subscriber"))
+# The person a token names, and the delivery of its campaign to them (None without one):
+# one statement (a campaign id of 0, no campaign, matches no delivery).
+_PERSON_AND_DELIVERY = (
+    sa.select(P.c.id, D.c.id.label("delivery_id"))
+    .select_from(P.outerjoin(D, sa.and_(D.c.subscriber_id == P.c.id,
+                                        D.c.campaign_id == sa.bindparam("campaign"))))
+    .where(P.c.id == sa.bindparam("id")).limit(1))
 _DELIVERY_BY_ID = sa.select(D.c.id, D.c.campaign_id, D.c.subscriber_id, D.c.list_id).where(
     D.c.message_id == sa.bindparam("mid"))
 _NOTICE_BY_ID = sa.select(N.c.subscriber_id, N.c.list_id).where(
@@ -310,13 +330,11 @@ def _from_token(conn: sa.Connection, signer: Signer, token: str,
         data = signer.read(token, Purpose.MESSAGE)
     except TokenError:
         return None
-    if conn.execute(_PERSON, {"id": data.subscriber_id}).first() is None:
+    row = conn.execute(_PERSON_AND_DELIVERY, {"id": data.subscriber_id,
+                                              "campaign": data.campaign_id or 0}).first()
+    if row is None:
         return None  # erased since
-    delivery_id = None
-    if data.campaign_id:
-        delivery_id = conn.execute(_DELIVERY_OF, {"campaign": data.campaign_id,
-                                                  "subscriber": data.subscriber_id}
-                                   ).scalar_one_or_none()
+    delivery_id = row.delivery_id if data.campaign_id else None
     return Attribution(by, data.subscriber_id, data.campaign_id or None,
                        data.list_id or None, delivery_id)
 
