@@ -238,3 +238,36 @@ def test_a_second_ctrl_c_before_the_sends_stops_mailer_run_at_once(
     assert notice_states(database) == {"sending": 1, "queued": 4}
     assert outbox_states(database) == {"queued": 40}
     smtp.release_data()
+
+
+def test_sigterm_while_mailer_run_reads_returns_stops_after_the_batch_in_hand(
+        run, project, smtp, monkeypatch, database):
+    """A big return mailbox holds `mailer run` in its first phase: SIGTERM there stops the
+    reading after what it has read (committed, moved), and the run sends nothing."""
+    configure(monkeypatch, smtp, rate=200, connections=2)
+    people(run, project, 40)
+    create(run)
+    result = run("campaign", "send", "dec", "--yes", "--max-seconds", "0.001", "--json")
+    assert result.exit_code == 0, result.output
+    box = project / "returns"
+    for part in ("tmp", "new", "cur"):
+        (box / part).mkdir(parents=True)
+    total = 3000
+    for i in range(total):  # replies that are no return: read, recorded, moved
+        (box / "new" / f"{1700000000 + i}.M{i}P1.host").write_bytes(
+            f"From: lezer{i}@example.org\nTo: nieuws@example.be\nSubject: Re: nieuws\n"
+            f"Message-ID: <r{i}@example.org>\n\nDank je!\n".encode())
+    monkeypatch.setenv("MAILER_FEEDBACK__SOURCES", f"maildir:{box}")
+
+    def unread() -> int:
+        return len(os.listdir(box / "new"))
+
+    runner = start("run", "--max-seconds", "600")
+    wait_for(lambda: alive(runner) and unread() < total, "the returns being read",
+             state=lambda: f"{unread()} unread")
+    runner.send_signal(signal.SIGTERM)
+    wait_for(lambda: delivered(runner.pid), "SIGTERM delivered")
+    _, line = finish(runner)
+    assert line.groups() == ("SIGTERM", "0", "40", None, "mailer run")
+    assert 0 < unread() < total  # it stopped reading: the rest waits for the next run
+    assert smtp.messages() == [] and outbox_states(database) == {"queued": 40}

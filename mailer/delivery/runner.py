@@ -294,7 +294,7 @@ def run_due(project: Project, *, max_seconds: float | None = None,
     with run_lock(project.engine), stop_signals(signals):
         # What came back first: a hard bounce or a complaint read now spares a send.
         if project.settings.feedback.sources:
-            _read_returns(project, result, deadline)
+            _read_returns(project, result, deadline, stopping)
         if not stopping():
             _purge_daily(project, result)
         if not stopping():
@@ -415,16 +415,18 @@ def _purge_daily(project: Project, result: RunSummary) -> None:
                               actor="mailer run").counts
 
 
-def _read_returns(project: Project, result: RunSummary, deadline: float | None) -> None:
+def _read_returns(project: Project, result: RunSummary, deadline: float | None,
+                  stopping: Callable[[], bool]) -> None:
     """The configured return sources, within [feedback] max_seconds and the run's
-    deadline. A source that cannot be read is reported, and the sending goes on."""
+    deadline, until `stopping()`. A source that cannot be read is reported, and the
+    sending goes on."""
     from mailer.feedback.runner import intake
 
     budget = project.settings.feedback.max_seconds
     if deadline is not None:
         budget = min(budget, max(0.0, deadline - time.monotonic()) / 2)
     try:
-        result.returns = intake(project, max_seconds=budget).as_dict()
+        result.returns = intake(project, max_seconds=budget, stop=stopping).as_dict()
     except MailerError as exc:
         result.returns_error = str(exc)
 

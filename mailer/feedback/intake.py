@@ -71,10 +71,12 @@ def read_sources(processor: Processor, urls: list[str], settings: FeedbackSettin
                  password: str | None, keep: bool = False, dry_run: bool = False,
                  max_seconds: float | None = None,
                  resolve: Callable[[str], str] = lambda url: url,
-                 on_message: Callable[[], None] | None = None) -> IntakeReport:
-    """Process every message of the sources, in order. `resolve` turns a relative
-    maildir/mbox path into the project's. Raises MailerError when a source cannot be
-    opened (one line: which source, why)."""
+                 on_message: Callable[[], None] | None = None,
+                 stop: Callable[[], bool] = lambda: False) -> IntakeReport:
+    """Process every message of the sources, in order, until `stop()` (a signal that
+    stops `mailer run`; what was read is committed and settled first). `resolve` turns a
+    relative maildir/mbox path into the project's. Raises MailerError when a source
+    cannot be opened (one line: which source, why)."""
     from mailer.feedback.sources import open_source  # imaplib, poplib: only when reading
 
     report = IntakeReport()
@@ -87,8 +89,8 @@ def read_sources(processor: Processor, urls: list[str], settings: FeedbackSettin
             pending: list[tuple[Incoming, Outcome]] = []  # recorded, not yet committed
             started = 0.0
             for item in source:
-                if deadline is not None and time.monotonic() > deadline:
-                    report.out_of_time = True
+                if stop() or deadline is not None and time.monotonic() > deadline:
+                    report.out_of_time = not stop()
                     _settle(batch, source, pending, report, on_message)
                     return report
                 try:

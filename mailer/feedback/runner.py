@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mailer.errors import ConfigError
 from mailer.feedback.intake import IntakeReport, read_sources
 from mailer.feedback.policy import Policy
@@ -20,8 +22,9 @@ def processor(project: Project) -> Processor:
 
 
 def intake(project: Project, sources: list[str] | None = None, *, keep: bool = False,
-           dry_run: bool = False, max_seconds: float | None = None) -> IntakeReport:
-    """Process the given sources, or the configured ones."""
+           dry_run: bool = False, max_seconds: float | None = None,
+           stop: Callable[[], bool] = lambda: False) -> IntakeReport:
+    """Process the given sources, or the configured ones (until `stop()`: read_sources)."""
     settings = project.settings.feedback
     urls = list(sources) if sources else list(settings.sources)
     if not urls:
@@ -31,7 +34,7 @@ def intake(project: Project, sources: list[str] | None = None, *, keep: bool = F
     secret = project.settings.secrets.feedback_password
     report = read_sources(processor(project), urls, settings,
                           password=secret.get_secret_value() if secret else None,
-                          keep=keep, dry_run=dry_run, max_seconds=max_seconds,
+                          keep=keep, dry_run=dry_run, max_seconds=max_seconds, stop=stop,
                           resolve=lambda url: _resolve(project, url))
     # The suppressions and unsubscribes the returns made are suppression changes for the
     # audit trail (privacy/audit.py): one entry per read that made any, counts only.
