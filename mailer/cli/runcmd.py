@@ -32,7 +32,8 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
     the next minute. Exits 0 when there is nothing to
     do, and when another `mailer run` is still busy; 1 when a scheduled campaign that
     is due cannot start (it says why, and stays scheduled); 130 when SIGTERM (systemd)
-    or Ctrl-C stopped a send, after the messages in flight, like `campaign send`.
+    or Ctrl-C stopped it, at any point, after the work in progress (the messages in
+    flight, the returns read so far), like `campaign send`.
 
     \b
     Example:
