@@ -384,6 +384,7 @@ class Incident(SQLModel, table=True):
                                                              default="manual"))
     actor: str = Field(default="", sa_column=Column(String(100), nullable=False, default=""))
 
+
 class LinkClick(SQLModel, table=True):
     """A link of a campaign's template and how often it was followed, with `[tracking]
     clicks = "aggregate"` (content/tracking.py): counted per campaign and link, never per
