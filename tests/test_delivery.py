@@ -542,7 +542,6 @@ def running(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_render_helpers_end_when_the_sender_is_killed(run, project, smtp, monkeypatch,
                                                       database):
     """SIGKILL of a sender that renders in helper processes, while deliveries are in

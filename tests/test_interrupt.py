@@ -25,8 +25,6 @@ from tests.test_delivery import alive, configure, create, living_children, outbo
 
 smtp, database = test_delivery.smtp, test_delivery.database  # the fixtures
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
-
 LINE = re.compile(r"Interrupted \((SIGINT|SIGTERM)\): (\d+) sent, (\d+) waiting"
                   r"(?:, (\d+) cut off in flight \(unknown[^)]*\))?; `([^`]+)` continues\.")
 
