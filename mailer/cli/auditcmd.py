@@ -5,13 +5,11 @@ that writes to the trail takes."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import click
 
 from mailer.cli import State, pass_state
-from mailer.cli.output import err, out, print_json, stream_json, table
-from mailer.errors import InvalidInput
+from mailer.cli.output import day, err, out, print_json, stream_json, table
 
 ACTOR = click.option("--actor", default=None, metavar="NAME",
                      help="Who does this, for the audit trail (default: the OS user).")
@@ -21,16 +19,6 @@ def actor_name(actor: str | None) -> str:
     from mailer.models import current_actor
 
     return current_actor(actor)
-
-
-def day(value: str | None) -> datetime | None:
-    """A YYYY-MM-DD option as midnight UTC, or a one-line InvalidInput."""
-    if value is None:
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
-    except ValueError:
-        raise InvalidInput(f"{value!r} is not a date like 2026-12-01.") from None
 
 
 @click.group("audit")

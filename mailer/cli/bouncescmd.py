@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from mailer.cli import State, pass_state
-from mailer.cli.output import err, print_json, stream_json, table
-from mailer.errors import InvalidInput, MailerError
+from mailer.cli.output import day, err, print_json, stream_json, table
+from mailer.errors import MailerError
 
 # The exit code a mail server understands as "try again later" (EX_TEMPFAIL).
 EX_TEMPFAIL = 75
@@ -127,22 +127,12 @@ def ls(state: State, campaign: str | None, kind: str | None, since: str | None,
     from mailer.feedback.queries import list_events
 
     rows = list_events(state.project.engine, campaign=campaign, kind=kind,
-                       since=_date(since), limit=limit)
+                       since=day(since), limit=limit)
     if as_json:
         stream_json(rows)
         return
     table(rows, ["at", "kind", "reason", "hard", "email", "domain", "campaign", "status",
                  "action"], title="What came back", empty="Nothing came back (yet).")
-
-
-def _date(value: str | None) -> Any:
-    if value is None:
-        return None
-    from datetime import UTC, datetime
-    try:
-        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
-    except ValueError:
-        raise InvalidInput(f"{value!r} is not a date like 2026-12-01.") from None
 
 
 @command.command("explain")

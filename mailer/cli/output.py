@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -14,7 +14,19 @@ import click
 if TYPE_CHECKING:  # rich is imported when something is printed through it (start-up)
     from rich.console import Console
 
-__all__ = ["err", "out", "print_json", "progress_bar", "stream_json", "table"]
+__all__ = ["day", "err", "out", "print_json", "progress_bar", "stream_json", "table"]
+
+
+def day(value: str | None) -> datetime | None:
+    """A YYYY-MM-DD option as midnight UTC, or a one-line InvalidInput."""
+    if value is None:
+        return None
+    from mailer.errors import InvalidInput
+
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise InvalidInput(f"{value!r} is not a date like 2026-12-01.") from None
 
 
 def out() -> Console:
