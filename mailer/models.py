@@ -37,6 +37,7 @@ from mailer.dbtypes import (  # noqa: F401 - TEST_CLOCK: for the tests
 __all__ = [
     "AuditLog",
     "Campaign",
+    "CampaignKind",
     "CampaignState",
     "Delivery",
     "DeliveryState",
@@ -227,6 +228,12 @@ class DeliveryState(enum.StrEnum):
     UNKNOWN = "unknown"  # was in flight when the sender died: not resent unless asked
 
 
+class CampaignKind(enum.StrEnum):
+    CAMPAIGN = "campaign"  # a mailing a person made (`campaign create`): listed, reported
+    NOTICE = "notice"  # the engine's own: confirmation, welcome and export mails of a list
+    STEP = "step"  # one step of a list's sequence (the autoresponder)
+
+
 class Campaign(SQLModel, table=True):
     """A mailing to one or more lists. Template, subject and audience are frozen
     (`snapshot`, and the delivery rows) when sending starts."""
@@ -244,6 +251,10 @@ class Campaign(SQLModel, table=True):
                                                                       nullable=False))
     state: str = Field(default=CampaignState.DRAFT,
                        sa_column=Column(String(16), nullable=False))
+    # Notices and sequence steps are campaigns too, so every mail goes through the one
+    # outbox (`delivery`); they stay open ("sending") and are not listed as campaigns.
+    kind: str = Field(default=CampaignKind.CAMPAIGN, sa_column=Column(
+        String(16), nullable=False, server_default=CampaignKind.CAMPAIGN.value))
     scheduled_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))
     started_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))
     finished_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))

@@ -44,6 +44,7 @@ from mailer.messages import checked_mailing, resolve_template
 from mailer.models import (
     AuditLog,
     Campaign,
+    CampaignKind,
     CampaignState,
     DeliveryState,
     current_actor,
@@ -143,7 +144,8 @@ def ls(state: State, as_json: bool) -> None:
     project = state.project
     with session_scope(project.engine) as session:
         rows = []
-        for campaign in session.exec(select(Campaign).order_by(Campaign.id)).all():
+        for campaign in session.exec(select(Campaign).where(
+                Campaign.kind == CampaignKind.CAMPAIGN).order_by(Campaign.id)).all():
             figures = campaign_figures(session, campaign)
             rows.append({"campaign": campaign.slug, "state": campaign.state,
                          "lists": ", ".join(figures.lists), "total": figures.total,

@@ -73,7 +73,7 @@ INVENTORY: dict[str, dict[str, Kind]] = {
     "campaign": {
         "id": "none", "slug": "none", "title": "none", "template": "none", "subject": "none",
         "list_ids": "none", "segment": "none", "state": "none", "scheduled_at": "none",
-        "started_at": "none", "finished_at": "none", "snapshot": "none",
+        "started_at": "none", "finished_at": "none", "snapshot": "none", "kind": "none",
         "pause_reason": "none", "created_at": "none", "updated_at": "none",
     },
     "incident": {  # the breach register: facts and counts, never a person
