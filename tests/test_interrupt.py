@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -22,6 +23,7 @@ from tests import test_delivery
 from tests.support.smtpserver import SmtpServer
 from tests.support.waiting import wait_for
 from tests.test_delivery import alive, configure, create, living_children, outbox_states, people
+from tests.test_privacy import _age
 
 smtp, database = test_delivery.smtp, test_delivery.database  # the fixtures
 
@@ -269,3 +271,94 @@ def test_sigterm_while_mailer_run_reads_returns_stops_after_the_batch_in_hand(
     assert line.groups() == ("SIGTERM", "0", "40", None, "mailer run")
     assert 0 < unread() < total  # it stopped reading: the rest waits for the next run
     assert smtp.messages() == [] and outbox_states(database) == {"queued": 40}
+
+
+class WritesHeld:
+    """The test holding the database's writes while it looks (SQLite: the one writer's
+    lock, BEGIN IMMEDIATE, waiting for a gap between the other side's transactions;
+    PostgreSQL: no row of `subscriber` deleted, LOCK TABLE); `release()` lets them go."""
+
+    def __init__(self, engine) -> None:  # noqa: ANN001
+        if engine.dialect.name == "sqlite":
+            self._sqlite = sqlite3.connect(engine.url.database, timeout=120,
+                                           isolation_level=None)
+            self._sqlite.execute("BEGIN IMMEDIATE")
+        else:
+            self._sqlite = None
+            self._conn = engine.connect()
+            self._conn.exec_driver_sql("LOCK TABLE subscriber IN SHARE ROW EXCLUSIVE MODE")
+
+    def scalar(self, sql: str) -> int:
+        if self._sqlite is not None:
+            return self._sqlite.execute(sql).fetchone()[0]
+        return self._conn.exec_driver_sql(sql).scalar_one()
+
+    def release(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.execute("ROLLBACK")
+            self._sqlite.close()
+        else:
+            self._conn.rollback()
+            self._conn.close()
+
+
+PENDING = "SELECT count(*) FROM subscription WHERE status = 'pending'"
+
+
+def test_sigterm_during_mailer_runs_purge_stops_it_between_batches(
+        run, project, smtp, monkeypatch, database, db_url):
+    """The daily purge (3,000 sign-ups never confirmed, in batches of 100 beside a sending
+    campaign) stops after the batch in hand, not at its end: exit 130 with the one line,
+    the trail says the purge was stopped, and the next `mailer run` does the rest."""
+    configure(monkeypatch, smtp, rate=200, connections=2)
+    addresses = people(run, project, 40)
+    create(run)
+    result = run("campaign", "send", "dec", "--yes", "--max-seconds", "0.001", "--json")
+    assert result.exit_code == 0, result.output  # sending: the purge goes gently
+    total = 3000
+    csv = project / "nooit.csv"
+    csv.write_text("email\n" + "".join(f"nooit{i}@example.nl\n" for i in range(total)))
+    result = run("subscribers", "import", str(csv), "--list", "nieuwsbrief", "--consent",
+                 "beurs 2025")
+    assert result.exit_code == 0, result.output
+    _age(db_url, "subscriber", "created_at", 40, "email LIKE 'nooit%'")
+    _age(db_url, "subscription", "created_at", 40, "status = 'pending'")
+    runner = start("run", "--max-seconds", "600")
+    seen: list[int] = []
+
+    def mid_purge() -> WritesHeld | None:
+        """The writes held at a moment some of the purge is done and some is not."""
+        alive(runner)
+        held = WritesHeld(database)
+        seen.append(held.scalar(PENDING))
+        if 0 < seen[-1] < total:
+            return held
+        held.release()
+        assert seen[-1] == total, "the purge ended before the test could stop it"
+        return None
+
+    held = wait_for(mid_purge, "the purge under way", state=lambda: seen[-3:])
+    try:
+        runner.send_signal(signal.SIGTERM)
+        wait_for(lambda: delivered(runner.pid), "SIGTERM delivered")
+    finally:
+        held.release()
+    _, line = finish(runner)
+    assert line.groups() == ("SIGTERM", "0", "40", None, "mailer run")
+    left = WritesHeld(database)
+    try:
+        remaining = left.scalar(PENDING)
+    finally:
+        left.release()
+    assert 0 < remaining < total  # stopped between its batches, each whole
+    assert remaining <= seen[-1]
+    audit = json.loads(run("audit", "ls", "--action", "gdpr", "--json").stdout)
+    assert audit[0]["action"] == "gdpr.purge.stopped"
+    assert audit[0]["detail"]["never_confirmed_people"] == total - remaining
+    assert smtp.messages() == [] and outbox_states(database) == {"queued": 40}
+    result = run("run", "--json")  # the command it gave: the rest of the purge, the send
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["purged"]["never_confirmed_people"] == remaining
+    assert outbox_states(database) == {"sent": 40}
+    received = Counter(r for m in smtp.messages() for r in m.recipients)
+    assert sorted(received) == sorted(addresses) and set(received.values()) == {1}

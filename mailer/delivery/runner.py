@@ -296,7 +296,7 @@ def run_due(project: Project, *, max_seconds: float | None = None,
         if project.settings.feedback.sources:
             _read_returns(project, result, deadline, stopping)
         if not stopping():
-            _purge_daily(project, result)
+            _purge_daily(project, result, stopping)
         if not stopping():
             # Recurring campaigns: the dated campaign of each due occurrence, scheduled
             # now for its time, so the start rules below start it like any scheduled one.
@@ -405,14 +405,16 @@ def _rejections(project: Project) -> Callable[[list[tuple[int, str]]], None]:
     return record
 
 
-def _purge_daily(project: Project, result: RunSummary) -> None:
+def _purge_daily(project: Project, result: RunSummary,
+                 stopping: Callable[[], bool]) -> None:
     """The retention periods, applied once a day (in short batches: a send running
-    meanwhile waits at most one batch)."""
+    meanwhile waits at most one batch), until `stopping()` (a stop signal): then after
+    the batch in hand, and the next run goes on."""
     from mailer.privacy.retention import due, purge
 
     if due(project.engine):
         result.purged = purge(project.engine, project.settings.privacy,
-                              actor="mailer run").counts
+                              actor="mailer run", stop=stopping).counts
 
 
 def _read_returns(project: Project, result: RunSummary, deadline: float | None,
