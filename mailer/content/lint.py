@@ -19,26 +19,26 @@ such group decides for all of them; a million members make a handful of groups.
 
 Every undefined variable is reported, not just the first: the template is rendered with
 an Undefined that records the dotted name it was asked for and renders as nothing; where
-the name is used is found in the user's own files with Jinja's parser (`locate`).
+the name is used is found in the user's own files with Jinja's parser (locate.py).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
-from jinja2 import ChainableUndefined, TemplateError, meta, nodes
+from jinja2 import ChainableUndefined
 
 from mailer.content.environment import TemplateProblem, from_source, make_environment
-from mailer.content.mailing import SUBJECT_NAME, Mailing, Recipient, TemplateSources
+from mailer.content.locate import SUBJECT_NAME, locate
+from mailer.content.mailing import Mailing, Recipient, TemplateSources
 from mailer.content.texts import LANGUAGES
 from mailer.tokens import MessageToken
 
-__all__ = ["CLIP_BYTES", "Audience", "Finding", "check", "group_audience", "locate",
-           "locate_name", "refuse_errors"]
+__all__ = ["CLIP_BYTES", "Audience", "Finding", "check", "group_audience", "refuse_errors"]
 
 CLIP_BYTES = 102 * 1024  # Gmail shows "[Message clipped]" past this much HTML
 NEAR_CLIP_BYTES = 80 * 1024
@@ -136,68 +136,8 @@ def _render_recording(sources: TemplateSources, subject: str,
     return list(dict.fromkeys(seen)), html
 
 
-def _dotted(node: nodes.Node) -> str | None:
-    if isinstance(node, nodes.Name):
-        return node.name
-    if isinstance(node, nodes.Getattr):
-        base = _dotted(node.node)
-        return f"{base}.{node.attr}" if base else None
-    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
-            and isinstance(node.arg.value, str):
-        base = _dotted(node.node)
-        return f"{base}.{node.arg.value}" if base else None
-    return None
-
-
-def _lines(ast: nodes.Template, wanted: Callable[[str], bool]) -> list[int]:
-    found = {n.lineno for n in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Name))
-             if (dotted := _dotted(n)) is not None and wanted(dotted)}
-    return sorted(found)
-
-
-def locate(sources: TemplateSources, subject: str | None, dotted: str | None,
-           wanted: Callable[[str], bool] | None = None) -> list[str]:
-    """Where the template reads `dotted` (e.g. `subscriber.first_name`), or any name
-    `wanted` accepts, in the user's own files: "the subject", "newsletter.html.j2, line
-    5", also in the layout and partials the template extends or includes. Empty when the
-    files are not at hand (a campaign's frozen snapshot)."""
-    wanted = wanted or (lambda name: name == dotted)
-    env = make_environment(sources.folder)
-    places: list[str] = []
-    try:
-        if subject is not None and _lines(env.parse(subject), wanted):
-            places.append(SUBJECT_NAME)
-    except TemplateError:
-        pass
-    if sources.folder is None:
-        return places
-    stem = re.sub(r"(\.html)?\.j2$|\.html?$", "", sources.name)
-    todo = [n for n in (sources.name, f"{stem}.md.j2", f"{stem}.md", f"{stem}.txt.j2")
-            if (sources.folder / n).is_file()]
-    done: set[str] = set()
-    while todo:
-        name = todo.pop(0)
-        if name in done:
-            continue
-        done.add(name)
-        try:
-            ast = env.parse(env.loader.get_source(env, name)[0], name)  # type: ignore[union-attr]
-        except (TemplateError, OSError):
-            continue
-        places += [f"{name}, line {line}" for line in _lines(ast, wanted)]
-        todo += [n for n in meta.find_referenced_templates(ast) if n]
-    return places
-
-
-def locate_name(sources: TemplateSources, name: str) -> list[str]:
-    """Where the template (not the subject) reads a name whose last part is `name`: what
-    a render error at send time knows ("'dict object' has no attribute 'wijk'")."""
-    return locate(sources, None, None,
-                  lambda dotted: dotted == name or dotted.endswith(f".{name}"))
-
-
 def _at(sources: TemplateSources, subject: str, dotted: str) -> str:
-    places = locate(sources, subject, dotted)
+    places = locate(sources.folder, sources.name, subject, dotted)
     return f" ({'; '.join(places)})" if places else ""
 
 

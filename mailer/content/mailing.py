@@ -52,11 +52,12 @@ from mailer.content.environment import (
     make_environment,
     render,
 )
+from mailer.content.locate import SUBJECT_NAME, locate_name
 from mailer.content.texts import LANGUAGES, texts
 from mailer.tokens import MessageToken
 from mailer.tokens import Signer as TokenSigner
 
-__all__ = ["SUBJECT_NAME", "CampaignInfo", "ListInfo", "Mailing", "Message", "Recipient",
+__all__ = ["CampaignInfo", "ListInfo", "Mailing", "Message", "Recipient",
            "Rendered", "TemplateSources", "load_sources"]
 
 
@@ -124,14 +125,11 @@ class Message:
     smtputf8: bool
 
 
-SUBJECT_NAME = "the subject"  # what an error in the subject is said to be in
-
-
 @dataclass(frozen=True)
 class TemplateSources:
     """A template prepared for Jinja: flattened, inlined HTML and its text version;
     `folder` is where its files are (None for a campaign's frozen snapshot), so that a
-    problem can be traced to the user's own file and line (lint.locate)."""
+    problem can be traced to the user's own file and line (locate.py)."""
 
     name: str
     html: str
@@ -295,8 +293,6 @@ class Mailing:
         """A render error of the prepared template (flattened and inlined: its line
         numbers are not the user's), said with the user's own file and line where the
         name it is about is read."""
-        from mailer.content.lint import locate_name
-
         for prepared in (self.sources.name, self.sources.text_name):
             found = re.match(rf"{re.escape(prepared)}(?:, line \d+)?: (.*)", str(exc),
                              re.S)
@@ -306,7 +302,8 @@ class Mailing:
             return exc
         reason = found[1]
         name = re.search(r"has no attribute '([^']+)'|'([^']+)' is undefined", reason)
-        places = locate_name(self.sources, name[1] or name[2]) if name else []
+        places = locate_name(self.sources.folder, self.sources.name,
+                             name[1] or name[2]) if name else []
         return TemplateProblem(f"{'; '.join(places) or self.sources.name}: {reason}",
                                hint=exc.hint)
 
