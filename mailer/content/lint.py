@@ -36,6 +36,7 @@ from mailer.content.environment import TemplateProblem, from_source, make_enviro
 from mailer.content.locate import SUBJECT_NAME, locate
 from mailer.content.mailing import Mailing, Recipient, TemplateSources
 from mailer.content.texts import LANGUAGES
+from mailer.delivery.segments import FIELDS
 from mailer.tokens import MessageToken
 
 __all__ = ["CLIP_BYTES", "Audience", "Finding", "check", "group_audience", "refuse_errors"]
@@ -174,17 +175,43 @@ class _Scan(HTMLParser):
             self.remote.extend(f"@import {m}" for m in re.findall(r"@import\s+([^;]+)", data))
 
 
+# The template's derived fields (Recipient.template_data) and the fields `--where` knows,
+# any one of which gives them: "name" is there with a first or a last name, "family_name"
+# with a last name. A condition on the derived name itself would be read as an attribute.
+DERIVED = {"name": ("first_name", "last_name"), "family_name": ("last_name",)}
+
+
+def _where(variable: str, audience: Audience) -> tuple[str, int]:
+    """A `--where` condition that leaves out everyone lacking `variable`, and how many
+    who have it it leaves out too (a derived field: `--where` conditions must all hold,
+    so one of the fields that give it is named, the one most recipients have)."""
+    name = variable.removeprefix("subscriber.")
+    if name.startswith("attributes."):
+        bare = name.removeprefix("attributes.")
+        return f"{name if bare in FIELDS or bare in DERIVED else bare} is set", 0
+    if name not in DERIVED:
+        return f"{name} is set", 0
+
+    def having(*fields: str) -> int:
+        return sum(count for shape, (count, _) in audience.groups.items()
+                   if any(f in shape[1] for f in fields))
+
+    best = max(DERIVED[name], key=having)  # the first, of equals
+    return f"{best} is set", having(*DERIVED[name]) - having(best)
+
+
 def _lacking(variable: str, sources: TemplateSources, subject: str, lacking: int,
-             total: int) -> Finding:
-    at = _at(sources, subject, variable)
+             audience: Audience) -> Finding:
+    at, total = _at(sources, subject, variable), audience.total
     if not variable.startswith("subscriber."):
         return Finding("error", f"{variable}{at} is undefined (a typo?).", variable, total)
-    name = variable.removeprefix("subscriber.").removeprefix("attributes.")
+    where, also = _where(variable, audience)
+    also_out = f" (it also leaves out {also:,} who have it)" if also else ""
     typo = " (nobody has it: a typo?)" if lacking == total else ""
     return Finding("error", f"{variable}{at} is missing for {lacking:,} of {total:,} "
                             f"recipients{typo}: they would not get this mail. Give it a "
                             f'fallback, {{{{ {variable} | default("…") }}}}, or leave them '
-                            f'out: --where "{name} is set".', variable, lacking)
+                            f'out: --where "{where}"{also_out}.', variable, lacking)
 
 
 def _fields(mailing: Mailing, sample: Recipient, audience: Audience | None,
@@ -210,7 +237,7 @@ def _fields(mailing: Mailing, sample: Recipient, audience: Audience | None,
                 complete = person
             if count > biggest:
                 html, biggest = out, count
-        findings += [_lacking(v, sources, subject, n, audience.total)
+        findings += [_lacking(v, sources, subject, n, audience)
                      for v, n in lacking.items()]
         return findings, html, complete
     missing, html = recording(sample)
