@@ -208,7 +208,8 @@ def test_the_json_endpoint_signs_up_too(site, smtp):
                             headers={"Content-Type": "application/json",
                                      "Origin": "https://www.example.be"})
     assert response.status == 202 and json.loads(response.body) == {
-        "status": "check your mailbox"}
+        "status": page_texts("en")["check_mail_text"], "code": "check_mail",
+        "language": "en"}
     assert response.headers["access-control-allow-origin"] == "*"
     [mail] = wait_for_mail(smtp, "json@example.be")
     assert message_from_bytes(mail.data)["Subject"] == (
@@ -219,6 +220,43 @@ def test_the_json_endpoint_signs_up_too(site, smtp):
     assert no_consent.status == 400 and "error" in json.loads(no_consent.body)
     assert site.request("POST", "/api/subscribe/nieuwsbrief", body=b"[1",
                         headers={"Content-Type": "application/json"}).status == 400
+
+
+@pytest.mark.parametrize(("accept", "language"), [("nl-BE,nl;q=0.9,en;q=0.5", "nl"),
+                                                  ("en-GB,en;q=0.9", "en")])
+def test_the_json_endpoint_answers_in_one_language_like_the_pages(site, smtp, accept,
+                                                                   language):
+    """Without a `language` field, the caller's Accept-Language decides, as for the
+    form: every answer (accepted, no consent, a bad address, not JSON, no such list) is
+    in that language, and so is the confirmation mail."""
+    t = page_texts(language)
+    other = page_texts("en" if language == "nl" else "nl")
+    api = "/api/subscribe/nieuwsbrief"
+    cases = [
+        (api, {"email": f"{language}@example.be", "consent": True}, 202, "check_mail",
+         "check_mail_text"),
+        (api, {"email": "x@example.be"}, 400, "consent", "need_consent"),
+        (api, {"email": "geen-apenstaartje", "consent": True}, 400, "invalid",
+         "address_no_at"),
+        (api, "[1", 400, "not_json", "api_not_json"),
+        ("/api/subscribe/bestaat-niet", {"email": "x@example.be", "consent": True}, 404,
+         "no_list", "api_no_list"),
+    ]
+    for path, fields, status, code, key in cases:
+        body = fields.encode() if isinstance(fields, str) else json.dumps(fields).encode()
+        response = site.request("POST", path, body=body, headers={
+            "Content-Type": "application/json", "Accept-Language": accept})
+        answer = json.loads(response.body)
+        expected = t["bad_address"].format(reason=t[key]) if code == "invalid" else t[key]
+        assert response.status == status, answer
+        assert answer == {"status" if status < 400 else "error": expected, "code": code,
+                          "language": language}
+        assert expected != (other["bad_address"].format(reason=other[key])
+                            if code == "invalid" else other[key])
+    [mail] = wait_for_mail(smtp, f"{language}@example.be")
+    assert message_from_bytes(mail.data)["Subject"] == {
+        "nl": "Bevestig je inschrijving op Nieuwsbrief",
+        "en": "Please confirm your subscription to Nieuwsbrief"}[language]
 
 
 def test_an_expired_confirmation_link_explains_how_to_sign_up_again(site):

@@ -5,6 +5,8 @@
                                 version), a honeypot
     POST /subscribe/SLUG        the form (also from a copy embedded in another site)
     POST /api/subscribe/SLUG    {"email": …, "first_name": …, "language": …, "consent": true}
+                                answered in one language, like the pages: {"status" or
+                                "error": the text, "code": for a script, "language"}
     GET  /c/TOKEN               a page with a button (a GET changes nothing)
     POST /c/TOKEN               confirms, records the consent event; idempotent
 
@@ -129,25 +131,36 @@ def routes(site: Site) -> list[Route]:
                          language=language)
 
     async def api_post(request: Request) -> Response:
+        """The form's sign-up as JSON. Every answer is in one language, like the pages:
+        the `language` asked for, else the caller's Accept-Language, else the list's;
+        `status` or `error` is the text to show, `code` what happened, for a script."""
         ml = await run_in_threadpool(site.public_list, request.path_params["slug"])
-        if ml is None:
-            return JSONResponse({"error": "no such list"}, status_code=404, headers=CORS)
         try:
             fields = json.loads(await request.body())
             if not isinstance(fields, dict):
                 raise ValueError
         except (ValueError, RecursionError):
-            return JSONResponse({"error": "send a JSON object"}, status_code=400,
-                                headers=CORS)
-        language = fields.get("language") if fields.get("language") in LANGUAGES \
-            else ml.language
+            fields = None
+        asked = fields.get("language") if fields is not None else None
+        language = asked if asked in LANGUAGES else \
+            site.language(request, None, ml.language if ml is not None else None)
+        t = page_texts(language)
+
+        def answer(status: int, code: str, text: str) -> JSONResponse:
+            key = "status" if status < 400 else "error"
+            return JSONResponse({key: text, "code": code, "language": language},
+                                status_code=status, headers=CORS)
+
+        if ml is None:
+            return answer(404, "no_list", t["api_no_list"])
+        if fields is None:
+            return answer(400, "not_json", t["api_not_json"])
         outcome, message = await attempt(request, ml, fields, language)
         if outcome == "busy":
-            return JSONResponse({"error": "too many sign-ups, try later"}, status_code=429,
-                                headers=CORS)
+            return answer(429, "busy", t["too_many_text"])
         if outcome != "ok":
-            return JSONResponse({"error": message}, status_code=400, headers=CORS)
-        return JSONResponse({"status": "check your mailbox"}, status_code=202, headers=CORS)
+            return answer(400, outcome, message or "")
+        return answer(202, "check_mail", t["check_mail_text"])
 
     async def api_options(request: Request) -> Response:
         return Response(status_code=204, headers={

@@ -50,6 +50,8 @@ _TEXTS: dict[str, dict[str, str]] = {
         "foreign_form": ("Dit formulier kan alleen vanaf zijn eigen pagina verstuurd "
                          "worden. Open de link uit je e-mail opnieuw."),
         "unknown_action": "Dit verzoek kennen we niet.",
+        "api_not_json": "Stuur een JSON-object.",
+        "api_no_list": "Op deze lijst kun je je niet inschrijven.",
         "check_mail_title": "Kijk in je mailbox",
         "check_mail_text": ("Als dit adres nog niet was ingeschreven, krijg je binnen enkele "
                             "minuten een e-mail. Klik op de knop in die e-mail om je "
@@ -140,6 +142,8 @@ _TEXTS: dict[str, dict[str, str]] = {
         "foreign_form": ("This form can only be sent from its own page. Please open the "
                          "link in your e-mail again."),
         "unknown_action": "We do not know this request.",
+        "api_not_json": "Send a JSON object.",
+        "api_no_list": "This list cannot be subscribed to.",
         "check_mail_title": "Check your mailbox",
         "check_mail_text": ("If this address was not subscribed yet, you will get an e-mail "
                             "within a few minutes. Click the button in it to confirm your "
