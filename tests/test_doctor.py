@@ -383,6 +383,48 @@ def test_an_unreachable_public_url_is_a_warning(world):
     assert "did not get through" in one(report, "one_click", "warn")["what"]
 
 
+# -- templates ------------------------------------------------------------------------------
+
+GREETING = """{% extends "layout.html.j2" %}
+{% block content %}
+<p>Dag {{ subscriber.first_name }},</p>
+{% endblock %}
+"""
+
+
+def test_a_campaign_not_yet_sent_is_checked_against_its_real_audience(world):
+    """Not against the sample subscriber (who has a first name): the doctor says what
+    `campaign send` would refuse, with the counts, and names no one."""
+    (world.folder / "templates" / "greeting.html.j2").write_text(GREETING)
+
+    def mailer(*args: str) -> None:
+        result = CliRunner().invoke(cli, ["--config", str(world.folder / "mailer.toml"),
+                                          *args], env=world.env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+
+    def members(rows: str) -> None:
+        (world.folder / "members.csv").write_text("email,first_name\n" + rows)
+        mailer("subscribers", "import", str(world.folder / "members.csv"), "--list",
+               "nieuwsbrief", "--consent", "test", "--confirmed")
+
+    members("anneke@example.org,Anneke\nbart@example.org,Bart\n")
+    mailer("campaign", "create", "dec", "--list", "nieuwsbrief", "--template",
+           "templates/greeting.html.j2", "--subject", "Ons nieuws")
+    members("cas@example.org,\ndirk@example.org,\n")  # joined since: no first name
+    code, report = doctor(world)
+    finding = one(report, "templates", "fail")
+    assert code == 1 and finding["what"].startswith(
+        "The campaign dec (templates/greeting.html.j2), for its 4 recipients: "
+        "subscriber.first_name (greeting.html.j2, line 3) is missing for 2 of 4 "
+        "recipients")
+    assert finding["fix"] == "mailer templates check --campaign dec"
+    assert not re.search(r"anneke|bart|cas@|dirk", str(report))  # counts only
+    # the list's own template check is that one now; its headers are still checked
+    assert len(found(report, "templates")) == 1
+    assert one(report, "headers", "ok")["what"].startswith(
+        "templates/greeting.html.j2 for the list nieuwsbrief")
+
+
 # -- the resolver's address -----------------------------------------------------------------
 
 @pytest.mark.parametrize("text, expected", [

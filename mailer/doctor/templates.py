@@ -5,6 +5,11 @@ Which template: the one of the list's most recent campaign, else
 `templates/newsletter.html.j2` (the house style's), or the one given with --template.
 The message is made for the sample subscriber, exactly as a send makes it (signed when
 keys are configured); nothing is sent or written.
+
+Each campaign not yet sent (draft or scheduled) is also checked as `templates check
+--campaign` and its start would check it: against its real audience, each field used
+without a default counted (how many lack it; counts only, no address). Its template's
+findings are then that check's, not the sample subscriber's.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ from mailer.doctor.findings import (
 )
 from mailer.doctor.setup import Setup
 from mailer.errors import MailerError
-from mailer.messages import list_info, make_mailing, sample_recipient
-from mailer.models import Campaign, MailingList
+from mailer.messages import check_campaign, list_info, make_mailing, sample_recipient
+from mailer.models import Campaign, CampaignKind, CampaignState, MailingList
 from mailer.project import Project
 
 __all__ = ["DEFAULT_TEMPLATE", "check_templates"]
@@ -63,7 +68,7 @@ def check_templates(project: Project, setup: Setup, given: str | None) -> list[F
     if not setup.lists:
         return [Finding("templates", "warn", "There are no lists, so no template was "
                         "checked.", "", "mailer lists sync")]
-    findings: list[Finding] = []
+    findings, audited = _campaigns(project) if not given else ([], set())
     chosen = _templates(project, setup.lists, given)
     for row in setup.lists:
         if row.id not in chosen:
@@ -73,31 +78,69 @@ def check_templates(project: Project, setup: Setup, given: str | None) -> list[F
                                     "mailer doctor --template templates/YOUR.html.j2"))
             continue
         template, subject = chosen[row.id]
-        findings += _one(project, row, template, subject)
+        findings += _one(project, row, template, subject,
+                         lint=(template, subject) not in audited)
     return findings
 
 
-def _one(project: Project, row: MailingList, template: str, subject: str) -> list[Finding]:
+def _campaigns(project: Project) -> tuple[list[Finding], set[tuple[str, str]]]:
+    """The campaigns not yet sent, each checked against its real audience; and their
+    (template, subject), which the sample subscriber then need not be checked with."""
+    findings: list[Finding] = []
+    audited: set[tuple[str, str]] = set()
+    with session_scope(project.engine) as session:
+        campaigns = session.exec(select(Campaign).where(
+            Campaign.kind == CampaignKind.CAMPAIGN,
+            Campaign.state.in_((CampaignState.DRAFT, CampaignState.SCHEDULED)))  # type: ignore[attr-defined]
+            .order_by(Campaign.id)).all()
+        for campaign in campaigns:
+            where = f"The campaign {campaign.slug} ({campaign.template})"
+            fix = f"mailer templates check --campaign {campaign.slug}"
+            try:
+                _, found, people = check_campaign(project, session, campaign)
+            except (MailerError, TemplateProblem) as exc:
+                hint = f" {exc.hint}" if isinstance(exc, MailerError) and exc.hint else ""
+                findings.append(Finding("templates", "fail", f"{where} cannot be made into "
+                                        f"a message: {exc}{hint}", "It cannot be sent.",
+                                        fix))
+                continue
+            audited.add((campaign.template, campaign.subject))
+            who = f"its {people:,} recipients" if people else "the sample subscriber " \
+                "(nobody is in its audience yet)"
+            findings += [_finding(f"{where}, for {who}: {item.message}", item.level,
+                                  item.message, fix) for item in found]
+            if not found:
+                findings.append(Finding("templates", "ok", f"{where}: `templates check` "
+                                        f"finds nothing for {who}."))
+    return findings, audited
+
+
+def _finding(what: str, level: str, message: str, fix: str) -> Finding:
+    why = GMAIL_CLIP if "102 KB" in message else \
+        YAHOO_CONTENT if "<script>" in message or "Remote" in message else ""
+    return Finding("templates", "fail" if level == "error" else "warn", what, why, fix)
+
+
+def _one(project: Project, row: MailingList, template: str, subject: str, *,
+         lint: bool = True) -> list[Finding]:
+    """The list's template made into a message for the sample subscriber: its headers,
+    and (`lint`: no campaign's real audience judged it already) the check's findings."""
     where = f"{template} for the list {row.slug}"
     try:
         mailing = make_mailing(project, template=template, subject=subject, mailing_list=row,
                                campaign=CampaignInfo(id=0, slug="doctor", title=row.name))
         sample = sample_recipient(list_info(row).language)
-        found = check(mailing, sample)
+        found = check(mailing, sample) if lint else []
         message = mailing.message(sample)
     except (MailerError, TemplateProblem) as exc:
         hint = f" {exc.hint}" if isinstance(exc, MailerError) and exc.hint else ""
         return [Finding("templates", "fail", f"{where} cannot be made into a message: "
                         f"{exc}{hint}", "No message of this list can be sent.",
                         f"mailer templates check {template} --list {row.slug}")]
-    findings = []
-    for item in found:
-        why = GMAIL_CLIP if "102 KB" in item.message else \
-            YAHOO_CONTENT if "<script>" in item.message or "Remote" in item.message else ""
-        findings.append(Finding("templates", "fail" if item.level == "error" else "warn",
-                                f"{where}: {item.message}", why,
-                                f"mailer templates check {template} --list {row.slug}"))
-    if not found:
+    fix = f"mailer templates check {template} --list {row.slug}"
+    findings = [_finding(f"{where}: {item.message}", item.level, item.message, fix)
+                for item in found]
+    if not found and lint:
         findings.append(Finding("templates", "ok", f"{where}: `templates check` finds "
                                 "nothing."))
     findings.append(_headers(where, message.data, mailing.signed))
