@@ -276,9 +276,9 @@ def test_sigterm_while_mailer_run_reads_returns_stops_after_the_batch_in_hand(
 class WritesHeld:
     """The test holding the database's writes while it looks (SQLite: the one writer's
     lock, BEGIN IMMEDIATE, waiting for a gap between the other side's transactions;
-    PostgreSQL: no row of `subscriber` deleted, LOCK TABLE); `release()` lets them go."""
+    PostgreSQL: no row of `table` written, LOCK TABLE); `release()` lets them go."""
 
-    def __init__(self, engine) -> None:  # noqa: ANN001
+    def __init__(self, engine, table: str = "subscriber") -> None:  # noqa: ANN001
         if engine.dialect.name == "sqlite":
             self._sqlite = sqlite3.connect(engine.url.database, timeout=120,
                                            isolation_level=None)
@@ -286,7 +286,7 @@ class WritesHeld:
         else:
             self._sqlite = None
             self._conn = engine.connect()
-            self._conn.exec_driver_sql("LOCK TABLE subscriber IN SHARE ROW EXCLUSIVE MODE")
+            self._conn.exec_driver_sql(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
 
     def scalar(self, sql: str) -> int:
         if self._sqlite is not None:
@@ -362,3 +362,54 @@ def test_sigterm_during_mailer_runs_purge_stops_it_between_batches(
     assert outbox_states(database) == {"sent": 40}
     received = Counter(r for m in smtp.messages() for r in m.recipients)
     assert sorted(received) == sorted(addresses) and set(received.values()) == {1}
+
+
+def waits_for_the_database(engine, pid: int) -> bool:  # noqa: ANN001
+    """`pid` holds the run lock and its writes wait for the test's (WritesHeld): on
+    PostgreSQL a statement of its waits for a lock; on SQLite (one writer: nothing to see
+    from outside) it took the run lock, and cannot write past it."""
+    if engine.dialect.name == "sqlite":
+        lock = Path(engine.url.database + ".run-lock")
+        return lock.exists() and lock.read_text().strip() == str(pid)
+    with engine.connect() as conn:
+        return bool(conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted").scalar_one())
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_campaign_send_takes_its_snapshot_changes_nothing(
+        run, project, smtp, monkeypatch, database, sig):
+    """Before the sender starts (the snapshot of 40 people, here held up by the test's
+    own write), the signal is the command's already: exit 130 with one line, the
+    snapshot rolled back, the campaign still a draft; the command it names sends it."""
+    configure(monkeypatch, smtp, rate=200, connections=2)
+    addresses = people(run, project, 40)
+    create(run)
+    held = WritesHeld(database, "delivery")
+    try:
+        sender = start("campaign", "send", "dec", "--yes")
+        wait_for(lambda: alive(sender) and waits_for_the_database(database, sender.pid),
+                 "campaign send waiting to write its snapshot")
+        if sig == "SIGINT":
+            os.killpg(sender.pid, signal.SIGINT)  # Ctrl-C: the whole process group
+        else:
+            sender.send_signal(signal.SIGTERM)
+        wait_for(lambda: delivered(sender.pid), f"{sig} delivered")
+    finally:
+        held.release()
+    out, err = sender.communicate(timeout=180)
+    text = err.decode(errors="replace")
+    assert sender.returncode == 130, text
+    assert "Traceback" not in text and "Aborted" not in text, text
+    assert text.strip().splitlines()[-1] == (
+        f"Interrupted ({sig}) before sending: nothing sent; `mailer campaign send dec` "
+        "starts it again.")
+    assert outbox_states(database) == {} and smtp.messages() == []
+    assert json.loads(run("campaign", "show", "dec", "--json").stdout)["state"] == "draft"
+    result = wait_for(lambda: (r := run("campaign", "send", "dec", "--yes")).exit_code == 0
+                      and r, "the command it names to send it",
+                      state=lambda: run("campaign", "show", "dec").output)
+    assert "40 deliveries queued" in result.output
+    received = Counter(r for m in smtp.messages() for r in m.recipients)
+    assert sorted(received) == sorted(addresses) and set(received.values()) == {1}
+

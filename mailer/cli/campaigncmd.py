@@ -39,6 +39,7 @@ from mailer.delivery.runner import (
     transport_for,
 )
 from mailer.delivery.sender import SendReport, summary
+from mailer.delivery.stopping import Interrupt, interrupted_line, stop_signals
 from mailer.errors import InvalidInput
 from mailer.messages import checked_mailing, resolve_template
 from mailer.models import (
@@ -367,30 +368,41 @@ def send(state: State, name: str, yes: bool, max_seconds: float | None, retry_un
     Example:
         mailer campaign send dec-2026
     """
-    project = state.project
-    transport = transport_for(project)
-    with run_lock(project.engine):
-        if retry_unknown:
-            reopen_for_unknown(project, name)
-        if not _start_or_continue(project, name, yes=yes, as_json=as_json,
-                                  describe=transport.describe()):
-            return
-        with _progress(name, quiet or as_json) as bar:
-            report, done = send_campaign(project, name, deadline=_deadline(max_seconds),
-                                         retry_unknown=retry_unknown, progress=bar,
-                                         transport=transport)
-    _watch(project, [name] if done else [])
-    _report(name, report, done, as_json)
+    # The signals are ours from the start (delivery/stopping.py): until the send is
+    # started, one stops at once (what was being written rolls back); then it lets the
+    # sender begin and stop after the messages in flight.
+    command = f"mailer campaign send {name}"
+    signals = Interrupt(command, at_once=f"Interrupted ({{name}}) before sending: nothing "
+                                         f"sent; `{command}` starts it again.")
+    with stop_signals(signals):
+        project = state.project
+        transport = transport_for(project)
+        with run_lock(project.engine):
+            if retry_unknown:
+                reopen_for_unknown(project, name)
+            if not _start_or_continue(project, name, yes=yes, as_json=as_json,
+                                      describe=transport.describe(), signals=signals):
+                return
+            with _progress(name, quiet or as_json) as bar:
+                report, done = send_campaign(project, name, deadline=_deadline(max_seconds),
+                                             retry_unknown=retry_unknown, progress=bar,
+                                             transport=transport,
+                                             interrupted=lambda: signals.name)
+        report.interrupted = report.interrupted or signals.name  # came after the sender
+        _watch(project, [name] if done else [])
+        _report(name, report, done, as_json)
 
 
 def _start_or_continue(project: Any, name: str, *, yes: bool, as_json: bool,
-                       describe: str) -> bool:
+                       describe: str, signals: Interrupt) -> bool:
     """Start a draft or scheduled campaign after confirmation (the rules: plan_start);
-    False if declined."""
+    False if declined. A signal before the start is committed stops at once and rolls
+    it back (`signals.at_once`); from the commit on, it is noted for the sender."""
     with session_scope(project.engine) as session:
         campaign = get_campaign(session, name)
         plan = plan_start(session, campaign)
         if plan is None:  # sending: it goes on
+            signals.at_once = None
             return True
         question = plan.question(describe)
         if not yes:
@@ -401,6 +413,7 @@ def _start_or_continue(project: Any, name: str, *, yes: bool, as_json: bool,
                 err().print("Nothing sent.")
                 return False
         queued = prepare_start(project, session, campaign)
+        signals.at_once = None  # committed as this block ends: the sender says the rest
         if not as_json:
             err().print(f"{queued:,} deliveries queued.")
     return True
@@ -576,10 +589,8 @@ def _watch(project: Any, finished: list[str]) -> None:
 
 def _interrupted(signal: str, sent: int, waiting: int, unknown: int, command: str) -> None:
     """A send stopped by SIGINT or SIGTERM: one line, exit 130 (as a shell reports Ctrl-C)."""
-    cut = (f", {unknown:,} cut off in flight (unknown: they may have arrived, see "
-           "`campaign deliveries --state unknown`)") if unknown else ""
-    err().print(f"Interrupted ({signal}): {sent:,} sent, {waiting:,} waiting{cut}; "
-                f"`{command}` continues.", highlight=False, markup=False)
+    err().print(interrupted_line(signal, sent, waiting, unknown, command), highlight=False,
+                markup=False)
     raise SystemExit(130)
 
 

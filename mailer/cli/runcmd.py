@@ -40,6 +40,13 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
         * * * * *  cd /srv/nieuws && mailer run --quiet
     """
     from mailer.delivery.lock import LockBusy
+    from mailer.delivery.stopping import Interrupt, stop_signals
+
+    # SIGINT and SIGTERM are ours from the start: until the run begins its work, one
+    # stops it at once (nothing is under way); then run_due lets that work finish first.
+    signals = Interrupt("mailer run", at_once="Interrupted ({name}): nothing done; "
+                                              "`mailer run` continues.")
+    click.get_current_context().with_resource(stop_signals(signals))
 
     project = state.project
     try:
@@ -48,7 +55,8 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
             return
         from mailer.delivery.runner import run_due
 
-        result = run_due(project, max_seconds=max_seconds, retry_unknown=retry_unknown)
+        result = run_due(project, max_seconds=max_seconds, retry_unknown=retry_unknown,
+                         signals=signals)
     except LockBusy as exc:
         if not quiet:
             from mailer.cli.output import err

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,6 +34,7 @@ from mailer.delivery.rendering import (
     recipe_from,
 )
 from mailer.delivery.sender import Sender, SendReport, stop_signals
+from mailer.delivery.stopping import Interrupt
 from mailer.delivery.transports import Outcome, Transport, default_helo_name, make_transport
 from mailer.errors import InvalidInput, MailerError
 from mailer.messages import checked_mailing, list_info, recipient, stand_in
@@ -275,14 +275,18 @@ class RunSummary:
 
 def run_due(project: Project, *, max_seconds: float | None = None,
             retry_unknown: bool = False,
-            progress: Callable[[str, SendReport], None] | None = None) -> RunSummary:
+            progress: Callable[[str, SendReport], None] | None = None,
+            signals: Interrupt | None = None) -> RunSummary:
     """`mailer run`: under the run lock, start the scheduled campaigns that are due,
     then send for every sending campaign until done or the time limit."""
     from mailer.delivery.sender import summary
 
     deadline = time.monotonic() + max_seconds if max_seconds else None
     result = RunSummary()
-    signals = _Interrupt()
+    # `signals`: the command's, installed when it started (runcmd.py); from here on a
+    # first signal lets the unit of work in progress finish
+    signals = signals or Interrupt("mailer run")
+    signals.at_once = None
 
     def stopping() -> bool:
         """A stop signal came: the run goes no further (checked between its phases and
@@ -335,25 +339,6 @@ def run_due(project: Project, *, max_seconds: float | None = None,
         if stopping():
             result.waiting = _waiting(project)
     return result
-
-
-class _Interrupt:
-    """SIGINT and SIGTERM during `mailer run` outside a send (the sender takes them over
-    while it sends, sender.py): the first is noted, and the run stops at its next check,
-    after the unit of work in progress; a second stops it at once, exit 130, as a second
-    Ctrl-C stops a send (what was in progress is rolled back, or left as a crash leaves
-    it: a notice in flight is retried later)."""
-
-    def __init__(self) -> None:
-        self.name: str | None = None
-
-    def __call__(self, name: str) -> None:
-        if self.name is None:
-            self.name = name
-            return
-        sys.stderr.write(f"Interrupted again ({name}): stopped at once; `mailer run` "
-                         "continues.\n")
-        raise SystemExit(130)
 
 
 def _waiting(project: Project) -> int:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import signal
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -52,6 +51,7 @@ from mailer.content.mailing import Message
 from mailer.delivery.outbox import Due, Outbox, Result
 from mailer.delivery.ratelimit import QuotaExhausted, RateLimiter, domain_key
 from mailer.delivery.rendering import Rendered, Renderer
+from mailer.delivery.stopping import stop_signals  # also for runner.py
 from mailer.delivery.transports import Outcome, Transport
 from mailer.errors import MailerError
 from mailer.models import DeliveryState
@@ -92,37 +92,6 @@ class SendReport:
                 and self.last_sent > self.first_sent:
             return (sent - 1) / (self.last_sent - self.first_sent)
         return sent / self.seconds if self.seconds else 0.0
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def stop_signals(handler: Callable[[str], None],
-                 loop: asyncio.AbstractEventLoop | None = None):  # noqa: ANN201
-    """SIGINT and SIGTERM call `handler(name)` while the block lasts, then the previous
-    handlers come back: through `loop` when given (the sender: the handler runs in the
-    loop), else as a plain signal handler (`mailer run` between its phases, runner.py).
-    Only in the main thread: elsewhere a process's signals are not ours."""
-    installed: list[tuple[signal.Signals, Any]] = []
-    for sig in STOP_SIGNALS:
-        previous = signal.getsignal(sig)
-        try:
-            if loop is not None:
-                loop.add_signal_handler(sig, handler, sig.name)
-            else:
-                signal.signal(sig, lambda _n, _f, name=sig.name: handler(name))
-        except (ValueError, RuntimeError, NotImplementedError):
-            continue
-        installed.append((sig, previous))
-    try:
-        yield
-    finally:
-        for sig, previous in installed:
-            if loop is not None:
-                loop.remove_signal_handler(sig)
-            if previous is not None:
-                signal.signal(sig, previous)
 
 
 class _NotSent(Exception):
