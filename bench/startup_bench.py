@@ -70,7 +70,7 @@ def make_project(python: str, tree: Path, where: Path) -> Path:
     env = {k: v for k, v in os.environ.items() if k != "MAILER_CONFIG"}
     env["PYTHONPATH"] = str(tree)
     subprocess.run([python, "-m", "mailer", "init", str(folder), "--organisation", "Bench",
-                    "--domain", "example.be"], check=True, env=env,
+                    "--domain", "example.be"], check=True, env=env, cwd=where,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return folder
 

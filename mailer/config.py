@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from mailer.configfile import CONFIG_NAME, ENV_PREFIX, find_config
 from mailer.content.compose import ascii_domain
 from mailer.errors import ConfigError
 
@@ -39,8 +40,6 @@ __all__ = [
     "load_settings",
 ]
 
-CONFIG_NAME = "mailer.toml"
-ENV_PREFIX = "MAILER_"
 SECRET_NAMES = ("secret_key", "previous_secret_keys", "hash_key", "smtp_password",
                 "feedback_password", "postmark_webhook_password")
 
@@ -309,6 +308,7 @@ class Settings(_Section):
     # Not from the file: where it was found, and the secrets.
     root: Path = Field(default=Path("."), exclude=True)
     config_path: Path | None = Field(default=None, exclude=True)
+    secrets_path: Path | None = Field(default=None, exclude=True)  # read or not
     secrets: Secrets = Field(default_factory=Secrets, exclude=True)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -336,23 +336,6 @@ class Settings(_Section):
             if rest and rest != ":memory:" and not rest.startswith("file:"):
                 return prefix + str(self.path(rest))
         return url
-
-
-def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
-    """Locate mailer.toml: explicit path, then $MAILER_CONFIG, then the current folder."""
-    if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise ConfigError(f"Config file not found: {path}")
-        return path.resolve()
-    env = os.environ.get(ENV_PREFIX + "CONFIG")
-    if env:
-        path = Path(env)
-        if not path.is_file():
-            raise ConfigError(f"Config file not found: {path} (from {ENV_PREFIX}CONFIG)")
-        return path.resolve()
-    path = Path.cwd() / CONFIG_NAME
-    return path.resolve() if path.is_file() else None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -474,5 +457,6 @@ def load_settings(
     settings.root = path.parent if path else Path.cwd()
     settings.config_path = path
     secrets_path = Path(environ.get(ENV_PREFIX + "SECRETS_FILE") or settings.secrets_file)
-    settings.secrets = _load_secrets(settings.path(str(secrets_path)), environ)
+    settings.secrets_path = settings.path(str(secrets_path))
+    settings.secrets = _load_secrets(settings.secrets_path, environ)
     return settings

@@ -24,14 +24,11 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
-
 from mailer.errors import DatabaseBehind, DatabaseError
 
-if TYPE_CHECKING:  # imported where used: a command that only reads needs neither
+if TYPE_CHECKING:  # imported where used: an idle `mailer run` needs none of them
     from alembic.config import Config as AlembicConfig
+    from sqlalchemy import Connection, Engine
     from sqlmodel import Session
 
 __all__ = [
@@ -76,6 +73,9 @@ def _create_private(path: Path) -> None:
 
 def make_engine(url: str, **kwargs: object) -> Engine:
     """An engine for `url`, with SQLite tuned as described above."""
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
     try:
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
@@ -154,6 +154,7 @@ def schema_status(engine: Engine) -> SchemaStatus:
     """Current revision, head revision and the revisions not yet applied (oldest first)."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
+    from sqlalchemy.exc import OperationalError
 
     script = ScriptDirectory.from_config(_alembic_config(engine))
     head = script.get_current_head()
@@ -189,18 +190,26 @@ def _shipped_head() -> str | None:
     return heads.pop() if len(heads) == 1 else None
 
 
-def _at_head(engine: Engine) -> bool:
-    """Whether the database's one recorded revision is the shipped head (False when it
-    cannot tell: no version table, several rows, an unreadable head)."""
+VERSION_QUERY = "SELECT version_num FROM alembic_version"
+
+
+def at_head(versions: list[str]) -> bool:
+    """Whether the revisions VERSION_QUERY found are the shipped head, alone (False when
+    it cannot tell: several rows, an unreadable head)."""
     head = _shipped_head()
-    if head is None:
-        return False
+    return head is not None and versions == [head]
+
+
+def _at_head(engine: Engine) -> bool:
+    """at_head for the database behind `engine` (False without a version table)."""
+    import sqlalchemy as sa
+
     try:
         with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+            rows = conn.execute(sa.text(VERSION_QUERY)).all()
     except sa.exc.DBAPIError:  # no version table (or no database): Alembic says more
         return False
-    return [row[0] for row in rows] == [head]
+    return at_head([row[0] for row in rows])
 
 
 def check_schema(engine: Engine) -> None:
@@ -224,6 +233,7 @@ def check_schema(engine: Engine) -> None:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply migrations up to `revision`."""
     from alembic import command
+    from sqlalchemy.exc import OperationalError
 
     try:
         command.upgrade(_alembic_config(engine), revision)

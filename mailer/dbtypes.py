@@ -3,33 +3,16 @@ and who acts (`current_actor`), importable without the models (issue 17, point 5
 
 from __future__ import annotations
 
-import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from mailer.clock import EPOCH, MICROSECOND, TEST_CLOCK, micros, utcnow
+
 __all__ = ["TEST_CLOCK", "Timestamp", "current_actor", "placeholder", "stamp", "utcnow"]
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
-
-TEST_CLOCK = "TEST_MAILER_NOW"  # tests only: see utcnow()
-
-
-def utcnow() -> datetime:
-    """Now, in UTC, timezone-aware: what every timestamp column stores.
-
-    The one test hook on the clock: with TEST_MAILER_NOW set (an ISO 8601 time with its
-    offset, "2027-03-28T01:00:00+00:00") the engine's now stands still at that time, so a
-    test can walk a recurring campaign through months and DST changes in a few runs
-    (tests/test_recurring.py). Never set it in production."""
-    fake = os.environ.get(TEST_CLOCK)
-    if fake:
-        return datetime.fromisoformat(fake).astimezone(UTC)
-    return datetime.now(UTC)
 
 
 def current_actor(explicit: str | None = None) -> str:
@@ -68,7 +51,7 @@ class Timestamp(TypeDecorator[datetime]):
         if value.utcoffset() is None:
             raise ValueError("Timestamps must be timezone-aware (use mailer.models.utcnow())")
         if dialect.name == "sqlite":
-            return (value - EPOCH) // MICROSECOND
+            return micros(value)
         return value.astimezone(UTC)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:

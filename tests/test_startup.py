@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -152,3 +153,206 @@ def test_the_schema_check_finds_the_head_without_alembic_as_alembic_does():
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     assert _shipped_head() == ScriptDirectory.from_config(config).get_current_head()
+
+
+# -- an idle `mailer run` from the run cache (mailer/runcache.py) ------------------------------
+
+
+def idle_project(tmp_path: Path) -> tuple[str, Path]:
+    """A project after its first run (the purge done, the cache written): idle."""
+    from mailer.scaffold import create_project
+
+    config = create_project(tmp_path / "news")
+    run_mailer(["--config", str(config), "run"], tmp_path)
+    return str(config), tmp_path / "news" / "mailer.db"
+
+
+def test_an_idle_run_answers_from_the_cache_without_sqlalchemy_or_pydantic(tmp_path):
+    from mailer.delivery.due import IDLE_SUMMARY
+    from mailer.runcache import CACHE_NAME
+
+    config, _ = idle_project(tmp_path)
+    cache = tmp_path / "news" / CACHE_NAME
+    assert cache.stat().st_mode & 0o777 == 0o600  # it names the database file
+    output, loaded = run_mailer(["--config", config, "run", "--json"], tmp_path)
+    assert json.loads(output) == IDLE_SUMMARY
+    assert not {"sqlalchemy", "pydantic", "mailer.config", "mailer.project"} & set(loaded)
+    _, loaded = run_mailer(["--config", config, "run", "--quiet"], tmp_path)
+    assert "sqlalchemy" not in loaded
+
+    cache.write_text("{")  # unreadable: the full path, which writes it again
+    _, loaded = run_mailer(["--config", config, "run"], tmp_path)
+    assert "sqlalchemy" in loaded
+    assert json.loads(cache.read_text())["database"] == str(tmp_path / "news" / "mailer.db")
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_after_an_edit_an_idle_run_says_what_load_settings_says(tmp_path):
+    """The cache is trusted only for the inputs it was written from: a wrong setting in
+    mailer.toml or the environment, a secrets file others can read, a database behind
+    are the same one-line errors as without it."""
+    config, database = idle_project(tmp_path)
+    toml = Path(config)
+    edit(toml, "[delivery]", "[delivery]\nspeed = 3")
+    proc = run_cli(["--config", config, "run"], tmp_path)
+    assert (proc.returncode, proc.stderr) == (1, "Error: Unknown setting 'delivery.speed' "
+                                                 "in mailer.toml\n")
+    edit(toml, "[delivery]\nspeed = 3", "[delivery]")
+
+    env = {k: v for k, v in os.environ.items() if k != "MAILER_CONFIG"}
+    proc = subprocess.run([sys.executable, "-m", "mailer", "--config", config, "run"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env=env | {"MAILER_DELIVERY__RATE": "fast"})
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: Setting 'delivery.rate' in the environment "
+                                  "variable MAILER_DELIVERY__RATE: ")
+
+    secrets = toml.parent / "secrets.toml"
+    secrets.chmod(0o644)
+    proc = run_cli(["--config", config, "run"], tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"Error: The secrets file {secrets} can be read by others")
+    secrets.chmod(0o600)
+
+    with closing(sqlite3.connect(database)) as db:
+        db.execute("UPDATE alembic_version SET version_num = '0001'")
+        db.commit()
+    proc = run_cli(["--config", config, "run"], tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: The database is behind")
+
+
+def config_changes(database: Path) -> int:
+    with closing(sqlite3.connect(database)) as db:
+        return db.execute("SELECT count(*) FROM audit_log "
+                          "WHERE action = 'config.change'").fetchone()[0]
+
+
+def test_an_idle_run_still_records_a_configuration_change(tmp_path):
+    """The audit trail gets a changed setting or secret from the first command after
+    it, an idle `mailer run` included; then the runs are answered from the cache again."""
+    config, database = idle_project(tmp_path)
+    recorded = config_changes(database)
+    edit(Path(config), "connections = 4", "connections = 3")
+    _, loaded = run_mailer(["--config", config, "run"], tmp_path)
+    assert "sqlalchemy" in loaded
+    assert config_changes(database) == recorded + 1
+    _, loaded = run_mailer(["--config", config, "run"], tmp_path)
+    assert "sqlalchemy" not in loaded
+
+    secrets = Path(config).parent / "secrets.toml"
+    secrets.write_text(secrets.read_text() + 'smtp_password = "changed"\n')
+    run_mailer(["--config", config, "run"], tmp_path)
+    assert config_changes(database) == recorded + 2
+
+    # another command in another environment records its configuration (and leaves the
+    # cache as it was): the next run, the cache's inputs unchanged, records its own again
+    env = {k: v for k, v in os.environ.items() if k != "MAILER_CONFIG"}
+    subprocess.run([sys.executable, "-m", "mailer", "--config", config, "lists", "ls"],
+                   check=True,
+                   capture_output=True, cwd=tmp_path, timeout=300,
+                   env=env | {"MAILER_SMTP_PASSWORD": "other"})
+    assert config_changes(database) == recorded + 3
+    run_mailer(["--config", config, "run"], tmp_path)
+    assert config_changes(database) == recorded + 4
+
+
+def test_an_idle_run_from_the_cache_reports_a_busy_run_like_the_full_one(tmp_path):
+    import fcntl
+
+    config, database = idle_project(tmp_path)
+    with open(str(database) + ".run-lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = run_cli(["--config", config, "run"], tmp_path)
+        code = PROBE.format(heavy=HEAVY, args=["--config", config, "run"], load_all=False)
+        probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0
+    assert proc.stderr.startswith("Another mailer process (pid ")
+    assert '"sqlalchemy"' not in probe.stderr.splitlines()[-1]
+
+
+def at(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+# Each kind of work due.py looks for, as rows: (what, SQL making it due at NOW, SQL making
+# it due one microsecond after NOW, or None when it does not wait for a time). Every
+# condition due.py's list holds needs a line here.
+NOW = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+_MICROS = (NOW - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+_CAMPAIGN = ("INSERT INTO campaign (slug, title, template, subject, list_ids, segment, state,"
+             " scheduled_at, created_at, updated_at, kind) VALUES ('c', 't', 'x', 's', '[]',"
+             " '{{}}', '{state}', {at}, 0, 0, 'campaign')")
+_RECURRING = ("INSERT INTO recurring_campaign (slug, title, template, subject, list_ids, "
+              "segment, cron, timezone, state, next_at, created_at, updated_at) VALUES "
+              "('r', 't', 'x', 's', '[]', '{{}}', '0 9 * * 1', 'Europe/Brussels', '{state}', "
+              "{at}, 0, 0)")
+SCENARIOS = {
+    "a campaign sending": (_CAMPAIGN.format(state="sending", at="NULL"), None),
+    "a scheduled campaign due": (_CAMPAIGN.format(state="scheduled", at=_MICROS),
+                                 _CAMPAIGN.format(state="scheduled", at=_MICROS + 1)),
+    "a recurring occurrence due": (_RECURRING.format(state="active", at=_MICROS),
+                                   _RECURRING.format(state="active", at=_MICROS + 1)),
+    "the daily purge": ("UPDATE audit_log SET at = {day_ago} WHERE action = 'gdpr.purge'",
+                        "UPDATE audit_log SET at = {day_ago} + 1 "
+                        "WHERE action = 'gdpr.purge'"),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_each_kind_of_work_makes_a_run_from_the_cache_and_without_it(scenario, tmp_path,
+                                                                     monkeypatch):
+    """Both ways of asking (the cached SQL on the driver, SQLAlchemy with the settings)
+    see each kind of work at the microsecond it is due, and not one before."""
+    from mailer.delivery.due import nothing_due
+    from mailer.project import Project
+    from mailer.runcache import idle
+
+    config, database = idle_project(tmp_path)
+    monkeypatch.setenv("TEST_MAILER_NOW", at(NOW))
+    monkeypatch.delenv("MAILER_CONFIG", raising=False)
+    day_ago = _MICROS - 24 * 3600 * 1_000_000
+    with closing(sqlite3.connect(database)) as db:  # the purge: done an hour before NOW
+        db.execute("UPDATE audit_log SET at = ? WHERE action = 'gdpr.purge'",
+                   (_MICROS - 3600 * 1_000_000,))
+        db.commit()
+    project = Project.load(config)
+
+    def answers() -> tuple[bool, bool]:
+        return (idle(config) is not None,
+                nothing_due(project.engine, feedback_sources=False, now=NOW))
+
+    try:
+        assert answers() == (True, True)
+        due, not_yet = SCENARIOS[scenario]
+        for sql, expected in ((not_yet, (True, True)), (due, (False, False))):
+            if sql is None:
+                continue
+            with closing(sqlite3.connect(database)) as db:
+                db.execute("DELETE FROM campaign")
+                db.execute("DELETE FROM recurring_campaign")
+                db.execute(sql.replace("{day_ago}", str(day_ago)))
+                db.commit()
+            assert answers() == expected, sql
+    finally:
+        project.close()
+
+
+def test_the_cached_queries_are_due_py_s_own(tmp_path):
+    """The cache holds due.py's list compiled, one query per condition, and the audit
+    trail's last-configuration query bound to its action."""
+    from mailer.delivery.due import idle_queries
+    from mailer.runcache import CACHE_NAME
+
+    idle_project(tmp_path)
+    cached = json.loads((tmp_path / "news" / CACHE_NAME).read_text())["queries"]
+    _, work = idle_queries()
+    assert len(cached["work"]) == len(work)
+    assert "config.change" in cached["last_config"][1]
+    assert "gdpr.purge" in cached["purged"][1]

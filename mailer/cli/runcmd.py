@@ -1,9 +1,11 @@
 """`mailer run`: the cron entry point.
 
 Small on purpose (issue 17, point 5): cron starts it every minute, and most minutes
-nothing is due. It first asks the database whether anything is (delivery/due.py: a few
-queries, under the run lock, without the models); only when something is does it import
-the sending side (delivery/runner.py) and the campaign commands' output helpers.
+nothing is due. It first asks whether anything is: from the run cache a full run left
+(mailer/runcache.py: the database file and due.py's queries, on the driver, without
+pydantic or SQLAlchemy), else with the settings loaded (delivery/due.py: a few queries,
+under the run lock, without the models); only when something is does it import the
+sending side (delivery/runner.py) and the campaign commands' output helpers.
 """
 
 from __future__ import annotations
@@ -48,10 +50,19 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
                                               "`mailer run` continues.")
     click.get_current_context().with_resource(stop_signals(signals))
 
-    project = state.project
     try:
-        if not retry_unknown and _idle(project):
-            _nothing(quiet, as_json)
+        if not retry_unknown:
+            from mailer.runcache import idle
+
+            summary = idle(state.config)
+            if summary is not None:
+                _nothing(summary, quiet, as_json)
+                return
+        project = state.project
+        if not retry_unknown and _idle(project, state.config):
+            from mailer.delivery.due import IDLE_SUMMARY
+
+            _nothing(IDLE_SUMMARY, quiet, as_json)
             return
         from mailer.delivery.runner import run_due
 
@@ -66,25 +77,26 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
     _report(project, result, quiet, as_json)
 
 
-def _idle(project: Any) -> bool:
+def _idle(project: Any, config: str | None) -> bool:
     """Nothing due (delivery/due.py), checked under the run lock like a run itself, so a
-    run that is busy is reported as one (LockBusy)."""
+    run that is busy is reported as one (LockBusy). Leaves the run cache for the next."""
     from mailer.dbtypes import utcnow
     from mailer.delivery.due import nothing_due
     from mailer.delivery.lock import run_lock
+    from mailer.runcache import remember
 
+    remember(config, project.settings, project.engine.dialect)
     with run_lock(project.engine):
         return nothing_due(project.engine, now=utcnow(),
                            feedback_sources=bool(project.settings.feedback.sources))
 
 
-def _nothing(quiet: bool, as_json: bool) -> None:
+def _nothing(summary: dict[str, Any], quiet: bool, as_json: bool) -> None:
     """What a run that found nothing to do prints: what run_due's empty result gives."""
     if as_json:
         from mailer.cli.output import print_json
-        from mailer.delivery.due import IDLE_SUMMARY
 
-        print_json(IDLE_SUMMARY)
+        print_json(summary)
     elif not quiet:
         click.echo("Nothing to do.", err=True)
 

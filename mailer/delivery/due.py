@@ -9,6 +9,10 @@ notice (confirmation, welcome, export) queued, or deferred or claimed until a ti
 past. These are the conditions of runner.run_due, recurring.materialize,
 notices._claim and retention.due; tests/test_startup.py checks each one makes a run
 take the full path.
+
+The same queries answer an idle run that has neither SQLAlchemy nor the settings loaded:
+`mailer run` compiles them (idle_queries) into its run cache (mailer/runcache.py), and
+the next run executes that SQL on the driver. They are defined here only.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from sqlalchemy import Engine
 
 from mailer.dbtypes import Timestamp
 
-__all__ = ["IDLE_SUMMARY", "nothing_due"]
+__all__ = ["IDLE_SUMMARY", "idle_queries", "nothing_due"]
 
 # What `mailer run --json` prints when nothing was due: runner.RunSummary's fields, as
 # run_due leaves them when there was nothing (the notices counted, all zero).
@@ -42,17 +46,24 @@ _WORK = [
         (_c("state") == "queued") | (_c("state").in_(["deferred", "sending"])
                                      & (_c("next_attempt_at") <= _NOW))),
 ]
-_LAST_PURGE = sa.select(sa.func.max(_c("at", Timestamp()))).select_from(
-    sa.table("audit_log")).where(_c("action") == "gdpr.purge")
+# The daily purge is due unless one was recorded less than a day before now.
+_PURGED = sa.select(sa.literal(1)).select_from(sa.table("audit_log")).where(
+    (_c("action") == "gdpr.purge")
+    & (_c("at") > sa.bindparam("day_ago", type_=Timestamp()))).limit(1)
+
+
+def idle_queries() -> tuple[sa.Select, list[sa.Select]]:
+    """The purge query, then one query per kind of work (each a row when there is some);
+    parameters `day_ago` and `now`."""
+    return _PURGED, [query.limit(1) for query in _WORK]
 
 
 def nothing_due(engine: Engine, *, feedback_sources: bool, now: datetime) -> bool:
     """True when a run at `now` would find nothing to do (see the module's doc)."""
     if feedback_sources:
         return False
+    purged, work = idle_queries()
     with engine.connect() as conn:
-        last = conn.execute(_LAST_PURGE).scalar_one_or_none()
-        if last is None or now - last >= timedelta(days=1):
+        if conn.execute(purged, {"day_ago": now - timedelta(days=1)}).first() is None:
             return False
-        return not any(conn.execute(query.limit(1), {"now": now}).first()
-                       for query in _WORK)
+        return not any(conn.execute(query, {"now": now}).first() for query in work)

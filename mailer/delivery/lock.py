@@ -15,13 +15,14 @@ import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-
-import sqlalchemy as sa
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING
 
 from mailer.errors import MailerError
 
-__all__ = ["LockBusy", "run_lock"]
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+__all__ = ["LockBusy", "run_lock", "sqlite_lock"]
 
 
 class LockBusy(MailerError):
@@ -31,15 +32,22 @@ class LockBusy(MailerError):
 @contextlib.contextmanager
 def run_lock(engine: Engine) -> Iterator[None]:
     if engine.dialect.name == "sqlite":
-        database = engine.url.database or ""
-        if database in ("", ":memory:"):
-            yield
-            return
-        with _file_lock(Path(database).with_name(Path(database).name + ".run-lock")):
+        with sqlite_lock(engine.url.database or ""):
             yield
     else:
         with _advisory_lock(engine):
             yield
+
+
+@contextlib.contextmanager
+def sqlite_lock(database: str) -> Iterator[None]:
+    """The run lock of the SQLite database file `database` (none for one in memory),
+    without SQLAlchemy (an idle `mailer run` takes it: issue 17, point 5)."""
+    if database in ("", ":memory:"):
+        yield
+        return
+    with _file_lock(Path(database).with_name(Path(database).name + ".run-lock")):
+        yield
 
 
 @contextlib.contextmanager
@@ -62,6 +70,8 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _advisory_lock(engine: Engine) -> Iterator[None]:
+    import sqlalchemy as sa
+
     key = int.from_bytes(hashlib.sha256(b"mailer run lock").digest()[:8], "big", signed=True)
     with engine.connect() as conn:
         got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
