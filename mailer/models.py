@@ -47,6 +47,9 @@ __all__ = [
     "LinkClick",
     "RecurringCampaign",
     "RecurringOccurrence",
+    "Sequence",
+    "SequenceProgress",
+    "SequenceStep",
     "ConsentAction",
     "ConsentEvent",
     "GlobalStatus",
@@ -295,36 +298,12 @@ class Delivery(SQLModel, table=True):
 
 
 class NoticeKind(enum.StrEnum):
+    """The engine's own mails to one person (delivery/notices.py): each (kind, list) is a
+    campaign of kind "notice", each mail a delivery of it."""
+
     CONFIRM = "confirm"  # the double opt-in mail with the confirmation link
     WELCOME = "welcome"  # after a single opt-in sign-up (or a confirmation, when wanted)
     EXPORT = "export"  # a copy of the person's data, asked for on the preferences page
-
-
-class Notice(SQLModel, table=True):
-    """A mail to one person that is not a campaign: a confirmation, a welcome, or the
-    export of their data. Queued by the web app in the same transaction as the sign-up
-    (or the request), sent by its background sender (or the next `mailer run`) through
-    the transport and the rate limits; its states are a delivery's. Erasing the person
-    deletes it."""
-
-    __tablename__ = "notice"
-    __table_args__ = (Index("ix_notice_state", "state", "next_attempt_at"),
-                      Index("ix_notice_subscriber", "subscriber_id"))
-
-    id: int | None = Field(default=None, primary_key=True)
-    kind: str = Field(sa_column=Column(String(16), nullable=False))
-    subscriber_id: int = Field(sa_column=Column(
-        Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False))
-    list_id: int = Field(sa_column=Column(
-        Integer, ForeignKey("mailing_list.id", ondelete="CASCADE"), nullable=False))
-    state: str = Field(default=DeliveryState.QUEUED,
-                       sa_column=Column(String(12), nullable=False))
-    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
-    next_attempt_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))
-    last_reply: str | None = Field(default=None, sa_column=Column(Text))
-    message_id: str | None = Field(default=None, sa_column=Column(String(255)))
-    queued_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
-    sent_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))
 
 
 class FeedbackKind(enum.StrEnum):
@@ -454,3 +433,74 @@ class RecurringOccurrence(SQLModel, table=True):
     outcome: str = Field(sa_column=Column(String(16), nullable=False))  # created | skipped
     note: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+
+
+class Sequence(SQLModel, table=True):
+    """A drip sequence of a list (`[[sequence]]` in lists/<slug>.toml, automation/
+    sequences.py), copied in by `lists sync`. `timezone` is the list's: a step's send
+    window is read in it for a subscriber without a `timezone` attribute. A sequence
+    whose definition is gone is kept, `removed` (who is in it gets nothing more)."""
+
+    __tablename__ = "sequence"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=Column(String(48), unique=True, nullable=False))
+    list_id: int = Field(sa_column=Column(
+        Integer, ForeignKey("mailing_list.id", ondelete="CASCADE"), nullable=False))
+    timezone: str = Field(sa_column=Column(String(64), nullable=False))
+    state: str = Field(default="active", sa_column=Column(String(16), nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+
+
+class SequenceStep(SQLModel, table=True):
+    """One step of a sequence, by its stable `key` (the step's `id`, else its template
+    path): its mail is the campaign `campaign_id`, of kind "step", whose delivery rows
+    are who got it (one per person: the outbox's UNIQUE). `position` is its place in
+    the file (NULL once removed from it); `after_seconds` its time after the start."""
+
+    __tablename__ = "sequence_step"
+    __table_args__ = (UniqueConstraint("sequence_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    sequence_id: int = Field(sa_column=Column(
+        Integer, ForeignKey("sequence.id", ondelete="CASCADE"), nullable=False))
+    key: str = Field(sa_column=Column(String(400), nullable=False))
+    position: int | None = Field(default=None, sa_column=Column(Integer))
+    after_seconds: int = Field(sa_column=Column(Integer, nullable=False))
+    window: str | None = Field(default=None, sa_column=Column(String(11)))  # 09:00-17:00
+    weekdays: str | None = Field(default=None, sa_column=Column(String(40)))  # mon-fri
+    campaign_id: int = Field(sa_column=Column(
+        Integer, ForeignKey("campaign.id", ondelete="CASCADE"), nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+
+
+class SequenceProgress(SQLModel, table=True):
+    """Where one subscriber is in one sequence: started at confirmation (or by an
+    import with --start-sequences); `passed_after` is the time (after the start) of the
+    last step queued for them, -1 before the first; `next_step_id` and `next_at` the
+    step due next and when (NULL when done or stopped). `mailer run` reads the due rows
+    by the index on next_at, never the whole table."""
+
+    __tablename__ = "sequence_progress"
+    __table_args__ = (Index("ix_sequence_progress_due", "next_at"),
+                      Index("ix_sequence_progress_subscriber", "subscriber_id"),
+                      {"sqlite_with_rowid": False})
+
+    sequence_id: int = Field(sa_column=Column(
+        Integer, ForeignKey("sequence.id", ondelete="CASCADE"), primary_key=True))
+    subscriber_id: int = Field(sa_column=Column(
+        Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), primary_key=True))
+    list_id: int = Field(sa_column=Column(
+        Integer, ForeignKey("mailing_list.id", ondelete="CASCADE"), nullable=False))
+    started_at: datetime = Field(sa_column=_stamp())
+    passed_after: int = Field(default=-1, sa_column=Column(Integer, nullable=False))
+    last_step_id: int | None = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("sequence_step.id", ondelete="SET NULL")))
+    next_step_id: int | None = Field(default=None, sa_column=Column(
+        Integer, ForeignKey("sequence_step.id", ondelete="SET NULL")))
+    next_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))
+    state: str = Field(default="active", sa_column=Column(String(12), nullable=False))
+    note: str | None = Field(default=None, sa_column=Column(String(200)))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())

@@ -16,6 +16,7 @@ from mailer.audience.importer import ImportOptions, import_csv
 from mailer.config import load_settings
 from mailer.db import make_engine
 from mailer.models import ConsentEvent, Subscriber, Subscription
+from tests.support.notices import NOTICE
 
 
 def write(path: Path, text: str, *, bom: bool = False, encoding: str = "utf-8") -> Path:
@@ -297,7 +298,7 @@ def notices(project: Path) -> list[tuple[str, str, str]]:
     engine = make_engine(load_settings().resolved_database_url)
     with engine.connect() as conn:
         rows = conn.execute(text(
-            "SELECT s.email, n.kind, n.state FROM notice n JOIN subscriber s "
+            f"SELECT s.email, n.kind, n.state FROM {NOTICE} n JOIN subscriber s "
             "ON s.id = n.subscriber_id ORDER BY s.email")).all()
     engine.dispose()
     return [tuple(r) for r in rows]

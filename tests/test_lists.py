@@ -8,7 +8,8 @@ import json
 def test_sync_is_idempotent_and_updates_changed_lists(run, project):
     # The fixture already synced once.
     again = json.loads(run("lists", "sync", "--json").stdout)
-    assert again == {"created": [], "updated": [], "unchanged": ["nieuwsbrief"], "missing": []}
+    assert again == {"created": [], "updated": [], "unchanged": ["nieuwsbrief"], "missing": [],
+                     "sequences": [], "dry_run": False}
     path = project / "lists" / "nieuwsbrief.toml"
     path.write_text(path.read_text().replace('name = "Nieuwsbrief"', 'name = "Het nieuws"'))
     (project / "lists" / "events.toml").write_text(

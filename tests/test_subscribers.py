@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from mailer.config import load_settings
 from mailer.db import make_engine
+from tests.support.notices import NOTICE
 
 
 def show(run, address: str) -> dict:  # noqa: ANN001
@@ -256,7 +257,7 @@ def test_add_with_send_confirmation_queues_the_mail_once(run, project):
     assert again.exit_code == 0 and "asked before, not again" in again.stderr
     engine = make_engine(load_settings().resolved_database_url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT kind, state FROM notice")).all() == [
+        assert conn.execute(text(f"SELECT kind, state FROM {NOTICE} n")).all() == [
             ("confirm", "queued")]
     engine.dispose()
     for args, message in ((["--list", "events"], "Only a double opt-in list"),

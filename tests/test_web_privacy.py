@@ -13,12 +13,13 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import text
 
-from mailer.models import Notice
 from mailer.project import Project
 from mailer.web.app import create_app
 from mailer.web.forgery import TITLE, ForgedLinks
+from tests.support import notices
+from tests.support.notices import NOTICE
 from tests.support.smtpserver import SmtpServer
 from tests.support.waiting import wait_for
 from tests.support.webserver import WebServer
@@ -66,8 +67,7 @@ def audit(site: WebServer, action: str) -> list[tuple]:
 
 
 def set_notices(site: WebServer, **values: object) -> None:
-    with site.project.engine.begin() as conn:  # type: ignore[attr-defined]
-        conn.execute(update(Notice).values(**values))
+    notices.set_notices(site.project.engine, **values)  # type: ignore[attr-defined]
 
 
 def export_mails(smtp: SmtpServer) -> list:
@@ -98,7 +98,7 @@ def test_a_copy_of_the_data_is_mailed_to_the_person_alone(site):
     assert [m["list"] for m in document["lists"]] == ["nieuwsbrief"]
     assert audit(site, "gdpr.export") == [("web", {"subscriber": site.griet,
                                                    "source": "web"})]
-    wait_for(lambda: sql(site, "SELECT state FROM notice") == [("sent",)],
+    wait_for(lambda: sql(site, f"SELECT state FROM {NOTICE} n") == [("sent",)],
              "the export notice to be recorded as sent")
 
 
@@ -110,9 +110,9 @@ def test_a_second_request_the_same_day_queues_nothing(site):
     assert again.headers["location"] == f"/p/{site.token}?export=today"
     page = site.request("GET", again.headers["location"])
     assert "Je vroeg vandaag al een kopie" in page.text
-    wait_for(lambda: sql(site, "SELECT state FROM notice") == [("sent",)],
+    wait_for(lambda: sql(site, f"SELECT state FROM {NOTICE} n") == [("sent",)],
              "the one export mail to be sent",
-             state=lambda: sql(site, "SELECT state FROM notice"))
+             state=lambda: sql(site, f"SELECT state FROM {NOTICE} n"))
     assert len(export_mails(smtp)) == 1 and len(audit(site, "gdpr.export")) == 1
     set_notices(site, queued_at=datetime.now(UTC) - timedelta(days=1, minutes=1))
     # a day later, another may go
@@ -123,7 +123,7 @@ def test_the_export_is_made_when_it_is_sent_not_when_asked(site, run):
     smtp = site.smtp
     smtp.reply_to_data(451, "4.3.0 Try again later", times=1)
     assert post(site, {"action": "export"}).status == 303
-    wait_for(lambda: sql(site, "SELECT state FROM notice") == [("deferred",)],
+    wait_for(lambda: sql(site, f"SELECT state FROM {NOTICE} n") == [("deferred",)],
              "the first attempt to be deferred")
     site.__exit__(None, None, None)  # the web app stops; `mailer run` sends what is left
     assert run("subscribers", "edit", ADDRESS, "--first-name", "Margriet").exit_code == 0
@@ -140,7 +140,7 @@ def test_a_post_from_another_site_exports_and_erases_nothing(site):
     for action in ({"action": "export"}, {"action": "erase", "confirm": "yes"}):
         assert post(site, action, Origin="https://evil.example").status == 403
         assert post(site, action, **{"Sec-Fetch-Site": "cross-site"}).status == 403
-    assert sql(site, "SELECT kind FROM notice") == []
+    assert sql(site, f"SELECT kind FROM {NOTICE} n") == []
     assert sql(site, "SELECT email FROM subscriber") == [(ADDRESS,)]
 
 

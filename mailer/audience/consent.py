@@ -4,23 +4,18 @@ Append-only. An event says what happened, when, through which source (`cli`, `im
 people.csv`, `web form`), the consent text or version the person agreed to, whether it
 states confirmed (opt-in) consent, and optionally the IP and user agent.
 
-Someone pending on a double opt-in list is asked by a confirmation mail: a `notice` row,
-sent by delivery/notices.py. `ask_to_confirm` queues one unless they were asked already.
+Someone pending on a double opt-in list is asked by a confirmation mail: a delivery of
+the list's confirmation notices (delivery/notices.py), sent through the outbox.
+`ask_to_confirm` queues one unless they were asked already.
 """
 
 from __future__ import annotations
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from mailer.models import ConsentAction, ConsentEvent, DeliveryState, Notice, NoticeKind, utcnow
+from mailer.models import ConsentAction, ConsentEvent, NoticeKind, utcnow
 
-__all__ = ["ASKED", "ask_to_confirm", "record_consent"]
-
-# A confirmation notice in one of these states asked the person already (or is about to):
-# they are not asked again. One that failed, bounced or was skipped is asked again.
-ASKED = (DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED,
-         DeliveryState.SENT, DeliveryState.UNKNOWN)
-
+__all__ = ["ask_to_confirm", "record_consent"]
 
 def record_consent(
     session: Session,
@@ -46,10 +41,8 @@ def record_consent(
 def ask_to_confirm(session: Session, subscriber_id: int, list_id: int) -> bool:
     """Queue the confirmation mail for a pending member, unless one is already queued or
     was sent; True when one was queued."""
-    asked = session.exec(select(Notice.id).where(
-        Notice.subscriber_id == subscriber_id, Notice.list_id == list_id,
-        Notice.kind == NoticeKind.CONFIRM, col(Notice.state).in_(ASKED))).first()
-    if asked is not None:
-        return False
-    session.add(Notice(kind=NoticeKind.CONFIRM, subscriber_id=subscriber_id, list_id=list_id))
-    return True
+    from mailer.delivery.notices import queue
+
+    queued, _ = queue(session.connection(), NoticeKind.CONFIRM, list_id, [subscriber_id],
+                      again=False)
+    return bool(queued)

@@ -14,9 +14,11 @@ Nobody who unsubscribed or is suppressed is ever subscribed again by an import.
 
 Into a double opt-in list, people are pending until they confirm. `send_confirmation`
 queues the confirmation mail for each of them (new members and those already pending who
-were never asked), as a `notice` row in the same transaction: the notice sender (`mailer
-run`, `mailer serve`) sends them through the transport at the configured pace, exactly as
-for a sign-up on the web form.
+were never asked), as deliveries of the list's confirmation notices in the same
+transaction (delivery/notices.py): `mailer run` (and `mailer serve`) sends them through
+the outbox at the configured pace, before any campaign, exactly as for a sign-up on the
+web form. Nobody is asked twice: only a confirmation that never reached the person
+(failed, bounced, skipped) is queued again.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from sqlmodel import Session
 
 from mailer.audience.addresses import needs_smtputf8
 from mailer.audience.bulk import Insert, SelectIn, processor
-from mailer.audience.consent import ASKED
 from mailer.audience.csvrows import (
     FATAL,
     CheckedRow,
@@ -53,9 +54,7 @@ from mailer.models import (
     AuditLog,
     ConsentAction,
     ConsentEvent,
-    DeliveryState,
     GlobalStatus,
-    Notice,
     NoticeKind,
     OptIn,
     Subscriber,
@@ -76,7 +75,6 @@ SUB = Subscriber.__table__  # type: ignore[attr-defined]
 MEMBER = Subscription.__table__  # type: ignore[attr-defined]
 EVENT = ConsentEvent.__table__  # type: ignore[attr-defined]
 SUPPRESSED = Suppression.__table__  # type: ignore[attr-defined]
-NOTICE = Notice.__table__  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -85,6 +83,7 @@ class ImportOptions:
     consent: str
     confirmed: bool = False
     send_confirmation: bool = False  # queue the double opt-in mail for the pending ones
+    start_sequences: bool = False  # the confirmed ones start the list's drip sequences
     update: bool = False
     dry_run: bool = False
     mapping: dict[str, str] = field(default_factory=dict)
@@ -291,12 +290,6 @@ class _Writer:
         self._insert_events = Insert(conn, EVENT, (
             "subscriber_id", "list_id", "action", "at", "source", "consent", "confirmed"))
         self._timestamp = processor(conn, SUB.c.created_at)
-        self._asked = SelectIn(conn, "SELECT subscriber_id FROM notice WHERE list_id = ? "
-                                     "AND kind = 'confirm' AND state IN ("
-                                     + ", ".join(f"'{s.value}'" for s in ASKED)
-                                     + ") AND subscriber_id {IN}")
-        self._insert_notices = Insert(conn, NOTICE, (
-            "kind", "subscriber_id", "list_id", "state", "attempts", "queued_at"))
 
     def close(self) -> None:
         self.conn.execute(text("DROP TABLE IF EXISTS mailer_import_seen"))
@@ -407,19 +400,23 @@ class _Writer:
             self._insert_events([
                 (sid, self.list_id, action, stamp, self.source, consent, self.confirmed)
                 for sid in (*join_ids, *confirm_ids)])
+            if self.options.start_sequences and self.confirmed:
+                from mailer.automation.sequences import start_members
+
+                start_members(self.conn, self.list_id, [*join_ids, *confirm_ids], now)
         if updates:
             self._update_people(updates, now)
             report.updated += len(updates)
         if self.ask:
-            self._ask([*join_ids, *pending_ids], stamp)
+            self._ask([*join_ids, *pending_ids])
 
-    def _ask(self, pending: list[int], stamp: Any) -> None:
+    def _ask(self, pending: list[int]) -> None:
         """Queue the confirmation mail for these pending members, unless one is already
         queued or was sent."""
-        asked = {i for (i,) in self._asked(pending, self.list_id)}
-        ask = [i for i in pending if i not in asked]
-        self._insert_notices([(NoticeKind.CONFIRM.value, sid, self.list_id,
-                               DeliveryState.QUEUED.value, 0, stamp) for sid in ask])
+        from mailer.delivery.notices import queue
+
+        ask, asked = queue(self.conn, NoticeKind.CONFIRM, self.list_id, pending,
+                           again=False)
         self.report.confirmations_queued += len(ask)
         self.report.already_asked += len(asked)
 

@@ -10,6 +10,15 @@ Example (lists/nieuwsbrief.toml):
     from_address = "nieuws@example.be"
     reply_to = "info@example.be"
     public = true
+    timezone = "Europe/Brussels"   # for send windows of sequence steps (the default)
+
+    [[sequence]]                   # drip sequences: docs/sequences.md
+    name = "welkom"
+    steps = [
+      { after = "0m", template = "templates/welcome.html.j2", subject = "Welkom" },
+      { after = "3d", template = "templates/tips-1.md.j2", subject = "Drie tips",
+        window = "09:00-17:00", weekdays = "mon-fri" },
+    ]
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from sqlalchemy import func
@@ -35,8 +45,8 @@ from mailer.models import (
     utcnow,
 )
 
-__all__ = ["ListDefinition", "ListTexts", "SyncResult", "get_list", "list_counts",
-           "load_definitions", "sync_lists"]
+__all__ = ["ListDefinition", "ListTexts", "SequenceDefinition", "StepDefinition",
+           "SyncResult", "get_list", "list_counts", "load_definitions", "sync_lists"]
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -49,6 +59,118 @@ class ListTexts(BaseModel):
 
     description: str = ""
     consent_text: str = ""
+
+
+_DURATION = re.compile(r"^(?:\d+[wdhm])+$")
+_UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60}
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_weekdays(text: str) -> frozenset[int]:
+    """"mon-fri", "sat,sun", "mon,wed-fri" -> weekday numbers (Monday 0); ValueError."""
+    days: set[int] = set()
+    for part in text.lower().replace(" ", "").split(","):
+        first, _, last = part.partition("-")
+        if first not in WEEKDAYS or (last and last not in WEEKDAYS):
+            raise ValueError(f"{text!r}: weekdays are mon, tue, wed, thu, fri, sat, sun, "
+                             "as a range (mon-fri) or a list (mon,wed,fri)")
+        a, b = WEEKDAYS.index(first), WEEKDAYS.index(last or first)
+        if b < a:
+            raise ValueError(f"{text!r}: a range goes forward (mon-fri, not fri-mon)")
+        days.update(range(a, b + 1))
+    return frozenset(days)
+
+
+class StepDefinition(BaseModel):
+    """One step of a sequence: `after` the start (confirmation, or an import with
+    --start-sequences), in a send window and on weekdays of the subscriber's zone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after: str
+    template: str
+    subject: str
+    id: str | None = None  # the step's identity; without one, its template path
+    window: str | None = None  # "09:00-17:00"
+    weekdays: str | None = None  # "mon-fri"
+
+    @property
+    def key(self) -> str:
+        return self.id or self.template
+
+    @property
+    def seconds(self) -> int:
+        return sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+)([wdhm])", self.after))
+
+    @field_validator("after")
+    @classmethod
+    def _after(cls, value: str) -> str:
+        value = value.strip().lower().replace(" ", "")
+        if not _DURATION.match(value):
+            raise ValueError(f"{value!r}: a time after the start is a number and a unit, "
+                             'w, d, h or m: "0m", "3d", "1d12h"')
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        found = _WINDOW.match(value.strip())
+        if not found or (found[3], found[4]) <= (found[1], found[2]) \
+                or (found[3] == "24" and found[4] != "00"):
+            raise ValueError(f"{value!r}: a window is HH:MM-HH:MM, ending after it starts "
+                             'on the same day ("09:00-17:00")')
+        return value.strip()
+
+    @field_validator("weekdays")
+    @classmethod
+    def _weekdays(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_weekdays(value)
+        return value
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        if any(ch in value for ch in "\r\n") or not value.strip():
+            raise ValueError("must be one non-empty line")
+        return value
+
+
+class SequenceDefinition(BaseModel):
+    """`[[sequence]]` in a list's file: a name and its steps, in order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    steps: list[StepDefinition]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.match(r"^[a-z0-9][a-z0-9_-]{0,39}$", value):
+            raise ValueError(f"{value!r}: a sequence name is lower-case letters, digits, - "
+                             "or _, at most 40")
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: list[StepDefinition]) -> list[StepDefinition]:
+        if not steps:
+            raise ValueError("a sequence needs at least one step")
+        keys = [s.key for s in steps]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"two steps are {twice[0]!r}: give each step an id "
+                             '(id = "tips-2")')
+        for before, step in zip(steps, steps[1:], strict=False):
+            if step.seconds <= before.seconds:
+                raise ValueError(f"step {step.key!r} (after {step.after}) must come later "
+                                 f"than the step before it ({before.after}): steps go in "
+                                 "order of time")
+        return steps
 
 
 class ListDefinition(BaseModel):
@@ -71,10 +193,26 @@ class ListDefinition(BaseModel):
     consent_version: str = "1"
     nl: ListTexts | None = None  # the texts in the language that is not `language`
     en: ListTexts | None = None
+    # The zone a sequence step's send window is read in, for a subscriber without a
+    # `timezone` attribute of their own.
+    timezone: str = "Europe/Brussels"
+    sequence: list[SequenceDefinition] = []
 
     def stored(self) -> dict[str, object]:
-        """The fields the mailing_list table keeps (the consent text lives in the file)."""
-        return self.model_dump(exclude={"consent_text", "consent_version", "nl", "en"})
+        """The fields the mailing_list table keeps (the consent text lives in the file,
+        the sequences in their own tables)."""
+        return self.model_dump(exclude={"consent_text", "consent_version", "nl", "en",
+                                        "timezone", "sequence"})
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. Europe/Brussels, "
+                             "Europe/Amsterdam, UTC)") from None
+        return value
 
     def texts(self, language: str) -> ListTexts:
         """Description and consent text in `language` (empty where the file has none)."""

@@ -19,12 +19,12 @@ from mailer.audience.subscribers import (
     validate_address,
 )
 from mailer.audience.suppression import is_suppressed
+from mailer.delivery.notices import queue
 from mailer.models import (
     ConsentAction,
     ConsentEvent,
     GlobalStatus,
     MailingList,
-    Notice,
     NoticeKind,
     OptIn,
     Subscriber,
@@ -115,9 +115,16 @@ def sign_up(session: Session, hash_key: bytes, *, email: str, mailing_list: Mail
     record_consent(session, sub.id, ConsentAction.SUBSCRIBE, list_id=mailing_list.id,
                    source="web form", consent=consent, confirmed=single, ip=ip,
                    user_agent=user_agent)
+    if single:  # confirmed now: the list's drip sequences start
+        from mailer.automation.sequences import start_members
+
+        session.flush()
+        start_members(session.connection(), mailing_list.id, [sub.id], now)
     kind = NoticeKind.WELCOME if single else NoticeKind.CONFIRM
-    session.add(Notice(kind=kind, subscriber_id=sub.id, list_id=mailing_list.id))
     session.flush()
+    # asked again (signed up again): the earlier mail's row is queued once more, unless
+    # it is still on its way (delivery/notices.py)
+    queue(session.connection(), kind, mailing_list.id, [sub.id], again=True)
     return SignUp(sub.id, kind)
 
 
@@ -156,6 +163,9 @@ def confirm_member(session: Session, subscriber_id: int, list_id: int, *,
                    source="confirmation link", consent=agreed, confirmed=True, ip=ip,
                    user_agent=user_agent)
     session.flush()
+    from mailer.automation.sequences import start_members  # the list's drip sequences
+
+    start_members(session.connection(), list_id, [subscriber_id], now)
     return SubscriptionStatus.CONFIRMED
 
 

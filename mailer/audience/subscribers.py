@@ -171,6 +171,10 @@ def add_subscriber(
         membership.updated_at = now
         if is_confirmed:
             membership.confirmed_at = now
+            from mailer.automation.sequences import start_members  # drip sequences start
+
+            session.flush()
+            start_members(session.connection(), ml.id, [sub.id], now)
         record_consent(session, sub.id, ConsentAction.SUBSCRIBE, list_id=ml.id, source=source,
                        consent=consent, confirmed=is_confirmed, ip=ip, user_agent=user_agent)
         result[ml.slug] = status

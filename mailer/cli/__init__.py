@@ -63,6 +63,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
             "The cron entry point: make the due occurrences of recurring campaigns, start "
             "scheduled campaigns that are due, send what is due (retries included), stop "
             "before the next minute."),
+    "sequences": ("mailer.cli.sequencescmd:command",
+                  "Drip sequences: the mails a list sends by itself, one after the other, "
+                  "from the day someone confirms ([[sequence]] in lists/<slug>.toml; "
+                  "docs/sequences.md)."),
     "serve": ("mailer.cli.servecmd:command",
               "Serve the pages subscribers reach from their mail, and the providers' "
               "webhooks."),

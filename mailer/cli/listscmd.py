@@ -21,22 +21,35 @@ def command() -> None:
 
 
 @command.command("sync")
+@click.option("--dry-run", is_flag=True,
+              help="Say what would change (lists and sequences: who gets what, when), "
+                   "change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
-def sync(state: State, as_json: bool) -> None:
-    """Create or update the lists in the database from lists/*.toml. Safe to repeat;
-    a list whose file is gone is kept (and reported), never deleted.
+def sync(state: State, dry_run: bool, as_json: bool) -> None:
+    """Create or update the lists in the database from lists/*.toml, and their drip
+    sequences ([[sequence]], docs/sequences.md): first it says what each change to a
+    sequence will do (who gets which step, when), then it does it. Safe to repeat; a
+    list whose file is gone is kept (and reported), never deleted.
 
     \b
     Example:
+        mailer lists sync --dry-run
         mailer lists sync
     """
+    from mailer.automation.sequences import sync_sequences
+    from mailer.models import utcnow
+
     project = state.project
     definitions = load_definitions(project.settings.lists_path)
     with session_scope(project.engine) as session:
         result = sync_lists(session, definitions)
+        changes = sync_sequences(project, session, definitions, utcnow())
+        if dry_run:
+            session.rollback()
     if as_json:
-        print_json(vars(result))
+        print_json({**vars(result), "sequences": [vars(c) for c in changes],
+                    "dry_run": dry_run})
         return
     console = err()
     for label, slugs in (("created", result.created), ("updated", result.updated),
@@ -46,8 +59,14 @@ def sync(state: State, as_json: bool) -> None:
     if result.missing:
         console.print(f"[yellow]in the database but not in lists/:[/] "
                       f"{', '.join(result.missing)} (kept)")
+    for change in changes:
+        console.print(f"sequence {change.sequence} ({change.list}):", highlight=False)
+        for line in change.lines:
+            console.print(f"  {line}", highlight=False, markup=False)
     if not definitions:
         console.print("No list files in lists/.")
+    if dry_run:
+        console.print("Dry run: nothing was changed.")
 
 
 @command.command("ls")

@@ -115,14 +115,18 @@ def _report(project: Any, result: Any, quiet: bool, as_json: bool) -> None:
             raise SystemExit(1)
         return
     if result.interrupted:
+        n = result.notices  # every kind of mail: campaigns', notices and steps
         _interrupted(result.interrupted,
-                     sum(c["sent"] for c in result.campaigns.values()), result.waiting,
-                     sum(c["unknown"] for c in result.campaigns.values()), "mailer run")
+                     sum(c["sent"] for c in result.campaigns.values()) + n.get("sent", 0),
+                     result.waiting,
+                     sum(c["unknown"] for c in result.campaigns.values()) + n.get("unknown", 0),
+                     "mailer run")
     lines: list[str] = []
     if any(result.notices.values()):
         n = result.notices
         lines.append(f"Confirmation, welcome and export mails: {n['sent']} sent, "
-                     f"{n['deferred']} deferred, {n['failed']} failed, {n['skipped']} skipped.")
+                     f"{n['deferred']} deferred, {n['failed']} failed, {n['skipped']} skipped"
+                     + (f", {n['unknown']} unknown" if n.get("unknown") else "") + ".")
     lines += result.recurring
     lines += [f"{slug}: started (it was scheduled)" for slug in result.started]
     lines += [f"{slug}: not started: {why}" for slug, why in result.not_started.items()]

@@ -52,6 +52,10 @@ def command() -> None:
               help="Double opt-in list: queue the confirmation mail for everyone left "
                    "pending (also those imported earlier and never asked); `mailer run` "
                    "or `mailer serve` sends them at the configured pace.")
+@click.option("--start-sequences", is_flag=True,
+              help="Those confirmed by this import start the list's drip sequences "
+                   "(docs/sequences.md), timed from now; without it, only people who "
+                   "confirm later do.")
 @click.option("--update", is_flag=True,
               help="Refresh names, language and attributes of people already known.")
 @click.option("--dry-run", is_flag=True, help="Check and count everything, change nothing.")
@@ -70,7 +74,8 @@ def command() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @pass_state
 def import_cmd(state: State, csv_file: Path, list_slug: str, consent: str, confirmed: bool,
-               send_confirmation: bool, update: bool, dry_run: bool,
+               send_confirmation: bool, start_sequences: bool, update: bool,
+               dry_run: bool,
                mapping: tuple[str, ...], delimiter: str | None, encoding: str,
                language: str | None, rejects_path: Path | None, as_json: bool,
                quiet: bool) -> None:
@@ -98,7 +103,8 @@ def import_cmd(state: State, csv_file: Path, list_slug: str, consent: str, confi
     project = state.project
     options = ImportOptions(
         list_slug=list_slug, consent=consent, confirmed=confirmed,
-        send_confirmation=send_confirmation, update=update,
+        send_confirmation=send_confirmation, start_sequences=start_sequences,
+        update=update,
         dry_run=dry_run, mapping=parse_mapping(mapping),
         delimiter="\t" if delimiter == "tab" else delimiter, encoding=encoding,
         default_language=language or project.settings.imports.default_language,

@@ -4,11 +4,11 @@ nothing is due). Conservative: anything it is not sure of counts as work, and th
 `run_due` (runner.py) does the real thing, with its own queries.
 
 Work is: a return source to read, the daily retention purge, an occurrence of an active
-recurring campaign, a scheduled campaign whose time has come, a sending campaign, a
-notice (confirmation, welcome, export) queued, or deferred or claimed until a time now
-past. These are the conditions of runner.run_due, recurring.materialize,
-notices._claim and retention.due; tests/test_startup.py checks each one makes a run
-take the full path.
+recurring campaign, a scheduled campaign whose time has come, a sending campaign (of kind
+"campaign"), a delivery of the engine's own campaigns (notices: confirmation, welcome,
+export; sequence steps) queued, or deferred until a time now past. These are the
+conditions of runner.run_due, recurring.materialize, outbox.urgent_due and
+retention.due; tests/test_startup.py checks each one makes a run take the full path.
 
 The same queries answer an idle run that has neither SQLAlchemy nor the settings loaded:
 `mailer run` compiles them (idle_queries) into its run cache (mailer/runcache.py), and
@@ -31,19 +31,27 @@ __all__ = ["IDLE_SUMMARY", "idle_queries", "nothing_due"]
 IDLE_SUMMARY: dict[str, object] = {
     "started": [], "not_started": {}, "campaigns": {}, "finished": [], "stopped": None,
     "interrupted": None, "waiting": 0,
-    "notices": {"sent": 0, "deferred": 0, "failed": 0, "skipped": 0},
+    "notices": {"sent": 0, "deferred": 0, "failed": 0, "skipped": 0, "unknown": 0},
     "returns": {}, "returns_error": None, "purged": {}, "recurring": [],
+    "steps": {"queued": 0, "waiting": 0, "stopped": 0},
 }
 
 _NOW = sa.bindparam("now", type_=Timestamp())
 _c = sa.column
 _WORK = [
     sa.select(sa.literal(1)).select_from(sa.table("campaign")).where(
-        (_c("state") == "sending") | ((_c("state") == "scheduled") & (_c("scheduled_at") <= _NOW))),
+        ((_c("state") == "sending") & (_c("kind") == "campaign"))
+        | ((_c("state") == "scheduled") & (_c("scheduled_at") <= _NOW))),
     sa.select(sa.literal(1)).select_from(sa.table("recurring_campaign")).where(
         (_c("state") == "active") & (_c("next_at") <= _NOW)),
-    sa.select(sa.literal(1)).select_from(sa.table("notice")).where(
-        (_c("state") == "queued") | (_c("state").in_(["deferred", "sending"])
+    # a sequence step due (automation/sequences.queue_due: the index on next_at)
+    sa.select(sa.literal(1)).select_from(sa.table("sequence_progress")).where(
+        _c("next_at") <= _NOW),
+    # the engine's own campaigns (notices, steps) are always "sending": their due rows
+    sa.select(sa.literal(1)).select_from(sa.table("delivery")).where(
+        _c("campaign_id").in_(sa.select(_c("id")).select_from(sa.table("campaign")).where(
+            (_c("kind") != "campaign") & (_c("state") == "sending")).scalar_subquery()),
+        (_c("state") == "queued") | ((_c("state") == "deferred")
                                      & (_c("next_attempt_at") <= _NOW))),
 ]
 # The daily purge is due unless one was recorded less than a day before now.

@@ -3,11 +3,18 @@
 All methods are synchronous and run on the sender's database thread. `apply()` writes a
 group of state changes in one transaction: the "sending" marks that must be committed
 before their SMTP transactions start, and the results of finished ones.
+
+Every mail the engine sends is a delivery row: a campaign's (`campaign.kind` "campaign"),
+and those of its own campaigns, always "sending": notices (confirmation, welcome, export;
+delivery/notices.py) and sequence steps ("step"). An Outbox reads one campaign's due rows
+in id order (`due`), and the due rows of the engine's own campaigns (`urgent_due`), which
+the sender puts before the campaign's (sender.py). The send-time checks depend on the
+kind (`send_check`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,9 +28,13 @@ from mailer.dbtypes import Timestamp, placeholder, stamp
 from mailer.delivery.rendering import Due
 from mailer.delivery.transports import Outcome
 from mailer.models import (
+    Campaign,
+    CampaignKind,
+    CampaignState,
     Delivery,
     DeliveryState,
     GlobalStatus,
+    NoticeKind,
     Subscriber,
     Subscription,
     SubscriptionStatus,
@@ -31,12 +42,14 @@ from mailer.models import (
     utcnow,
 )
 
-__all__ = ["Due", "Outbox", "Result"]
+__all__ = ["Due", "Outbox", "Result", "send_check"]
 
 MAX_BACKOFF = timedelta(hours=6)
 D = Delivery.__table__  # type: ignore[attr-defined]
 P = Subscriber.__table__  # type: ignore[attr-defined]
 S = Subscription.__table__  # type: ignore[attr-defined]
+C = Campaign.__table__  # type: ignore[attr-defined]
+OPEN = (DeliveryState.QUEUED, DeliveryState.DEFERRED, DeliveryState.SENDING)
 
 
 @dataclass(frozen=True)
@@ -47,51 +60,133 @@ class Result:
     message_id: str | None = None
 
 
+def send_check(rule: str, *, erased: bool, person_status: str | None,
+               member_status: str | None, suppressed: bool, list_gone: bool = False
+               ) -> str | None:
+    """Why a delivery must not go now, or None. `rule` is the mail's kind: a campaign's
+    or a sequence step's ("campaign", "step") and a welcome go to confirmed members; a
+    confirmation to a member not confirmed yet (pending, or unsubscribed and signed up
+    again: the link brings them back); none of these to a suppressed address. An export
+    goes to the person whatever their memberships and the suppression list say (they
+    asked for it). Nothing to an erased or blocklisted person."""
+    if erased:
+        return "the subscriber was erased"
+    if person_status != GlobalStatus.ACTIVE:
+        return f"the subscriber is {person_status}"
+    if list_gone:
+        return "the list is gone"
+    if rule == NoticeKind.EXPORT:
+        return None
+    if rule == NoticeKind.CONFIRM:
+        if member_status is None:
+            return "no longer a member (removed)"
+        if member_status == SubscriptionStatus.CONFIRMED:
+            return "confirmed meanwhile"
+    elif member_status != SubscriptionStatus.CONFIRMED:
+        return f"no longer subscribed ({member_status or 'removed'})"
+    if suppressed:
+        return "the address is on the suppression list"
+    return None
+
+
+def _rule(kind: str, slug: str) -> str:
+    """The send-time rule of a campaign (send_check)."""
+    from mailer.delivery.notices import notice_kind
+
+    if kind == CampaignKind.NOTICE:
+        return notice_kind(slug) or kind
+    return kind
+
+
 class Outbox:
-    def __init__(self, engine: Engine, campaign_id: int, hash_key: bytes, *,
+    def __init__(self, engine: Engine, campaign_id: int | None, hash_key: bytes, *,
                  max_attempts: int, retry_after: float,
-                 on_rejected: Callable[[list[tuple[int, str]]], None] | None = None) -> None:
-        """`on_rejected` gets (delivery id, reply) of every 5xx at RCPT or DATA once it is
-        committed: the return path classifies it and applies its policy (suppress, count,
-        or warn when the rejection is about our sending)."""
+                 on_rejected: Callable[[list[tuple[int, str]]], None] | None = None,
+                 recover_system: bool = False) -> None:
+        """`campaign_id`: the campaign whose deliveries `due` reads (None: none, only the
+        engine's own mails). `on_rejected` gets (delivery id, reply) of every 5xx at RCPT
+        or DATA once it is committed: the return path classifies it and applies its
+        policy (suppress, count, or warn when the rejection is about our sending).
+        `recover_system`: `recover` also settles the engine's own deliveries left
+        "sending" (only a sender holding the run lock may: `mailer run`)."""
         self.on_rejected = on_rejected
         self.engine = engine
         self.campaign_id = campaign_id
         self.hash_key = hash_key
         self.max_attempts = max_attempts
         self.retry_after = retry_after
+        self.recover_system = recover_system
+
+    def _system_ids(self, conn: sa.Connection) -> dict[int, str]:
+        """The engine's own campaigns (notices, steps): id -> send-time rule."""
+        return {row.id: _rule(row.kind, row.slug) for row in conn.execute(
+            sa.select(C.c.id, C.c.kind, C.c.slug).where(
+                C.c.kind != CampaignKind.CAMPAIGN.value,
+                C.c.state == CampaignState.SENDING.value))}
+
+    def _scopes(self, conn: sa.Connection, *, system: bool) -> list[sa.ColumnElement[bool]]:
+        scopes = []
+        if self.campaign_id is not None:
+            scopes.append(D.c.campaign_id == self.campaign_id)
+        if system:
+            ids = list(self._system_ids(conn))
+            if ids:
+                scopes.append(D.c.campaign_id.in_(ids))
+        return scopes
 
     def recover(self, *, retry_unknown: bool) -> tuple[int, int]:
         """After a crash: deliveries left "sending" were in flight and may have arrived.
         They become "unknown" (or queued again with `retry_unknown`). Returns (unknown
         found now, unknown queued again)."""
         now = sa.literal(utcnow(), Timestamp())
+        found = requeued = 0
         with self.engine.begin() as conn:
-            found = conn.execute(D.update().where(
-                D.c.campaign_id == self.campaign_id, D.c.state == DeliveryState.SENDING)
-                .values(state=DeliveryState.UNKNOWN, updated_at=now,
-                        last_reply="in flight when the sender stopped: it may have "
-                                   "arrived")).rowcount
-            requeued = 0
-            if retry_unknown:
-                requeued = conn.execute(D.update().where(
-                    D.c.campaign_id == self.campaign_id, D.c.state == DeliveryState.UNKNOWN)
-                    .values(state=DeliveryState.QUEUED, updated_at=now)).rowcount
+            for scope in self._scopes(conn, system=self.recover_system):
+                found += conn.execute(D.update().where(
+                    scope, D.c.state == DeliveryState.SENDING)
+                    .values(state=DeliveryState.UNKNOWN, updated_at=now,
+                            last_reply="in flight when the sender stopped: it may have "
+                                       "arrived")).rowcount
+                if retry_unknown:
+                    requeued += conn.execute(D.update().where(
+                        scope, D.c.state == DeliveryState.UNKNOWN)
+                        .values(state=DeliveryState.QUEUED, updated_at=now)).rowcount
         return int(found), int(requeued)
 
     def due(self, after_id: int, limit: int, now: datetime) -> list[Due]:
-        """The next deliveries to send, in id order, with the checks of send time:
-        erased, blocklisted, unsubscribed from the list, or suppressed: skipped."""
+        """The campaign's next deliveries to send, in id order, with the checks of send
+        time (`send_check`): erased, blocklisted, unsubscribed from the list, or
+        suppressed: skipped."""
+        if self.campaign_id is None:
+            return []
+        return self._read(D.c.campaign_id == self.campaign_id, D.c.id > after_id, limit=limit,
+                          now=now, rules={self.campaign_id: CampaignKind.CAMPAIGN.value})
+
+    def urgent_due(self, limit: int, now: datetime, exclude: Collection[int] = ()
+                   ) -> list[Due]:
+        """The due deliveries of the engine's own campaigns (notices, sequence steps), in
+        id order, but those in `exclude` (the sender has them in hand), each checked by
+        its kind's rule."""
+        with self.engine.connect() as conn:
+            rules = self._system_ids(conn)
+        if not rules:
+            return []
+        where = [D.c.campaign_id.in_(list(rules))]
+        if exclude:
+            where.append(D.c.id.not_in(list(exclude)))
+        return self._read(*where, limit=limit, now=now, rules=rules)
+
+    def _read(self, *where: sa.ColumnElement[bool], limit: int, now: datetime,
+              rules: dict[int, str]) -> list[Due]:
         base = (
-            sa.select(D.c.id, D.c.list_id, D.c.attempts, D.c.subscriber_id, P.c.email,
-                      P.c.first_name, P.c.infix, P.c.last_name, P.c.language,
+            sa.select(D.c.id, D.c.campaign_id, D.c.list_id, D.c.attempts, D.c.subscriber_id,
+                      P.c.email, P.c.first_name, P.c.infix, P.c.last_name, P.c.language,
                       P.c.attributes,
                       P.c.status.label("person_status"), S.c.status.label("member_status"))
             .select_from(D.outerjoin(P, P.c.id == D.c.subscriber_id).outerjoin(
                 S, sa.and_(S.c.subscriber_id == D.c.subscriber_id,
                            S.c.list_id == D.c.list_id)))
-            .where(D.c.campaign_id == self.campaign_id, D.c.id > after_id)
-            .order_by(D.c.id).limit(limit))
+            .where(*where).order_by(D.c.id).limit(limit))
         # Queued and due deferred rows are read apart and merged: each query then walks the
         # (campaign, state, id) index in order and stops after `limit` rows. One query with
         # OR made SQLite collect and sort every open row at each call: quadratic in the
@@ -111,29 +206,27 @@ class Outbox:
                         Suppression.email_hash.in_(list(hashes.values())))).scalars())
         out = []
         for row in rows:
-            reason = None
-            if row.email is None:
-                reason = "the subscriber was erased"
-            elif row.person_status != GlobalStatus.ACTIVE:
-                reason = f"the subscriber is {row.person_status}"
-            elif row.member_status != SubscriptionStatus.CONFIRMED:
-                reason = f"no longer subscribed ({row.member_status or 'removed'})"
-            elif hashes[row.id] in suppressed:
-                reason = "the address is on the suppression list"
+            reason = send_check(
+                rules.get(row.campaign_id, CampaignKind.CAMPAIGN.value),
+                erased=row.email is None, person_status=row.person_status,
+                member_status=row.member_status, list_gone=row.list_id is None,
+                suppressed=row.email is not None and hashes[row.id] in suppressed)
             recipient = None if reason else Recipient(
                 subscriber_id=row.subscriber_id, email=row.email, first_name=row.first_name,
                 last_name=row.last_name, language=row.language,
                 attributes=dict(row.attributes or {}), infix=row.infix)
-            out.append(Due(row.id, row.list_id, row.attempts, recipient, reason))
+            out.append(Due(row.id, row.list_id or 0, row.attempts, recipient, reason,
+                           campaign_id=row.campaign_id))
         return out
 
     def open_count(self) -> int:
-        """Deliveries not in a final state."""
+        """Deliveries not in a final state (the campaign's; else the engine's own)."""
         with self.engine.connect() as conn:
+            scopes = self._scopes(conn, system=self.campaign_id is None)
+            if not scopes:
+                return 0
             return int(conn.execute(sa.select(sa.func.count()).where(
-                D.c.campaign_id == self.campaign_id,
-                D.c.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED,
-                               DeliveryState.SENDING]))).scalar_one())
+                sa.or_(*scopes), D.c.state.in_(OPEN))).scalar_one())
 
     def next_state(self, outcome: Outcome, attempts: int) -> tuple[str, datetime | None]:
         if outcome.kind != DeliveryState.DEFERRED:

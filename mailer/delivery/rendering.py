@@ -67,6 +67,7 @@ class Due:
     attempts: int
     recipient: Recipient | None  # None: skip, for `skip_reason`
     skip_reason: str | None = None
+    campaign_id: int = 0  # set for the engine's own mails (notices, steps): see sender.py
 
 
 Rendered = tuple[Due, Message | None, str | None]

@@ -18,12 +18,13 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from mailer.automation.recurring import campaign_date, materialize
+from mailer.automation.sequences import queue_due
 from mailer.content.mailing import CampaignInfo, Mailing
 from mailer.content.tracking import tracked_sources
 from mailer.db import session_scope
 from mailer.delivery.campaigns import get_campaign, snapshot_sources, start_campaign, transition
 from mailer.delivery.lock import run_lock
-from mailer.delivery.notices import NoticeReport, send_notices
+from mailer.delivery.notices import system_renderer
 from mailer.delivery.outbox import Outbox
 from mailer.delivery.ratelimit import Limits, RateLimiter
 from mailer.delivery.rendering import (
@@ -33,28 +34,29 @@ from mailer.delivery.rendering import (
     Renderer,
     recipe_from,
 )
-from mailer.delivery.sender import Sender, SendReport, stop_signals
+from mailer.delivery.sender import Sender, SendReport, stop_signals, urgent_summary
 from mailer.delivery.stopping import Interrupt
 from mailer.delivery.transports import Outcome, Transport, default_helo_name, make_transport
 from mailer.errors import InvalidInput, MailerError
 from mailer.messages import checked_mailing, list_info, recipient, stand_in
 from mailer.models import (
     Campaign,
+    CampaignKind,
     CampaignState,
     Delivery,
     DeliveryState,
     MailingList,
-    Notice,
     utcnow,
 )
 from mailer.project import Project
 
 PROCESS_THRESHOLD = 2000  # open deliveries from which helper processes render (automatic)
+NOTICE_COUNTS = ("sent", "deferred", "failed", "skipped", "unknown")  # RunSummary.notices
 
 log = logging.getLogger("mailer.delivery")
 
 __all__ = ["RunSummary", "limiter_for", "mailings_for", "prepare_start", "reopen_for_unknown",
-           "run_due", "send_campaign", "send_test", "transport_for"]
+           "run_due", "send_campaign", "send_notices", "send_test", "transport_for"]
 
 
 def transport_for(project: Project) -> Transport:
@@ -97,13 +99,10 @@ def _history(project: Project) -> list[float]:
     if not (d.hourly or d.daily):
         return []
     since = utcnow() - timedelta(days=1)
-    stamps: list[float] = []
+    table = Delivery.__table__  # type: ignore[attr-defined]  # every kind of mail
     with project.engine.connect() as conn:
-        for model in (Delivery, Notice):  # confirmation and welcome mails count too
-            table = model.__table__  # type: ignore[attr-defined]
-            stamps.extend(s.timestamp() for s in conn.execute(sa.select(table.c.sent_at).where(
-                table.c.state == DeliveryState.SENT, table.c.sent_at >= since)).scalars())
-    return sorted(stamps)
+        return sorted(s.timestamp() for s in conn.execute(sa.select(table.c.sent_at).where(
+            table.c.state == DeliveryState.SENT, table.c.sent_at >= since)).scalars())
 
 
 def prepare_start(project: Project, session: Session, campaign: Campaign) -> int:
@@ -241,13 +240,38 @@ def send_campaign(project: Project, slug: str, *, deadline: float | None = None,
                     connections=d.connections, deadline=deadline,
                     pause_failure_rate=d.pause_failure_rate,
                     campaign_state=_campaign_state(project, campaign.id),
-                    pause=pause, progress=progress)
+                    pause=pause, progress=progress, urgent_renderer=system_renderer(project))
     try:
         report = asyncio.run(sender.run(retry_unknown=retry_unknown,
                                         interrupted=interrupted))
     finally:
         pause.wait()
     return report, _finish_if_done(project, campaign.id)
+
+
+def notice_sender(project: Project, *, limiter: RateLimiter, transport: Transport,
+                  deadline: float | None = None, recover: bool = True) -> Sender:
+    """A sender of the engine's own mails only (notices, sequence steps), until none is
+    due: `mailer run` before the campaigns, the web app's background sender. `recover`
+    (only under the run lock): what a dead sender left "sending" becomes "unknown"."""
+    d = project.settings.delivery
+    outbox = Outbox(project.engine, None, project.hash_key, max_attempts=d.max_attempts,
+                    retry_after=d.retry_after, on_rejected=_rejections(project),
+                    recover_system=recover)
+    return Sender(outbox=outbox, renderer=None, transport=transport, limiter=limiter,
+                  connections=d.connections, deadline=deadline,
+                  pause_failure_rate=d.pause_failure_rate,
+                  urgent_renderer=system_renderer(project))
+
+
+def send_notices(project: Project, *, limiter: RateLimiter, deadline: float | None = None,
+                 retry_unknown: bool = False,
+                 interrupted: Callable[[], str | None] = lambda: None) -> SendReport:
+    """`mailer run`'s first sends: the due notices and steps, through the project's
+    transport. Holds no lock itself: the caller holds the run lock."""
+    sender = notice_sender(project, limiter=limiter, transport=transport_for(project),
+                           deadline=deadline)
+    return asyncio.run(sender.run(retry_unknown=retry_unknown, interrupted=interrupted))
 
 
 @dataclass
@@ -258,12 +282,15 @@ class RunSummary:
     finished: list[str] = field(default_factory=list)
     stopped: str | None = None
     interrupted: str | None = None  # SIGINT or SIGTERM stopped the run (sender.py)
-    waiting: int = 0  # ... and this many deliveries of sending campaigns are still to go
-    notices: dict[str, int] = field(default_factory=dict)  # confirmation/welcome mails
+    waiting: int = 0  # ... and this many deliveries (of every kind) are still to go
+    # the engine's own mails (confirmation, welcome, export, sequence steps), sent before
+    # the campaigns and between their rounds
+    notices: dict[str, int] = field(default_factory=dict)
     returns: dict[str, Any] = field(default_factory=dict)  # what the return sources held
     returns_error: str | None = None  # a return source that could not be read
     purged: dict[str, int] = field(default_factory=dict)  # retention, once a day
     recurring: list[str] = field(default_factory=list)  # occurrences made (or missed)
+    steps: dict[str, int] = field(default_factory=dict)  # sequence steps queued now
 
     @property
     def idle(self) -> bool:
@@ -306,18 +333,42 @@ def run_due(project: Project, *, max_seconds: float | None = None,
             # now for its time, so the start rules below start it like any scheduled one.
             result.recurring = [o.describe() for o in materialize(project, utcnow())]
             _start_due(project, result, stopping)
+        if not stopping():
+            # Drip sequences: the steps due now join their step campaigns' outboxes, to be
+            # sent below like every mail (automation/sequences.py).
+            result.steps = queue_due(project, utcnow(), stopping=stopping).as_dict()
         with session_scope(project.engine) as session:
             sending = [c.slug for c in session.exec(select(Campaign).where(
-                Campaign.state == CampaignState.SENDING).order_by(Campaign.id)).all()]
+                Campaign.state == CampaignState.SENDING,
+                Campaign.kind == CampaignKind.CAMPAIGN).order_by(Campaign.id)).all()]
+        # One rate limiter and one time budget for every kind of mail. The engine's own
+        # (notices, sequence steps) go first, then each campaign, whose sender puts the
+        # notices and steps that become due meanwhile before its own next messages, then
+        # once more those queued or due since (a big campaign never starves a welcome).
         limiter = limiter_for(project)
-        if not stopping():
-            # Confirmation and welcome mails the web app could not send (stopped, relay
-            # down)
-            notices = asyncio.run(_send_notices(project, limiter, stopping))
-            result.notices = {"sent": notices.sent, "deferred": notices.deferred,
-                              "failed": notices.failed, "skipped": notices.skipped}
+        result.notices = dict.fromkeys(NOTICE_COUNTS, 0)
+
+        def sent(report: SendReport) -> bool:
+            """Count the notices a send sent; True when the run must go no further."""
+            for key, n in urgent_summary(report).items():
+                result.notices[key] += n
+            if report.interrupted:  # the other campaigns wait too
+                signals.name = signals.name or report.interrupted  # another: at once
+                result.stopped, result.interrupted = report.stopped, report.interrupted
+                return True
+            if report.stopped and report.stopped.startswith("the hourly"):
+                result.stopped = report.stopped
+                return True
+            return False
+
+        def notices() -> bool:
+            return sent(send_notices(project, limiter=limiter, deadline=deadline,
+                                     retry_unknown=retry_unknown,
+                                     interrupted=lambda: signals.name))
+
+        over = stopping() or notices()
         for slug in sending:
-            if stopping():
+            if over or stopping():
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 result.stopped = "time limit reached"
@@ -329,13 +380,10 @@ def run_due(project: Project, *, max_seconds: float | None = None,
             result.campaigns[slug] = summary(report)
             if done:
                 result.finished.append(slug)
-            if report.interrupted:  # the other campaigns wait too
-                signals.name = signals.name or report.interrupted  # another: at once
-                result.stopped, result.interrupted = report.stopped, report.interrupted
-                break
-            if report.stopped and report.stopped.startswith("the hourly"):
-                result.stopped = report.stopped
-                break
+            over = sent(report)
+        if sending and not over and not stopping() and (
+                deadline is None or time.monotonic() < deadline):
+            notices()
         if stopping():
             result.waiting = _waiting(project)
     return result
@@ -416,15 +464,6 @@ def _read_returns(project: Project, result: RunSummary, deadline: float | None,
         result.returns = intake(project, max_seconds=budget, stop=stopping).as_dict()
     except MailerError as exc:
         result.returns_error = str(exc)
-
-
-async def _send_notices(project: Project, limiter: RateLimiter,
-                        stopping: Callable[[], bool]) -> NoticeReport:
-    transport = transport_for(project)
-    try:
-        return await send_notices(project, transport, limiter, stopping)
-    finally:
-        await transport.close()
 
 
 def send_test(project: Project, slug: str, addresses: list[str]) -> list[tuple[str, Outcome]]:

@@ -27,6 +27,15 @@ The promises, and what keeps them:
   the queue. Render helpers ignore both signals and end with the sender (orphans.py).
 - **Cheap commits.** Marks and results of all workers are written together, one
   transaction per round ("group commit"), on the sender's database thread.
+- **Notices and steps first.** The engine's own mails (confirmation, welcome and export
+  mails, sequence steps: delivery rows of campaigns of those kinds) go before a
+  campaign's: every URGENT_POLL seconds while a campaign sends, their due rows are read
+  (`Outbox.urgent_due`), rendered in this process (`urgent_renderer`: they need the
+  project) and put at the head of the queue, so a welcome mail waits for the messages
+  in flight, not for a big campaign to end. Same
+  workers, connections, rate limiter, marks and records; counted apart
+  (`SendReport.urgent`), and never a reason to pause the campaign. A sender with no
+  campaign (`Outbox(campaign_id=None)`) sends only those, until none is due.
 - **No head-of-line blocking.** A worker is a connection: one that waited for a throttled
   domain's turn would hold it, and soon every worker did (with a fifth of the recipients
   at 5/s, everyone went at 25/s in all instead of the global 50). Deliveries to a domain
@@ -63,6 +72,7 @@ CHUNK = 64  # rendered together (one round trip to a helper process)
 AHEAD = 3  # chunks being rendered ahead of the workers
 HOLD_SECONDS = 30.0  # a limited domain's lane holds this many seconds of its own pace
 HOLD_MOST = 1000  # ... and never more deliveries than this
+URGENT_POLL = 1.0  # seconds between looks for due notices and steps while a campaign sends
 # The automatic pause: a campaign pauses itself when more than `pause_failure_rate` of
 # FAILURE_WINDOW deliveries, among its last FAILURE_WINDOW, did not go out (41 at 0.2: a
 # relay that refuses everything pauses it after 41 failures; 11 bad addresses among the
@@ -83,6 +93,9 @@ class SendReport:
     interrupted: str | None = None  # the signal that stopped the run ("SIGINT", "SIGTERM")
     first_sent: float | None = None  # time.monotonic() of the first and last 250 reply
     last_sent: float | None = None
+    # the engine's own mails sent meanwhile (notices, steps), by outcome: apart from
+    # `counts`, which are the campaign's
+    urgent: Counter[str] = field(default_factory=Counter)
 
     @property
     def rate(self) -> float:
@@ -224,6 +237,7 @@ class _Lanes:
         self._maxsize = maxsize
         self._stopping = stopping
         self._others: deque[Rendered] = deque()
+        self._urgent: deque[Rendered] = deque()  # notices and steps: before all others
         self._lanes: dict[str, deque[Rendered]] = {}
         self._reserved: Counter[str] = Counter()  # places taken in each lane
         self._out: dict[int, str] = {}  # given out, not yet past the limiter: id -> domain
@@ -275,8 +289,19 @@ class _Lanes:
         self._finished.clear()
         self.wake()
 
+    def put_first(self, item: Rendered) -> None:
+        """A notice or step: given out before everything else (no lane, no room to wait
+        for: the sender reads few of them at a time)."""
+        self._urgent.append(item)
+        self._unfinished += 1
+        self._open.add(item[0].id)
+        self._finished.clear()
+        self.wake()
+
     async def get(self) -> Rendered | None:
         while True:
+            if self._urgent:
+                return self._urgent.popleft()
             item, delay = self._pick()
             if item is not None:
                 return item
@@ -363,16 +388,20 @@ class _Lanes:
 
 
 class Sender:
-    """Drains one campaign's outbox through a transport."""
+    """Drains one campaign's outbox through a transport, the engine's own mails first
+    (with an `urgent_renderer`)."""
 
-    def __init__(self, *, outbox: Outbox, renderer: Renderer, transport: Transport,
+    def __init__(self, *, outbox: Outbox, renderer: Renderer | None, transport: Transport,
                  limiter: RateLimiter, connections: int,
                  deadline: float | None = None, pause_failure_rate: float = 0.2,
                  campaign_state: Callable[[], str] | None = None,
                  pause: Callable[[str], None] | None = None,
-                 progress: Callable[[SendReport], None] | None = None) -> None:
+                 progress: Callable[[SendReport], None] | None = None,
+                 urgent_renderer: Renderer | None = None) -> None:
         self.outbox = outbox
         self.renderer = renderer
+        self.urgent_renderer = urgent_renderer
+        self._urgent_ids: set[int] = set()  # notices and steps in hand: read, not done
         self.transport = transport
         self.limiter = limiter
         self.connections = max(1, connections)
@@ -407,10 +436,13 @@ class Sender:
             send.cancel()
 
     async def run(self, *, retry_unknown: bool = False,
-                  interrupted: Callable[[], str | None] = lambda: None) -> SendReport:
+                  interrupted: Callable[[], str | None] = lambda: None,
+                  signals: bool = True) -> SendReport:
         """`interrupted`: a stop signal that came before this run took the signals over
-        (`mailer run` between its phases): the run then stops as if it came now."""
-        with stop_signals(self.interrupt, asyncio.get_running_loop()):
+        (`mailer run` between its phases): the run then stops as if it came now.
+        `signals=False`: leave SIGINT and SIGTERM to the caller (the web app's server)."""
+        with stop_signals(self.interrupt, asyncio.get_running_loop()) if signals \
+                else contextlib.nullcontext():
             if (name := interrupted()) is not None:
                 self.interrupt(name)
             return await self._run(retry_unknown)
@@ -429,9 +461,23 @@ class Sender:
             workers = [loop.create_task(self._worker(lanes, writer))
                        for _ in range(self.connections)]
             watcher = loop.create_task(self._watch(db))
+            urgent = None
+            if self.urgent_renderer is not None:
+                urgent = loop.create_task(self._feed_urgent(
+                    lanes, writer, db, until_idle=self.outbox.campaign_id is None))
             try:
-                await self._produce(lanes, writer, db)
+                if self.outbox.campaign_id is not None:
+                    await self._produce(lanes, writer, db)
+                if urgent is not None:
+                    if self.outbox.campaign_id is not None:
+                        urgent.cancel()  # the campaign is done: `mailer run` looks again
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await urgent
             finally:
+                if urgent is not None and not urgent.done():
+                    urgent.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await urgent
                 lanes.close()
                 await asyncio.gather(*workers, return_exceptions=True)
                 watcher.cancel()
@@ -444,7 +490,8 @@ class Sender:
             self.report.open_left = await loop.run_in_executor(db, self.outbox.open_count)
         finally:
             await self.transport.close()
-            self.renderer.close()
+            if self.renderer is not None:
+                self.renderer.close()
             db.shutdown(wait=True)
             self.report.seconds = time.monotonic() - started
             self.report.stopped = self._stop
@@ -524,6 +571,51 @@ class Sender:
         await lanes.join()
         await asyncio.gather(*skips)
 
+    async def _feed_urgent(self, lanes: _Lanes, writer: _StatusWriter,
+                           db: ThreadPoolExecutor, *, until_idle: bool) -> None:
+        """The engine's own due mails (notices, steps) to the head of the queue: every
+        URGENT_POLL seconds while a campaign sends; with `until_idle`
+        (no campaign), pass after pass until a pass finds none."""
+        try:
+            await self._feed_urgent_passes(lanes, writer, db, until_idle=until_idle)
+        except Exception as exc:  # e.g. a list's sending identity refused: the run stops
+            self.stop(str(exc))
+            raise
+
+    async def _feed_urgent_passes(self, lanes: _Lanes, writer: _StatusWriter,
+                                  db: ThreadPoolExecutor, *, until_idle: bool) -> None:
+        assert self.urgent_renderer is not None
+        loop = asyncio.get_running_loop()
+        while self._stop is None:
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                self.stop("time limit reached")
+                break
+            batch = await loop.run_in_executor(db, self.outbox.urgent_due, BATCH,
+                                               datetime.now(UTC), frozenset(self._urgent_ids))
+            sendable = []
+            for due in batch:
+                self._urgent_ids.add(due.id)
+                if due.recipient is None:
+                    self.report.urgent[DeliveryState.SKIPPED] += 1
+                    writer.skip(due.id, due.skip_reason or "skipped").add_done_callback(
+                        lambda _f, i=due.id: self._urgent_ids.discard(i))
+                else:
+                    sendable.append(due)
+            for start in range(0, len(sendable), CHUNK):
+                if self._stop is not None:
+                    break
+                for item in await self.urgent_renderer.render(sendable[start:start + CHUNK]):
+                    lanes.put_first(item)
+            if until_idle:
+                if not batch:
+                    break
+                await lanes.join()  # their outcomes, before the next pass reads
+                await writer.flush()
+                continue
+            await asyncio.sleep(URGENT_POLL)  # cancelled when the campaign is done
+        if until_idle:
+            await lanes.join()
+
     async def _watch(self, db: ThreadPoolExecutor) -> None:
         """Notice a pause or cancel given from another process, and the time limit."""
         loop = asyncio.get_running_loop()
@@ -545,6 +637,7 @@ class Sender:
                     await self._deliver(*item, writer, lanes)
             finally:
                 lanes.done(item[0])
+                self._urgent_ids.discard(item[0].id)
 
     async def _deliver(self, due: Due, message: Message | None, error: str | None,
                        writer: _StatusWriter, lanes: _Lanes) -> None:
@@ -554,7 +647,8 @@ class Sender:
             if await writer.mark(due.id):
                 writer.record(Result(due.id, Outcome("failed", error or "template"),
                                      self.outbox.max_attempts))
-                self._count("failed", failed=True, reply=error or "template")
+                self._count("failed", failed=True, reply=error or "template",
+                            urgent=due.id in self._urgent_ids)
             return
         if self._stop is not None or not await writer.mark(due.id):
             return
@@ -605,18 +699,25 @@ class Sender:
         finally:
             self._in_flight.discard(send)
         attempts = due.attempts + 1
-        if outcome.kind == DeliveryState.SENT:
+        urgent = due.id in self._urgent_ids
+        if outcome.kind == DeliveryState.SENT and not urgent:
             self.report.last_sent = time.monotonic()
             if self.report.first_sent is None:
                 self.report.first_sent = self.report.last_sent
         writer.record(Result(due.id, outcome, attempts, message.message_id))
         state, _ = self.outbox.next_state(outcome, attempts)
-        self._count(state, failed=outcome.kind != DeliveryState.SENT, reply=outcome.reply)
+        self._count(state, failed=outcome.kind != DeliveryState.SENT, reply=outcome.reply,
+                    urgent=urgent)
 
-    def _count(self, state: str, *, failed: bool, reply: str = "") -> None:
+    def _count(self, state: str, *, failed: bool, reply: str = "",
+               urgent: bool = False) -> None:
         """Count an outcome; pause the campaign when more than `pause_failure_rate` of
         FAILURE_WINDOW deliveries, among the last FAILURE_WINDOW, did not go out. Only a
-        failure can tip it, so the reason quotes that failure's reply."""
+        failure can tip it, so the reason quotes that failure's reply. The engine's own
+        mails (`urgent`) are counted apart and do not count towards a pause."""
+        if urgent:
+            self.report.urgent[state] += 1
+            return
         self.report.counts[state] += 1
         self._recent.append(failed)
         self._failures += failed
@@ -643,3 +744,13 @@ def summary(report: SendReport) -> dict[str, Any]:
             "stopped": report.stopped, "paused_reason": report.paused_reason,
             "interrupted": report.interrupted,
             "open_left": report.open_left}
+
+
+def urgent_summary(report: SendReport) -> dict[str, int]:
+    """The engine's own mails a send sent besides (notices, steps), as `mailer run`
+    reports them: a bounce at send time is counted as failed."""
+    counts = report.urgent
+    return {"sent": counts[DeliveryState.SENT], "deferred": counts[DeliveryState.DEFERRED],
+            "failed": counts[DeliveryState.FAILED] + counts[DeliveryState.BOUNCED],
+            "skipped": counts[DeliveryState.SKIPPED],
+            "unknown": counts[DeliveryState.UNKNOWN]}

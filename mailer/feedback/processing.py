@@ -6,7 +6,7 @@ Attribution, strongest evidence first (one `by` per event):
                 (`bounces+TOKEN@`, `unsub+TOKEN@` in Delivered-To / X-Original-To / To)
     headers     a token in the returned original (its Return-Path, List-Unsubscribe)
     message-id  the returned original's (or an auto-reply's In-Reply-To) Message-ID,
-                looked up in the outbox (indexed) and the notices
+                looked up in the outbox (indexed: every mail, notices included)
     address     the failed recipient's address, looked up among the subscribers
 A token that does not verify (forged, mangled, another project's) attributes nothing; the
 next kind of evidence is tried.
@@ -40,7 +40,6 @@ from mailer.models import (
     Delivery,
     FeedbackEvent,
     FeedbackKind,
-    Notice,
     Subscriber,
     utcnow,
 )
@@ -51,7 +50,6 @@ __all__ = ["Attribution", "Batch", "Outcome", "Processor", "explain", "message_k
 log = logging.getLogger("mailer.feedback")
 E = FeedbackEvent.__table__  # type: ignore[attr-defined]
 D = Delivery.__table__  # type: ignore[attr-defined]
-N = Notice.__table__  # type: ignore[attr-defined]
 P = Subscriber.__table__  # type: ignore[attr-defined]
 
 
@@ -274,8 +272,6 @@ _PERSON_AND_DELIVERY = (
     .where(P.c.id == sa.bindparam("id")).limit(1))
 _DELIVERY_BY_ID = sa.select(D.c.id, D.c.campaign_id, D.c.subscriber_id, D.c.list_id).where(
     D.c.message_id == sa.bindparam("mid"))
-_NOTICE_BY_ID = sa.select(N.c.subscriber_id, N.c.list_id).where(
-    N.c.message_id == sa.bindparam("mid"))
 
 
 def _events(report: Report, attribution: Attribution | None, key: str, source: str,
@@ -344,9 +340,6 @@ def _from_message_id(conn: sa.Connection, message_id: str) -> Attribution | None
     if row is not None and row.subscriber_id is not None:
         return Attribution("message-id", row.subscriber_id, row.campaign_id, row.list_id,
                            row.id)
-    notice = conn.execute(_NOTICE_BY_ID, {"mid": message_id}).first()
-    if notice is not None:
-        return Attribution("message-id", notice.subscriber_id, None, notice.list_id, None)
     return None
 
 

@@ -32,7 +32,7 @@ from mailer.models import (
     ConsentEvent,
     Delivery,
     FeedbackEvent,
-    Notice,
+    SequenceProgress,
     Subscriber,
     Subscription,
     Suppression,
@@ -48,7 +48,7 @@ X = Suppression.__table__  # type: ignore[attr-defined]
 A = AuditLog.__table__  # type: ignore[attr-defined]
 _COUNTED = {"memberships": Subscription.__table__,  # type: ignore[attr-defined]
             "consent_events": ConsentEvent.__table__,  # type: ignore[attr-defined]
-            "notices": Notice.__table__,  # type: ignore[attr-defined]
+            "sequences": SequenceProgress.__table__,  # type: ignore[attr-defined]
             "feedback_events": FeedbackEvent.__table__}  # type: ignore[attr-defined]
 
 

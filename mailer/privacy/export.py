@@ -15,14 +15,17 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from mailer.audience.hashing import address_hash
+from mailer.delivery.notices import notice_kind
 from mailer.errors import NotFound
 from mailer.models import (
     Campaign,
+    CampaignKind,
     ConsentEvent,
     Delivery,
     FeedbackEvent,
     MailingList,
-    Notice,
+    Sequence,
+    SequenceProgress,
     Subscriber,
     Subscription,
     Suppression,
@@ -38,9 +41,10 @@ L = MailingList.__table__  # type: ignore[attr-defined]
 CE = ConsentEvent.__table__  # type: ignore[attr-defined]
 D = Delivery.__table__  # type: ignore[attr-defined]
 C = Campaign.__table__  # type: ignore[attr-defined]
-N = Notice.__table__  # type: ignore[attr-defined]
 E = FeedbackEvent.__table__  # type: ignore[attr-defined]
 X = Suppression.__table__  # type: ignore[attr-defined]
+Q = Sequence.__table__  # type: ignore[attr-defined]
+QP = SequenceProgress.__table__  # type: ignore[attr-defined]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -66,15 +70,20 @@ def export_person(engine: Engine, hash_key: bytes, email: str, *,
         consent = conn.execute(sa.select(CE).where(CE.c.subscriber_id == person.id)
                                .order_by(CE.c.id)).all()
         deliveries = conn.execute(
-            sa.select(D, C.c.slug.label("campaign"), C.c.subject.label("subject"))
+            sa.select(D, C.c.slug.label("campaign"), C.c.subject.label("subject"),
+                      C.c.kind.label("kind"))
             .select_from(D.join(C, C.c.id == D.c.campaign_id))
             .where(D.c.subscriber_id == person.id).order_by(D.c.id)).all()
-        notices = conn.execute(sa.select(N).where(N.c.subscriber_id == person.id)
-                               .order_by(N.c.id)).all()
         feedback = conn.execute(
             sa.select(E, C.c.slug.label("campaign"))
             .select_from(E.outerjoin(C, C.c.id == E.c.campaign_id))
             .where(E.c.subscriber_id == person.id).order_by(E.c.id)).all()
+        sequences = conn.execute(
+            sa.select(QP, Q.c.name).select_from(QP.join(Q, Q.c.id == QP.c.sequence_id))
+            .where(QP.c.subscriber_id == person.id).order_by(Q.c.name)).all()
+    # confirmation, welcome and export mails are deliveries of notice campaigns
+    notices = [d for d in deliveries if d.kind == CampaignKind.NOTICE]
+    deliveries = [d for d in deliveries if d.kind != CampaignKind.NOTICE]
     document = _document(now, person, suppressed=suppressed)
     document["lists"] = [{
         "list": slug.get(m.list_id), "name": lists[m.list_id].name if m.list_id in lists
@@ -93,13 +102,16 @@ def export_person(engine: Engine, hash_key: bytes, email: str, *,
         "attempts": d.attempts, "last_reply": d.last_reply, "message_id": d.message_id}
         for d in deliveries]
     document["notices"] = [{
-        "kind": n.kind, "list": slug.get(n.list_id), "state": n.state,
+        "kind": notice_kind(n.campaign), "list": slug.get(n.list_id), "state": n.state,
         "queued_at": _iso(n.queued_at), "sent_at": _iso(n.sent_at),
         "last_reply": n.last_reply} for n in notices]
     document["feedback"] = [{
         "at": _iso(e.at), "kind": e.kind, "reason": e.reason, "hard": e.hard,
         "status": e.status, "diagnostic": e.diagnostic, "campaign": e.campaign,
         "action": e.action} for e in feedback]
+    document["sequences"] = [{
+        "sequence": q.name, "list": slug.get(q.list_id), "started_at": _iso(q.started_at),
+        "state": q.state, "next_at": _iso(q.next_at), "note": q.note} for q in sequences]
     return document
 
 
@@ -119,6 +131,7 @@ def _document(now: datetime | None, person: Any, *, suppressed: Any) -> dict[str
         "suppressed": {"reason": suppressed.reason, "since": _iso(suppressed.created_at)}
         if suppressed else None,
         "lists": [], "consent": [], "deliveries": [], "notices": [], "feedback": [],
+        "sequences": [],
     }
 
 
@@ -128,12 +141,14 @@ _TITLES = {
            "deliveries": "Mails sent to you",
            "notices": "Confirmation, welcome and export mails",
            "feedback": "What came back (bounces, replies, complaints)",
+           "sequences": "Series of mails you are in",
            "suppressed": "Blocked from all mail", "none": "Nothing."},
     "nl": {"title": "Wat we over je bewaren", "profile": "Je gegevens",
            "lists": "Je lijsten", "consent": "Gegeven en ingetrokken toestemming",
            "deliveries": "Mails die we je stuurden",
            "notices": "Bevestigings-, welkomst- en exportmails",
            "feedback": "Wat terugkwam (bounces, antwoorden, klachten)",
+           "sequences": "Reeksen mails waarin je zit",
            "suppressed": "Geblokkeerd voor alle mail", "none": "Niets."},
 }
 
@@ -163,6 +178,9 @@ def render_text(document: dict[str, Any], language: str = "nl") -> str:
                            for n in document["notices"]])
     section(t["feedback"], [f"{e['at']} {e['kind']} {e['reason'] or ''} {e['action']}"
                             for e in document["feedback"]])
+    section(t["sequences"], [f"{q['started_at']} {q['sequence']} ({q['list']}): {q['state']}"
+                             + (f", next {q['next_at']}" if q["next_at"] else "")
+                             for q in document.get("sequences", [])])
     if document["suppressed"]:
         section(t["suppressed"], [f"{document['suppressed']['since']}: "
                                   f"{document['suppressed']['reason']}"])

@@ -35,12 +35,6 @@ INVENTORY: dict[str, dict[str, Kind]] = {
         "at": "person", "source": "person", "consent": "person", "confirmed": "person",
         "ip": "person", "user_agent": "person",
     },
-    "notice": {  # deleted with the subscriber (CASCADE)
-        "id": "none", "kind": "person", "subscriber_id": "link", "list_id": "none",
-        "state": "person", "attempts": "person", "next_attempt_at": "person",
-        "last_reply": "person", "message_id": "person", "queued_at": "person",
-        "sent_at": "person",
-    },
     "feedback_event": {  # deleted with the subscriber (CASCADE); unattributed ones hold
         # no address (diagnostics are masked to the domain when recorded)
         "id": "none", "message_key": "none", "seq": "none", "at": "person",
@@ -50,9 +44,9 @@ INVENTORY: dict[str, dict[str, Kind]] = {
         "subscriber_id": "link", "campaign_id": "none", "list_id": "none",
         "delivery_id": "none", "action": "person",
     },
-    "delivery": {  # kept for the campaign's counts: the link is cut (SET NULL), the reply
-        # (which may quote the address) and the Message-ID (derived from the person's
-        # token) are cleared
+    "delivery": {  # every mail, campaigns' and notices' (confirmation, welcome, export):
+        # kept for the counts: the link is cut (SET NULL), the reply (which may quote the
+        # address) and the Message-ID (derived from the person's token) are cleared
         "id": "none", "campaign_id": "none", "subscriber_id": "link", "list_id": "none",
         "state": "none", "attempts": "none", "next_attempt_at": "none",
         "last_reply": "person", "message_id": "person", "queued_at": "none",
@@ -93,6 +87,22 @@ INVENTORY: dict[str, dict[str, Kind]] = {
     "recurring_occurrence": {  # which dated campaign each occurrence became, or why not
         "recurring_id": "none", "local_time": "none", "due_at": "none",
         "campaign_id": "none", "outcome": "none", "note": "none", "created_at": "none",
+    },
+    "sequence": {  # a list's drip sequence, from its file: no person
+        "id": "none", "name": "none", "list_id": "none", "timezone": "none",
+        "state": "none", "created_at": "none", "updated_at": "none",
+    },
+    "sequence_step": {  # a step of a sequence and its campaign: no person
+        "id": "none", "sequence_id": "none", "key": "none", "position": "none",
+        "after_seconds": "none", "window": "none", "weekdays": "none",
+        "campaign_id": "none", "created_at": "none", "updated_at": "none",
+    },
+    "sequence_progress": {  # where a person is in a sequence: exported, deleted with the
+        # subscriber (CASCADE)
+        "sequence_id": "none", "subscriber_id": "link", "list_id": "none",
+        "started_at": "person", "passed_after": "person", "last_step_id": "person",
+        "next_step_id": "person", "next_at": "person", "state": "person", "note": "person",
+        "updated_at": "person",
     },
     "alembic_version": {"version_num": "none"},
 }

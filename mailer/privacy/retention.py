@@ -168,8 +168,9 @@ def purge(engine: Engine, settings: Privacy, *, actor: str, dry_run: bool = Fals
 
 def _sending(conn: sa.Connection) -> bool:
     C = Campaign.__table__  # type: ignore[attr-defined]  # noqa: N806
-    return conn.execute(sa.select(C.c.id).where(C.c.state == CampaignState.SENDING)
-                        .limit(1)).first() is not None
+    return conn.execute(sa.select(C.c.id).where(  # notices' campaigns are always sending
+        C.c.state == CampaignState.SENDING, C.c.kind == "campaign").limit(1)).first() \
+        is not None
 
 
 def due(engine: Engine, *, now: datetime | None = None) -> bool:

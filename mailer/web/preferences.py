@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -27,11 +27,12 @@ from starlette.routing import Route
 
 from mailer.audience.selfservice import Preferences, preferences, update_preferences
 from mailer.audience.subscribers import clean_name
+from mailer.delivery.notices import queue as queue_notice
+from mailer.delivery.notices import queued_since
 from mailer.errors import InvalidInput
 from mailer.models import (
     AuditLog,
     MailingList,
-    Notice,
     NoticeKind,
     Subscriber,
     Subscription,
@@ -158,10 +159,8 @@ def routes(site: Site) -> list[Route]:
                 Subscriber.id == subscriber_id).with_for_update()).first()
             if person is None:
                 return None
-            recent = session.exec(select(Notice.id).where(
-                Notice.subscriber_id == subscriber_id, Notice.kind == NoticeKind.EXPORT,
-                col(Notice.queued_at) >= utcnow() - EXPORT_EVERY).limit(1)).first()
-            if recent is not None:
+            if queued_since(session.connection(), NoticeKind.EXPORT, subscriber_id,
+                            utcnow() - EXPORT_EVERY):
                 return "today"
             # sent as from the list of the link; any of theirs if that list is gone
             list_id = data.list_id if session.get(MailingList, data.list_id) else \
@@ -169,8 +168,8 @@ def routes(site: Site) -> list[Route]:
                     Subscription.subscriber_id == subscriber_id)).first()
             if list_id is None:
                 return None
-            session.add(Notice(kind=NoticeKind.EXPORT, subscriber_id=subscriber_id,
-                               list_id=list_id))
+            queue_notice(session.connection(), NoticeKind.EXPORT, list_id, [subscriber_id],
+                         again=True)
             session.add(AuditLog(actor=ACTOR, action="gdpr.export", detail={
                 "subscriber": subscriber_id, "source": "web"}))
             return "sent"

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlmodel import Session, select
 from starlette.requests import Request
@@ -25,11 +26,15 @@ from mailer.web.texts import page_texts, pick_language
 from mailer.web.throttle import Throttle
 from mailer.web.writes import Writer
 
+if TYPE_CHECKING:
+    from mailer.delivery.sender import Sender
+
 __all__ = ["Site"]
 
 log = logging.getLogger("mailer.web")
 LINK_TOKEN_LENGTH = 46  # base64url of a token (tokens.py)
 NOTICE_POLL = 30.0  # seconds between looks for notices queued elsewhere (or deferred)
+STOP_WAIT = 10.0  # seconds a stopping server gives the mails in flight
 
 
 class Site:
@@ -50,6 +55,7 @@ class Site:
         self._list_names: dict[int, tuple[str, str]] = {}
         self._notices_due = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
+        self._sending: Sender | None = None  # the round of the background sender, if any
 
     # -- tokens and people ----------------------------------------------------------------
 
@@ -162,6 +168,10 @@ class Site:
 
     async def stop(self) -> None:
         if self._sender is not None:
+            if self._sending is not None:  # the mails in flight finish and are recorded
+                self._sending.stop("the server is stopping")
+                with contextlib.suppress(TimeoutError, Exception):
+                    await asyncio.wait_for(asyncio.shield(self._sender), STOP_WAIT)
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
@@ -169,21 +179,27 @@ class Site:
 
     async def _send_notices(self) -> None:
         """Send queued notices soon after a sign-up, and look every NOTICE_POLL seconds
-        for ones queued by other workers or deferred."""
-        from mailer.delivery.notices import send_notices
-        from mailer.delivery.runner import limiter_for, transport_for
+        for ones queued by other workers or deferred: through the outbox, by the same
+        sender as `mailer run` (runner.notice_sender), with the project's transport and
+        rate limits. It holds no run lock, so it leaves what another sender left
+        "sending" to `mailer run`, and SIGINT/SIGTERM to the server."""
+        from mailer.delivery.runner import limiter_for, notice_sender, transport_for
 
-        transport = transport_for(self.project)
-        try:
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._notices_due.wait(), NOTICE_POLL)
-                self._notices_due.clear()
-                try:
-                    # the limits afresh each round: quotas count what others sent since
-                    limiter = await asyncio.to_thread(limiter_for, self.project)
-                    await send_notices(self.project, transport, limiter)
-                except Exception:  # noqa: BLE001 - keep serving; the next round retries
-                    log.exception("sending confirmation mails failed")
-        finally:
-            await transport.close()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._notices_due.wait(), NOTICE_POLL)
+            self._notices_due.clear()
+            try:
+                # the limits afresh each round: quotas count what others sent since
+                limiter = await asyncio.to_thread(limiter_for, self.project)
+                self._sending = notice_sender(self.project, limiter=limiter, recover=False,
+                                              transport=transport_for(self.project))
+                await self._sending.run(signals=False)
+            except Exception:  # noqa: BLE001 - keep serving; the next round retries
+                log.exception("sending confirmation mails failed")
+            finally:
+                stopping = self._sending is not None and self._sending.report.stopped \
+                    == "the server is stopping"
+                self._sending = None
+            if stopping:
+                return

@@ -1,0 +1,455 @@
+"""Drip sequences (issue 15, points 2, 3 and 6): `[[sequence]]` in a list's file, steps
+timed from confirmation (or an import with --start-sequences) in send windows of the
+subscriber's zone, each step once and in order, never after unsubscribing, through the one
+outbox; on SQLite and PostgreSQL.
+
+Time is the engine's one test hook, TEST_MAILER_NOW: imports, syncs and `mailer run`s
+happen at chosen instants, and months are walked by calling `queue_due` at chosen
+instants. Mails go to the real test SMTP server (tests/support/smtpserver.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from email.policy import default as email_policy
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+
+from mailer.audience.lists import parse_weekdays
+from mailer.audience.subscribers import unsubscribe
+from mailer.automation.sequences import next_window, queue_due
+from mailer.db import session_scope
+from mailer.models import TEST_CLOCK
+from mailer.project import Project
+from tests.support.smtpserver import SmtpServer
+from tests.support.waiting import wait_for
+from tests.test_delivery import LOCK_BUSY, alive, configure, mailer, run_out
+
+BRUSSELS = ZoneInfo("Europe/Brussels")
+WELCOME = ('  { after = "0m", template = "templates/welcome.html.j2", '
+           "subject = \"Welkom, {{ subscriber.first_name | default('lezer') }}\" },\n")
+WELKOM = ('\n[[sequence]]\nname = "welkom"\nsteps = [\n' + WELCOME
+          + '  { after = "3d", id = "tips-1", template = "templates/newsletter.html.j2", '
+          'subject = "Drie tips om te starten", window = "09:00-17:00", weekdays = "mon-fri" '
+          '},\n'
+          '  { after = "10d", id = "tips-2", template = "templates/newsletter.html.j2", '
+          'subject = "Nog een tip" },\n]\n')
+
+
+@pytest.fixture
+def smtp():  # noqa: ANN201
+    with SmtpServer() as server:
+        yield server
+
+
+def at(monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    monkeypatch.setenv(TEST_CLOCK, when)
+
+
+def define(project: Path, text: str) -> None:
+    """lists/nieuwsbrief.toml as `mailer init` wrote it, plus `text`."""
+    path = project / "lists" / "nieuwsbrief.toml"
+    original = path.with_suffix(".orig")
+    if not original.exists():
+        original.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    path.write_text(original.read_text(encoding="utf-8") + text, encoding="utf-8")
+
+
+def sync(run, *extra: str):  # noqa: ANN001, ANN201
+    result = run("lists", "sync", *extra)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def join(run, project: Path, rows: list[tuple[str, str]], *extra: str) -> None:  # noqa: ANN001
+    """Import (address, timezone attribute or "") as confirmed members, starting the
+    sequences."""
+    csv = project / f"join-{len(list(project.glob('join-*.csv')))}.csv"
+    csv.write_text("email,first_name,timezone\n" + "".join(
+        f"{a},{a.split('@')[0].title()},{tz}\n" for a, tz in rows))
+    result = run("subscribers", "import", str(csv), "--list", "nieuwsbrief", "--consent",
+                 "test", "--confirmed", "--start-sequences", "--quiet", *extra)
+    assert result.exit_code == 0, result.output
+
+
+def got(server: SmtpServer) -> dict[str, list[str]]:
+    """Each recipient's subjects, in the order they arrived."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for m in server.messages():
+        subject = str(message_from_bytes(m.data, policy=email_policy)["subject"])
+        for r in m.recipients:
+            out[r].append(subject)
+    return dict(out)
+
+
+def engine():  # noqa: ANN201
+    return Project.load().engine
+
+
+# --- the send window ---------------------------------------------------------------------
+
+
+def test_a_window_opens_at_its_local_time_through_both_dst_changes():
+    monday_nine = datetime(2026, 3, 30, 7, tzinfo=UTC)  # 09:00 summer time in Brussels
+    # Saturday 28 March 18:00 winter time: the next window is Monday, after the change.
+    assert next_window(datetime(2026, 3, 28, 17, tzinfo=UTC), BRUSSELS, "09:00-17:00",
+                       "mon-fri") == monday_nine
+    assert next_window(monday_nine, BRUSSELS, "09:00-17:00", "mon-fri") is None
+    assert next_window(monday_nine - timedelta(seconds=1), BRUSSELS, "09:00-17:00",
+                       "mon-fri") == monday_nine
+    # Autumn: Friday 23 October 17:00 summer time -> Monday 26th 09:00 winter time.
+    assert next_window(datetime(2026, 10, 23, 15, tzinfo=UTC), BRUSSELS, "09:00-17:00",
+                       "mon-fri") == datetime(2026, 10, 26, 8, tzinfo=UTC)
+    # New York's own change (8 March): 09:00 there is 14:00 UTC before, 13:00 after.
+    york = ZoneInfo("America/New_York")
+    assert next_window(datetime(2026, 3, 7, 15, tzinfo=UTC), york, "09:00-10:00",
+                       None) == datetime(2026, 3, 8, 13, tzinfo=UTC)
+    # Weekdays alone: a Saturday waits for Monday midnight, local.
+    assert next_window(datetime(2026, 12, 5, 12, tzinfo=UTC), BRUSSELS, None,
+                       "mon-fri") == datetime(2026, 12, 6, 23, tzinfo=UTC)
+    assert parse_weekdays("mon,wed-fri") == {0, 2, 3, 4}
+
+
+@pytest.mark.parametrize(("steps", "said"), [
+    ('{ after = "3 dagen", template = "templates/newsletter.html.j2", subject = "x" }',
+     "a time after the start"),
+    ('{ after = "1d", template = "templates/newsletter.html.j2", subject = "x", '
+     'window = "17:00-09:00" }', "ending after it starts"),
+    ('{ after = "1d", template = "templates/newsletter.html.j2", subject = "x", '
+     'weekdays = "ma-vr" }', "weekdays are mon"),
+    ('{ after = "2d", template = "templates/newsletter.html.j2", subject = "x" }, '
+     '{ after = "1d", template = "templates/welcome.html.j2", subject = "y" }',
+     "must come later"),
+    ('{ after = "1d", template = "templates/newsletter.html.j2", subject = "x" }, '
+     '{ after = "2d", template = "templates/newsletter.html.j2", subject = "y" }',
+     "give each step an id"),
+])
+def test_a_bad_sequence_is_one_clear_line_and_nothing_is_written(run, project, steps, said):
+    define(project, f'\n[[sequence]]\nname = "welkom"\nsteps = [{steps}]\n')
+    result = run("lists", "sync")
+    assert result.exit_code == 1 and said in result.stderr, result.output
+    assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) <= 2
+    assert run("sequences", "ls", "--json").stdout.strip() == "[]"
+
+
+# --- months of simulated time --------------------------------------------------------------
+
+
+def test_months_of_steps_each_once_in_order_in_each_zones_window(run, project,
+                                                                 monkeypatch):
+    """Three steps (0m; 3d in 09:00-17:00 mon-fri; 10d in 10:00-11:00) walked every 30
+    minutes from 1 March to 30 May 2026, through New York's (8 March) and Brussels' (29
+    March) change to summer time, for people in four zones who start at different
+    moments. The sender is stood in for by marking what was queued as sent at once; the
+    expected moment of each step is worked out here independently, by trying each
+    instant of the walk against the window in the person's zone."""
+    define(project, WELKOM.replace(
+        'subject = "Nog een tip" }',
+        'subject = "Nog een tip", window = "10:00-11:00" }'))
+    sync(run)
+    zones = {"": BRUSSELS, "America/New_York": ZoneInfo("America/New_York"),
+             "Asia/Tokyo": ZoneInfo("Asia/Tokyo"), "Asia/Kolkata": ZoneInfo("Asia/Kolkata")}
+    starts = ["2026-03-01T10:07:00+00:00", "2026-03-05T23:40:00+00:00",
+              "2026-03-26T16:55:00+00:00", "2026-04-10T03:00:00+00:00"]
+    people: dict[str, tuple[ZoneInfo, datetime]] = {}
+    for i, start in enumerate(starts):
+        at(monkeypatch, start)
+        rows = [(f"p{i}{j}@example.be", tz) for j, tz in enumerate(zones)]
+        join(run, project, rows)
+        for address, tz in rows:
+            people[address] = (zones[tz], datetime.fromisoformat(start))
+    monkeypatch.delenv(TEST_CLOCK)
+    instance = Project.load()
+    walk = [datetime(2026, 3, 1, 10, tzinfo=UTC) + timedelta(minutes=30 * i)
+            for i in range(90 * 48)]
+    for now in walk:
+        if queue_due(instance, now).queued:
+            with instance.engine.begin() as conn:  # the sender, standing in
+                conn.execute(sa.text("UPDATE delivery SET state = 'sent', sent_at = queued_at "
+                                     "WHERE state = 'queued'"))
+    with instance.engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT s.email, c.subject, d.queued_at FROM delivery d JOIN subscriber s "
+            "ON s.id = d.subscriber_id JOIN campaign c ON c.id = d.campaign_id "
+            "ORDER BY d.id")).all()
+        states = Counter(conn.execute(sa.text("SELECT state FROM sequence_progress")
+                                      ).scalars())
+    instance.close()
+    assert states == {"done": len(people)}
+    queued: dict[str, list[tuple[str, datetime]]] = defaultdict(list)
+    for email, subject, stamp in rows:
+        when = stamp if isinstance(stamp, datetime) else datetime(1970, 1, 1, tzinfo=UTC) \
+            + timedelta(microseconds=stamp)
+        queued[email].append((subject, when.astimezone(UTC)))
+
+    def expected(zone: ZoneInfo, due: datetime, window: tuple[int, int] | None,
+                 weekdays: set[int]) -> datetime:
+        for now in walk:
+            local = now.astimezone(zone)
+            if now >= due and local.weekday() in weekdays and (
+                    window is None or window[0] <= local.hour < window[1]):
+                return now
+        raise AssertionError("never")
+
+    everyday = set(range(7))
+    for address, (zone, start) in people.items():
+        subjects = [s for s, _ in queued[address]]
+        assert subjects == ["Welkom, {{ subscriber.first_name | default('lezer') }}",
+                            "Drie tips om te starten", "Nog een tip"], address
+        times = [t for _, t in queued[address]]
+        assert times == [
+            expected(zone, start, None, everyday),
+            expected(zone, start + timedelta(days=3), (9, 17), {0, 1, 2, 3, 4}),
+            expected(zone, start + timedelta(days=10), (10, 11), everyday)], address
+        assert 9 <= times[1].astimezone(zone).hour < 17 and times[1].astimezone(zone
+                                                                                 ).weekday() < 5
+        assert times[2].astimezone(zone).hour == 10
+
+
+# --- end to end: mailer run, the real SMTP server ----------------------------------------
+
+
+def test_mailer_run_sends_each_step_once_in_order_and_never_after_leaving(
+        run, project, smtp, monkeypatch):
+    configure(monkeypatch, smtp)
+    define(project, WELKOM)
+    at(monkeypatch, "2026-12-01T08:00:00+00:00")
+    sync(run)
+    join(run, project, [("an@example.be", ""), ("bo@example.be", ""),
+                        ("cor@example.be", "America/New_York")])
+    before = run("run", "--json")  # 0m: the welcome, at once
+    assert before.exit_code == 0, before.output
+    assert json.loads(before.stdout)["steps"]["queued"] == 3
+    assert {a: s for a, s in got(smtp).items()} == {
+        a: ["Welkom, " + a.split("@")[0].title()] for a in
+        ("an@example.be", "bo@example.be", "cor@example.be")}
+    assert run("run").exit_code == 0 and len(smtp.messages()) == 3  # again: nothing
+    # An unsubscribes; bo's address is suppressed.
+    instance = Project.load()
+    with session_scope(instance.engine) as session:
+        assert unsubscribe(session, "an@example.be", "nieuwsbrief", source="test")
+    instance.close()
+    assert run("suppression", "add", "bo@example.be").exit_code == 0
+    # 3 days later is Friday 4 December 09:00 in Brussels, but only 03:00 in New York.
+    at(monkeypatch, "2026-12-04T08:00:10+00:00")
+    result = run("run", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["steps"] == {"queued": 0, "waiting": 1, "stopped": 2}
+    assert len(smtp.messages()) == 3
+    at(monkeypatch, "2026-12-04T14:00:10+00:00")  # 09:00 in New York
+    assert run("run").exit_code == 0
+    assert got(smtp)["cor@example.be"] == ["Welkom, Cor", "Drie tips om te starten"]
+    at(monkeypatch, "2026-12-11T08:00:10+00:00")  # 10 days
+    assert run("run").exit_code == 0
+    assert got(smtp) == {"an@example.be": ["Welkom, An"], "bo@example.be": ["Welkom, Bo"],
+                         "cor@example.be": ["Welkom, Cor", "Drie tips om te starten",
+                                            "Nog een tip"]}
+    shown = json.loads(run("sequences", "show", "welkom", "--json").stdout)
+    assert shown["people"] == {"active": 0, "done": 1, "stopped": 2}
+    assert [s["deliveries"] for s in shown["steps"]] == [{"sent": 3}, {"sent": 1},
+                                                        {"sent": 1}]
+    listed = json.loads(run("sequences", "ls", "--json").stdout)
+    assert listed[0]["sequence"] == "welkom" and listed[0]["done"] == 1
+    # The step campaigns are not campaigns a person made: `campaign ls` does not list them.
+    assert json.loads(run("campaign", "ls", "--json").stdout) == []
+    preview = run("sequences", "preview", "welkom", "--step", "2", "--subscriber",
+                  "cor@example.be")
+    assert preview.exit_code == 0 and "Drie tips om te starten" in preview.stderr
+    missing = run("sequences", "preview", "welkom", "--step", "4", "--subscriber",
+                  "cor@example.be")
+    assert missing.exit_code == 1 and "has 3 step(s)" in missing.stderr
+
+
+def test_only_confirmation_or_start_sequences_start_a_sequence(run, project, smtp,
+                                                                monkeypatch):
+    configure(monkeypatch, smtp)
+    define(project, WELKOM)
+    at(monkeypatch, "2026-12-01T08:00:00+00:00")
+    csv = project / "old.csv"
+    csv.write_text("email\nold@example.be\n")
+    assert run("subscribers", "import", str(csv), "--list", "nieuwsbrief", "--consent",
+               "test", "--confirmed", "--quiet").exit_code == 0
+    sync(run)  # members before the sequence existed are not in it
+    assert run("subscribers", "add", "new@example.be", "--list", "nieuwsbrief",
+               "--consent", "test", "--confirmed").exit_code == 0
+    again = project / "again.csv"
+    again.write_text("email\nimported@example.be\n")
+    assert run("subscribers", "import", str(again), "--list", "nieuwsbrief", "--consent",
+               "test", "--confirmed", "--quiet").exit_code == 0  # no --start-sequences
+    assert run("run").exit_code == 0
+    assert sorted(got(smtp)) == ["new@example.be"]
+
+
+# --- editing a sequence ------------------------------------------------------------------
+
+
+def test_editing_steps_reaches_who_has_not_passed_and_never_resends(run, project, smtp,
+                                                                    monkeypatch):
+    configure(monkeypatch, smtp)
+    define(project, WELKOM)
+    at(monkeypatch, "2026-12-01T08:00:00+00:00")  # a Tuesday
+    sync(run)
+    join(run, project, [("an@example.be", "")])
+    assert run("run").exit_code == 0
+    at(monkeypatch, "2026-12-04T08:00:10+00:00")  # Friday 09:00 in Brussels: an's 3d
+    join(run, project, [("bo@example.be", "")])
+    assert run("run").exit_code == 0
+    assert got(smtp) == {"an@example.be": ["Welkom, An", "Drie tips om te starten"],
+                         "bo@example.be": ["Welkom, Bo"]}
+    # A step at 2d, added now: an has passed 2d (she had the 3d step), bo has not.
+    added = WELKOM.replace('  { after = "3d"', '  { after = "2d", id = "extra", template = '
+                           '"templates/newsletter.html.j2", subject = "Extra" },\n'
+                           '  { after = "3d"')
+    define(project, added)
+    dry = sync(run, "--dry-run")
+    assert "step 2 extra added (after 2d): reaches the 1 person who have not passed 2d" \
+        in dry.stderr and "Dry run: nothing was changed." in dry.stderr
+    assert len(json.loads(run("sequences", "show", "welkom", "--json").stdout)["steps"]) == 3
+    sync(run)
+    at(monkeypatch, "2026-12-06T08:00:20+00:00")  # bo's 2d (a Sunday: no window)
+    assert run("run").exit_code == 0
+    at(monkeypatch, "2026-12-07T08:00:20+00:00")  # bo's 3d, Monday 09:00
+    assert run("run").exit_code == 0
+    assert got(smtp)["bo@example.be"] == ["Welkom, Bo", "Extra", "Drie tips om te starten"]
+    assert got(smtp)["an@example.be"] == ["Welkom, An", "Drie tips om te starten"]
+    # Reordered: tips-1 after tips-2 now (12d and 10d); a new subject for tips-2; the
+    # welcome and extra steps removed. Nobody gets a step again.
+    moved = WELKOM.replace(WELCOME, "").replace(
+        'after = "3d", id = "tips-1"', 'after = "12d", id = "tips-1"').replace(
+        '"Nog een tip" }', '"Nog een tip (nieuw)" }')
+    lines = moved.strip().splitlines()
+    define(project, "\n" + "\n".join([*lines[:3], lines[4], lines[3], *lines[5:]]) + "\n")
+    said = sync(run).stderr
+    assert "step templates/welcome.html.j2 removed" in said and "step extra removed" in said
+    assert "tips-1: after 3d" in said and "-> after 12d" in said
+    assert "new template or subject" in said
+    for when in ("2026-12-11T08:00:30", "2026-12-14T08:00:30", "2026-12-16T08:00:30"):
+        at(monkeypatch, when + "+00:00")  # an's 10d; both 12d / bo's 10d; bo's 12d
+        assert run("run").exit_code == 0
+    assert got(smtp) == {
+        "an@example.be": ["Welkom, An", "Drie tips om te starten", "Nog een tip (nieuw)"],
+        "bo@example.be": ["Welkom, Bo", "Extra", "Drie tips om te starten",
+                          "Nog een tip (nieuw)"]}
+    shown = json.loads(run("sequences", "show", "welkom", "--json").stdout)
+    assert shown["people"]["done"] == 2
+    assert [s["step"] for s in shown["steps"]] == [1, 2, None, None]  # removed ones last
+    # The sequence gone from the file: who is in it stops.
+    define(project, "")
+    assert "removed from its file" in sync(run).stderr
+    assert json.loads(run("sequences", "ls", "--json").stdout)[0]["state"] == "removed"
+
+
+# --- never twice ---------------------------------------------------------------------------
+
+
+def test_a_stale_run_and_overlapping_runs_queue_a_step_once(run, project, smtp, monkeypatch):
+    configure(monkeypatch, smtp)
+    define(project, WELKOM)
+    at(monkeypatch, "2026-12-01T08:00:00+00:00")
+    sync(run)
+    join(run, project, [(f"p{i}@example.be", "") for i in range(30)])
+    monkeypatch.delenv(TEST_CLOCK)
+    instance = Project.load()
+    now = datetime(2026, 12, 1, 8, 1, tzinfo=UTC)
+    with instance.engine.connect() as conn:
+        before = conn.execute(sa.text("SELECT subscriber_id, passed_after, last_step_id, "
+                                      "next_step_id, next_at, state FROM sequence_progress"
+                                      )).all()
+    assert queue_due(instance, now).queued == 30
+    with instance.engine.begin() as conn:  # what a run that read before that commit saw
+        for row in before:
+            conn.execute(sa.text(
+                "UPDATE sequence_progress SET passed_after = :p, last_step_id = :l, "
+                "next_step_id = :n, next_at = :a, state = :s WHERE subscriber_id = :i"),
+                {"p": row.passed_after, "l": row.last_step_id, "n": row.next_step_id,
+                 "a": row.next_at, "s": row.state, "i": row.subscriber_id})
+    assert queue_due(instance, now).queued == 0  # the outbox's key says no
+    with instance.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM delivery")).scalar_one() == 30
+    instance.close()
+    smtp.hold_data()
+    env = {TEST_CLOCK: "2026-12-01T08:02:00+00:00"}
+    runs = [mailer("run", "--json", **env) for _ in range(2)]
+    wait_for(lambda: smtp.held and [p for p in runs if p.poll() is not None],
+             "one run sending and the other one gone",
+             state=lambda: f"{smtp.held} held, exit codes {[p.poll() for p in runs]}")
+    smtp.release_data()
+    for proc in runs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode(errors="replace")
+    arrived = Counter(r for m in smtp.messages() for r in m.recipients)
+    assert len(arrived) == 30 and set(arrived.values()) == {1}
+
+
+def test_a_killed_sender_never_sends_a_step_twice(run, project, smtp, monkeypatch):
+    """`mailer run` killed (-9) while steps are in flight, three times, then run to the
+    end: every person got the welcome step at most once, and each one who did not get
+    it is "unknown" (in flight at a kill), never queued again by the sequence."""
+    import random
+
+    configure(monkeypatch, smtp, rate=20, burst=20, connections=4)
+    define(project, WELKOM)
+    at(monkeypatch, "2026-12-01T08:00:00+00:00")
+    sync(run)
+    people = [f"p{i}@example.be" for i in range(150)]
+    join(run, project, [(a, "") for a in people])
+    env = {TEST_CLOCK: "2026-12-01T08:00:30+00:00"}
+    rng = random.Random(20261202)
+    for kill in range(3):
+        target = len(smtp.messages()) + rng.randint(2, 8)
+        runs = [mailer("run", "--max-seconds", "300", **env)]
+
+        def sending(runs: list = runs, target: int = target) -> bool:  # noqa: B006
+            if runs[-1].poll() is not None:
+                _, err = runs[-1].communicate()
+                assert LOCK_BUSY in err, f"mailer run ended early: {err.decode()[-2000:]}"
+                runs.append(mailer("run", "--max-seconds", "300", **env))
+                return False
+            return len(smtp.messages()) >= target
+
+        wait_for(sending, f"kill {kill}: message {target} at the server",
+                 state=lambda: f"{len(smtp.messages())} arrived")
+        time.sleep(rng.uniform(0, 0.1))  # not a wait for anything: where the kill falls
+        assert alive(runs[-1])
+        runs[-1].kill()
+        runs[-1].wait(timeout=60)
+    run_out("run", "--max-seconds", "300", MAILER_DELIVERY__RATE="500",
+            MAILER_DELIVERY__BURST="0", **env)
+    run_out("run", "--max-seconds", "300", MAILER_DELIVERY__RATE="500",
+            MAILER_DELIVERY__BURST="0", **env)  # a second: nothing more
+    arrived = Counter(r for m in smtp.messages() for r in m.recipients)
+    assert max(arrived.values()) == 1, "a step went out twice"
+    with engine().connect() as conn:
+        states = dict(conn.execute(sa.text(
+            "SELECT s.email, d.state FROM delivery d JOIN subscriber s "
+            "ON s.id = d.subscriber_id")).all())
+        progress = Counter(conn.execute(sa.text(
+            "SELECT passed_after FROM sequence_progress")).scalars())
+    assert len(states) == len(people) and progress == {0: len(people)}
+    assert {a for a in people if not arrived[a]} <= {a for a, s in states.items()
+                                                     if s == "unknown"}
+    assert all(states[a] in ("sent", "unknown") for a in people)
+
+
+# --- a person's data ------------------------------------------------------------------------
+
+
+def test_export_shows_and_erasure_removes_where_someone_is(run, project, monkeypatch):
+    define(project, WELKOM)
+    at(monkeypatch, "2026-12-01T08:00:00+00:00")
+    sync(run)
+    join(run, project, [("an@example.be", "")])
+    exported = run("gdpr", "export", "an@example.be", "--out", "-")
+    assert exported.exit_code == 0, exported.output
+    document = json.loads(exported.stdout)
+    assert [q["sequence"] for q in document["sequences"]] == ["welkom"]
+    assert run("gdpr", "erase", "an@example.be", "--yes").exit_code == 0
+    with engine().connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM sequence_progress")
+                            ).scalar_one() == 0
