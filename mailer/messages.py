@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from mailer.config import Sending, Settings
 from mailer.content.dkim import Signer as DkimSigner
-from mailer.content.lint import Finding, check, group_audience, refuse_errors
+from mailer.content.lint import Audience, Finding, check, group_audience, refuse_errors
 from mailer.content.mailing import CampaignInfo, ListInfo, Mailing, Recipient, load_sources
 from mailer.delivery.rendering import key_files, load_keys, recipe_from
 from mailer.errors import InvalidInput
@@ -66,6 +66,18 @@ def audience(session: Session, campaign: Campaign) -> Iterator[Recipient]:
                         language=data["language"], attributes=dict(data["attributes"]))
 
 
+def _grouped_audience(session: Session, campaign: Campaign) -> Audience:
+    """The audience as lint.group_audience groups it: counted in groups by the database
+    (campaigns.audience_groups) when it can, else member by member (a segment)."""
+    from mailer.delivery.campaigns import audience_groups
+
+    groups = audience_groups(session, campaign)
+    if groups is None:
+        return group_audience(audience(session, campaign))
+    return group_audience((count, recipient(session.get(Subscriber, first)))
+                          for count, first in groups)
+
+
 def check_campaign(project: Project, session: Session, campaign: Campaign, *,
                    subject: str | None = None) -> tuple[Mailing, list[Finding], int]:
     """`templates check` for a campaign (or a list and segment in a campaign not saved):
@@ -81,7 +93,7 @@ def check_campaign(project: Project, session: Session, campaign: Campaign, *,
                            campaign=CampaignInfo(campaign.id or 0, campaign.slug,
                                                  campaign.title,
                                                  campaign_date(session, campaign)))
-    people = group_audience(audience(session, campaign))
+    people = _grouped_audience(session, campaign)
     return mailing, check(mailing, sample_recipient(first.language), audience=people), \
         people.total
 

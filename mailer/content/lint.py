@@ -39,7 +39,8 @@ from mailer.content.texts import LANGUAGES
 from mailer.delivery.segments import FIELDS
 from mailer.tokens import MessageToken
 
-__all__ = ["CLIP_BYTES", "Audience", "Finding", "check", "group_audience", "refuse_errors"]
+__all__ = ["CLIP_BYTES", "Audience", "Finding", "check", "group_audience", "refuse_errors",
+           "shape"]
 
 CLIP_BYTES = 102 * 1024  # Gmail shows "[Message clipped]" past this much HTML
 NEAR_CLIP_BYTES = 80 * 1024
@@ -62,16 +63,25 @@ class Audience:
     groups: dict[tuple[Any, ...], tuple[int, Recipient]] = field(default_factory=dict)
 
 
-def group_audience(recipients: Iterable[Recipient]) -> Audience:
+def shape(person: Recipient) -> tuple[Any, ...]:
+    """What decides the undefined names a recipient renders: the language (of those with
+    texts), the fields they have and their attributes' names."""
+    data = person.template_data()
+    return (person.language if person.language in LANGUAGES else None,
+            tuple(sorted(data)), tuple(sorted(data["attributes"])))
+
+
+def group_audience(recipients: Iterable[Recipient | tuple[int, Recipient]]) -> Audience:
+    """The recipients by shape, the first of each kept to render; a (count, recipient)
+    pair stands for that many of the same shape (grouped already: doctor/templates.py)."""
     audience = Audience()
     groups = audience.groups
-    for person in recipients:
-        data = person.template_data()
-        shape = (person.language if person.language in LANGUAGES else None,
-                 tuple(sorted(data)), tuple(sorted(data["attributes"])))
-        seen = groups.get(shape)
-        groups[shape] = (seen[0] + 1, seen[1]) if seen else (1, person)
-        audience.total += 1
+    for item in recipients:
+        count, person = item if isinstance(item, tuple) else (1, item)
+        key = shape(person)
+        seen = groups.get(key)
+        groups[key] = (seen[0] + count, seen[1]) if seen else (count, person)
+        audience.total += count
     return audience
 
 
