@@ -324,3 +324,40 @@ def test_the_way_out_for_a_derived_name_is_a_where_that_works_verbatim(run, proj
     greeted = {re.search(r"Dag ([^,]*),", text)[1] for text in _sent(project)}
     assert "" not in greeted and greeted <= {"Jan van der Berg", "An", "Van der Berg",
                                              "De Vries"}
+
+
+def test_the_audience_counted_in_groups_by_the_database_is_the_audience_read_one_by_one(
+        run, project):
+    """campaigns.audience_groups (the database's GROUP BY) gives the template check the
+    same groups and counts as reading every member: languages, names there or not (an
+    empty one counts as missing), attributes in any order, a member of two lists once."""
+    from mailer.content.lint import group_audience, shape
+    from mailer.delivery.campaigns import get_campaign
+    from mailer.messages import _grouped_audience, audience
+    from mailer.project import Project
+
+    csv = project / "mixed.csv"
+    rows = ["email,first_name,infix,last_name,language,plan,city"]
+    for i in range(60):
+        rows.append(",".join((
+            f"p{i}@example.be", "" if i % 3 == 0 else f"Naam{i}", "de" if i % 4 == 0 else "",
+            "" if i % 5 == 0 else f"Achter{i}", ("nl", "en", "")[i % 3],
+            "" if i % 2 else "gold", "" if i % 7 else "Gent")))
+    csv.write_text("\n".join(rows) + "\n")
+    result = run("subscribers", "import", str(csv), "--list", "nieuwsbrief", "--consent",
+                 "test", "--confirmed")
+    assert result.exit_code == 0, result.output
+    assert run("campaign", "create", "dec", "--list", "nieuwsbrief", "--template",
+               "templates/newsletter.html.j2", "--subject", "Nieuws").exit_code == 0
+    loaded = Project.load()
+    from mailer.db import session_scope
+
+    with session_scope(loaded.engine) as session:
+        campaign = get_campaign(session, "dec")
+        one_by_one = group_audience(audience(session, campaign))
+        grouped = _grouped_audience(session, campaign)
+        assert grouped.total == one_by_one.total == 60
+        counts = {key: count for key, (count, _) in one_by_one.groups.items()}
+        assert len(counts) > 8  # the data has many shapes
+        assert {key: count for key, (count, _) in grouped.groups.items()} == counts
+        assert all(shape(person) == key for key, (_, person) in grouped.groups.items())
