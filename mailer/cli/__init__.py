@@ -7,10 +7,16 @@ Start-up: this module imports only click. The commands are registered by name in
 COMMANDS and their module is imported when the command runs (or its --help is asked), so
 `mailer --version` and `mailer --help` load neither SQLAlchemy nor the project loader
 (tests/test_startup.py keeps it so; figures in docs/performance.md).
+
+In the `mailer` process itself (main()), what a command's module imported is then frozen
+(gc.freeze): modules, classes and functions live until the process ends, so neither the
+collections during a long send nor the ones at exit walk them again (~0.2 s less at the
+end of a campaign send). A program that imports `cli` keeps its collector as it is.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -109,6 +115,8 @@ class LazyCommands(MutableMapping[str, click.Command]):
                 raise KeyError(name)
             module, _, attribute = self.table[name][0].partition(":")
             self.loaded[name] = getattr(importlib.import_module(module), attribute)
+            if _FREEZE_IMPORTS:
+                gc.freeze()
         return self.loaded[name]
 
     def __setitem__(self, name: str, command: click.Command) -> None:
@@ -241,5 +249,10 @@ def cli(ctx: click.Context, config: str | None) -> None:
     ctx.obj = State(config)
 
 
+_FREEZE_IMPORTS = False  # main() sets it: only the `mailer` process freezes its imports
+
+
 def main() -> None:
+    global _FREEZE_IMPORTS
+    _FREEZE_IMPORTS = True
     cli(prog_name="mailer")
