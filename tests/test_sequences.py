@@ -10,6 +10,8 @@ instants. Mails go to the real test SMTP server (tests/support/smtpserver.py).""
 from __future__ import annotations
 
 import json
+import shlex
+import signal
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
@@ -136,6 +138,38 @@ def test_a_bad_sequence_is_one_clear_line_and_nothing_is_written(run, project, s
     assert result.exit_code == 1 and said in result.stderr, result.output
     assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) <= 2
     assert run("sequences", "ls", "--json").stdout.strip() == "[]"
+
+
+def test_a_bad_zone_template_or_field_is_one_clear_line_and_nothing_is_written(run,
+                                                                               project):
+    """A list's time zone that is no zone, a step's template that does not exist, a
+    subject that reads a field nobody has: one line (and a hint that works), exit 1, no
+    sequence written."""
+    sync(run)  # the list exists (a step's check names it)
+    path = project / "lists" / "nieuwsbrief.toml"
+    original = path.read_text(encoding="utf-8")
+    path.write_text('timezone = "Europe/Brusel"\n' + original + WELKOM, encoding="utf-8")
+    result = run("lists", "sync")
+    assert result.exit_code == 1 and "unknown time zone 'Europe/Brusel'" in result.stderr
+    path.write_text(original, encoding="utf-8")
+    define(project, WELKOM.replace("templates/welcome.html.j2", "templates/welkom.html.j2"))
+    result = run("lists", "sync")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("Error: Sequence welkom, step templates/welkom.html.j2: "
+                                    "Template not found: templates/welkom.html.j2"), \
+        result.stderr
+    define(project, WELKOM.replace('"Nog een tip"', '"Nog een tip, {{ subscriber.bijnaam }}"'))
+    result = run("lists", "sync")
+    assert result.exit_code == 1, result.output
+    first, hint = result.stderr.strip().splitlines()
+    assert first.startswith("Error: Sequence welkom, step tips-2: subscriber.bijnaam (the "
+                            "subject) is undefined"), first
+    # the hint names what exists (the step's campaign does not: the sync was undone)
+    checked = run(*shlex.split(hint.split("See every problem: mailer ", 1)[1]))
+    assert checked.exit_code == 1 and "subscriber.bijnaam" in checked.output, checked.output
+    assert run("sequences", "ls", "--json").stdout.strip() == "[]"
+    with engine().connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM campaign")).scalar_one() == 0
 
 
 # --- months of simulated time --------------------------------------------------------------
@@ -318,24 +352,40 @@ def test_editing_steps_reaches_who_has_not_passed_and_never_resends(run, project
     assert run("run").exit_code == 0
     assert got(smtp)["bo@example.be"] == ["Welkom, Bo", "Extra", "Drie tips om te starten"]
     assert got(smtp)["an@example.be"] == ["Welkom, An", "Drie tips om te starten"]
-    # Reordered: tips-1 after tips-2 now (12d and 10d); a new subject for tips-2; the
-    # welcome and extra steps removed. Nobody gets a step again.
+    # Reordered: tips-1 after tips-2 now (12d and 10d); the welcome and extra steps
+    # removed; the template's text changed (not its subject). Nobody gets a step again.
     moved = WELKOM.replace(WELCOME, "").replace(
-        'after = "3d", id = "tips-1"', 'after = "12d", id = "tips-1"').replace(
-        '"Nog een tip" }', '"Nog een tip (nieuw)" }')
+        'after = "3d", id = "tips-1"', 'after = "12d", id = "tips-1"')
     lines = moved.strip().splitlines()
     define(project, "\n" + "\n".join([*lines[:3], lines[4], lines[3], *lines[5:]]) + "\n")
+    template = project / "templates" / "newsletter.html.j2"
+    template.write_text(template.read_text(encoding="utf-8").replace(
+        "<h2>Agenda</h2>", "<h2>Agenda</h2><p>Nieuw: de kalender voor 2027.</p>"),
+        encoding="utf-8")
     said = sync(run).stderr
     assert "step templates/welcome.html.j2 removed" in said and "step extra removed" in said
     assert "tips-1: after 3d" in said and "-> after 12d" in said
-    assert "new template or subject" in said
-    for when in ("2026-12-11T08:00:30", "2026-12-14T08:00:30", "2026-12-16T08:00:30"):
-        at(monkeypatch, when + "+00:00")  # an's 10d; both 12d / bo's 10d; bo's 12d
+    assert "step 1 tips-2: new template or subject: the 2 people still to get it" in said
+    at(monkeypatch, "2026-12-11T08:00:30+00:00")  # an's 10d
+    assert run("run").exit_code == 0
+    # then a new subject for tips-2: bo, still to get it, gets that one
+    define(project, "\n" + "\n".join([*lines[:3], lines[4], lines[3], *lines[5:]]).replace(
+        '"Nog een tip" }', '"Nog een tip (nieuw)" }') + "\n")
+    assert "step 1 tips-2: new template or subject: the 1 person still to get it" in sync(
+        run).stderr
+    for when in ("2026-12-14T08:00:30", "2026-12-16T08:00:30"):
+        at(monkeypatch, when + "+00:00")  # an's 12d / bo's 10d; bo's 12d
         assert run("run").exit_code == 0
     assert got(smtp) == {
-        "an@example.be": ["Welkom, An", "Drie tips om te starten", "Nog een tip (nieuw)"],
+        "an@example.be": ["Welkom, An", "Drie tips om te starten", "Nog een tip"],
         "bo@example.be": ["Welkom, Bo", "Extra", "Drie tips om te starten",
                           "Nog een tip (nieuw)"]}
+    # the new text is in the mails sent after the sync, and only in those
+    mails = [message_from_bytes(m.data, policy=email_policy) for m in smtp.messages()]
+    new_text = {(str(m["subject"]), "de kalender voor 2027" in m.get_body(
+        ("html",)).get_content()) for m in mails if not m["subject"].startswith("Welkom")}
+    assert new_text == {("Drie tips om te starten", False), ("Extra", False),
+                        ("Nog een tip", True), ("Nog een tip (nieuw)", True)}, new_text
     shown = json.loads(run("sequences", "show", "welkom", "--json").stdout)
     assert shown["people"]["done"] == 2
     assert [s["step"] for s in shown["steps"]] == [1, 2, None, None]  # removed ones last
@@ -453,3 +503,109 @@ def test_export_shows_and_erasure_removes_where_someone_is(run, project, monkeyp
     with engine().connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM sequence_progress")
                             ).scalar_one() == 0
+
+
+# --- the faults and signals campaign mails meet, on steps and notices ----------------------
+
+
+def kinds(conn_engine) -> dict[tuple[str, str], str]:  # noqa: ANN001
+    """(address, kind of campaign) -> state of every step and notice mail."""
+    with conn_engine.connect() as conn:
+        return {(e, k): s for e, k, s in conn.execute(sa.text(
+            "SELECT p.email, c.kind, d.state FROM delivery d JOIN campaign c ON "
+            "c.id = d.campaign_id JOIN subscriber p ON p.id = d.subscriber_id "
+            "WHERE c.kind <> 'campaign'"))}
+
+
+def test_steps_and_notices_meet_the_faults_campaign_mails_do(run, project, smtp,
+                                                              monkeypatch):
+    """tests/test_delivery.py's fault set (a greylisting, a refused address, a refused
+    message, a lost reply after the final dot, dropped connections, a busy greeting) on
+    welcome steps and confirmation mails in one `mailer run`: deferred and retried, the
+    5.1.1 refusal bounced and suppressed (so the sequence stops for that person), the
+    5.7.1 one failed, the lost reply unknown and never sent again; nobody twice."""
+    configure(monkeypatch, smtp, connections=2, pause_failure_rate=0.9)
+    define(project, WELKOM)
+    at(monkeypatch, "2026-12-01T08:00:00+00:00")
+    sync(run)
+    members = [f"p{i}@example.be" for i in range(10)]
+    join(run, project, [(a, "") for a in members])
+    pending = [f"n{i}@example.nl" for i in range(6)]
+    csv = project / "nieuw.csv"
+    csv.write_text("email\n" + "".join(f"{a}\n" for a in pending))
+    result = run("subscribers", "import", str(csv), "--list", "nieuwsbrief", "--consent",
+                 "test", "--send-confirmation", "--quiet")
+    assert result.exit_code == 0, result.output
+    smtp.reply_to_rcpt(members[1], 451, "4.7.1 Greylisted, try later", times=1)
+    smtp.reply_to_rcpt(pending[1], 451, "4.7.1 Greylisted, try later", times=1)
+    smtp.reply_to_rcpt(members[2], 550, "5.1.1 No such user")
+    smtp.reply_to_rcpt(pending[2], 550, "5.1.1 No such user")
+    smtp.reply_to_data(554, "5.7.1 Rejected as spam", match=pending[3])
+    smtp.reply_to_data(452, "4.3.1 Insufficient storage", times=2)
+    smtp.drop_after_data(match=members[3])
+    smtp.drop_after(3, times=2)
+    smtp.drop_during_data(times=1)
+    smtp.greet_with(421, "4.3.2 Too busy", times=1)
+    result = run("run", "--json")
+    assert result.exit_code == 0, result.output
+    final = kinds(engine())
+    step = {a: final[(a, "step")] for a in members}
+    notice = {a: final[(a, "notice")] for a in pending}
+    assert step.pop(members[2]) == "bounced" and step.pop(members[3]) == "unknown"
+    assert set(step.values()) == {"sent"}, step
+    assert notice.pop(pending[2]) == "bounced" and notice.pop(pending[3]) == "failed"
+    assert set(notice.values()) == {"sent"}, notice
+    got_once = Counter(r for m in smtp.messages() for r in m.recipients)
+    assert set(got_once) == set(members + pending) - {members[2], pending[2], pending[3]}
+    assert max(got_once.values()) == 1
+    smtp.clear_faults()
+    assert json.loads(run("run", "--json").stdout)["notices"]["sent"] == 0  # unknown stays
+    # Three days on: the next step for everyone but the refused address (suppressed).
+    at(monkeypatch, "2026-12-04T08:00:10+00:00")
+    result = run("run", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["steps"] == {"queued": 9, "waiting": 0, "stopped": 1}
+    assert {a: s[-1] for a, s in got(smtp).items() if a in members} == {
+        a: "Drie tips om te starten" for a in members if a != members[2]}
+    assert max(Counter(r for m in smtp.messages() for r in m.recipients
+                       if r != members[3]).values()) == 2
+
+
+def test_sigterm_lets_the_steps_and_notices_in_flight_finish_and_the_next_run_goes_on(
+        run, project, smtp, monkeypatch):
+    """`mailer run` sending welcome steps and confirmation mails gets SIGTERM (as systemd
+    stops it) with two of them held at the server: those two finish and are recorded, it
+    stops with exit 130 and the one line, and the command it names sends the rest, each
+    person's mail once."""
+    from tests.test_interrupt import delivered, finish, start
+
+    configure(monkeypatch, smtp, rate=200, connections=2)
+    define(project, WELKOM)
+    at(monkeypatch, "2026-12-01T08:00:00+00:00")
+    sync(run)
+    members = [f"p{i}@example.be" for i in range(12)]
+    join(run, project, [(a, "") for a in members])
+    pending = [f"n{i}@example.nl" for i in range(6)]
+    csv = project / "nieuw.csv"
+    csv.write_text("email\n" + "".join(f"{a}\n" for a in pending))
+    result = run("subscribers", "import", str(csv), "--list", "nieuwsbrief", "--consent",
+                 "test", "--send-confirmation", "--quiet")
+    assert result.exit_code == 0, result.output
+    smtp.hold_data()
+    runner = start("run", "--max-seconds", "600")
+    wait_for(lambda: alive(runner) and smtp.held == 2 and Counter(
+        kinds(engine()).values())["sending"] == 2, "2 steps or notices in flight",
+        state=lambda: f"{smtp.held} held, {Counter(kinds(engine()).values())}")
+    runner.send_signal(signal.SIGTERM)
+    wait_for(lambda: delivered(runner.pid), "SIGTERM delivered")
+    smtp.release_data()
+    _, line = finish(runner)
+    states = Counter(kinds(engine()).values())
+    assert states["sent"] == len(smtp.messages()) == 2  # the two in flight, recorded
+    assert states == {"sent": 2, "queued": 16}, states
+    assert line.groups() == ("SIGTERM", "2", "16", None, "mailer run")
+    result = run(*shlex.split(line[5])[1:], "--json")  # the command it gave
+    assert result.exit_code == 0, result.output
+    received = Counter(r for m in smtp.messages() for r in m.recipients)
+    assert sorted(received) == sorted(members + pending) and set(received.values()) == {1}
+    assert Counter(kinds(engine()).values()) == {"sent": 18}

@@ -144,6 +144,28 @@ def test_an_idle_run_imports_neither_the_sending_side_nor_alembic(tmp_path):
     assert lines == ""  # "Nothing to do." goes to stderr, as a run with work does
 
 
+def test_a_scripted_send_imports_no_progress_bar(tmp_path):
+    """`campaign send --yes --json` (cron, scripts) draws no bar: rich is not imported;
+    the send itself is whole (the default transport: the project's maildir)."""
+    from mailer.scaffold import create_project
+
+    config = str(create_project(tmp_path / "news"))
+    (tmp_path / "people.csv").write_text("email,first_name\nan@example.be,An\n"
+                                         "bo@example.be,Bo\n")
+    for args in (["lists", "sync"],
+                 ["subscribers", "import", str(tmp_path / "people.csv"), "--list",
+                  "nieuwsbrief", "--consent", "test", "--confirmed"],
+                 ["campaign", "create", "dec", "--list", "nieuwsbrief", "--template",
+                  "templates/newsletter.html.j2", "--subject", "Ons nieuws"]):
+        result = CliRunner().invoke(cli, ["--config", config, *args], prog_name="mailer")
+        assert result.exit_code == 0, result.output
+    output, loaded = run_mailer(["--config", config, "campaign", "send", "dec", "--yes",
+                                 "--json"], tmp_path)
+    assert json.loads(output)["sent"] == 2
+    assert "rich" not in loaded
+    assert "mailer.cli.campaigncmd" in loaded
+
+
 def test_the_schema_check_finds_the_head_without_alembic_as_alembic_does():
     from alembic.config import Config
     from alembic.script import ScriptDirectory

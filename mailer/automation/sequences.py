@@ -32,6 +32,7 @@ suppressed by the time a step is due stops: no step of that sequence any more.
 from __future__ import annotations
 
 import hashlib
+import shlex
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ from mailer.audience.lists import (
 )
 from mailer.db import session_scope
 from mailer.dbtypes import Timestamp
-from mailer.errors import InvalidInput, NotFound
+from mailer.errors import InvalidInput, MailerError, NotFound
 from mailer.models import (
     AuditLog,
     Campaign,
@@ -537,10 +538,20 @@ def _freeze(project: Project, session: Session, campaign: Campaign) -> None:
     from mailer.content.tracking import tracked_sources
     from mailer.messages import checked_mailing
 
-    mailing = checked_mailing(project, session, campaign)
-    sources = tracked_sources(project, session, campaign, mailing.sources)
     ml = session.get(MailingList, campaign.list_ids[0])
     assert ml is not None
+    try:
+        mailing = checked_mailing(project, session, campaign)
+    except MailerError as exc:
+        # The sync is rolled back: the step's campaign will not exist, so the check's own
+        # hint (`templates check --campaign SLUG`) would name nothing. Say which step.
+        name, _, key = campaign.title.partition(": ")  # _new_step's title
+        raise type(exc)(f"Sequence {name}, step {key}: {exc}", hint=(
+            "See every problem: mailer templates check "
+            f"{shlex.quote(campaign.template)} --list {ml.slug} --subject "
+            f"{shlex.quote(campaign.subject)}") if exc.hint and "templates check" in exc.hint
+            else exc.hint) from None
+    sources = tracked_sources(project, session, campaign, mailing.sources)
     campaign.snapshot = {"name": sources.name, "html": sources.html, "text": sources.text,
                          "subject": campaign.subject,
                          "folder": str(sources.folder) if sources.folder else None,

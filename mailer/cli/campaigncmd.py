@@ -11,7 +11,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlmodel import select
 
 from mailer.cli import State, pass_state
@@ -545,6 +544,8 @@ def _progress(name: str, quiet: bool):  # noqa: ANN202
     if quiet or not sys.stderr.isatty():
         yield None
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
     columns = (TextColumn("{task.description}"), BarColumn(),
                TextColumn("{task.fields[detail]}"), TimeRemainingColumn())
     with Progress(*columns, console=err(), transient=True) as bar:
