@@ -185,6 +185,10 @@ class Delivery(_Section):
     # (the machine was down): "send-late" sends it once, late, with a warning (only the
     # latest, when several were missed); "skip" skips it, with a warning.
     missed: Literal["send-late", "skip"] = "send-late"
+    # PostgreSQL, several senders (docs/scale-out.md): a sender's claim on the deliveries
+    # it took lasts this long unless it renews it (every third of it, while it lives).
+    # When a sender dies, its unsent deliveries go to the others after at most this long.
+    lease_seconds: float = Field(default=60.0, ge=1.0)
 
 
 class Web(_Section):

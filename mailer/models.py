@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -57,6 +58,7 @@ __all__ = [
     "OptIn",
     "Subscriber",
     "Subscription",
+    "SenderLease",
     "SubscriptionStatus",
     "Suppression",
     "SuppressionReason",
@@ -295,6 +297,27 @@ class Delivery(SQLModel, table=True):
     queued_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
     sent_at: datetime | None = Field(default=None, sa_column=_stamp(nullable=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+    # The sender that took it from the outbox (PostgreSQL, several senders: a claim that
+    # holds while that sender's lease runs; delivery/claims.py). No foreign key: a
+    # sender's row goes when it ends, and a claim naming no live sender is no claim.
+    claimed_by: int | None = Field(default=None, sa_column=Column(Integer))
+
+
+class SenderLease(SQLModel, table=True):
+    """A sender at work (PostgreSQL: `mailer worker`, `mailer run`, `campaign send`, the
+    web app's notices), holding a lease it renews while it lives (delivery/claims.py)."""
+
+    __tablename__ = "sender"
+
+    id: int | None = Field(default=None, primary_key=True)
+    host: str = Field(sa_column=Column(String(255), nullable=False))
+    pid: int = Field(sa_column=Column(Integer, nullable=False))
+    started_at: datetime = Field(default_factory=utcnow, sa_column=_stamp())
+    lease_until: datetime = Field(sa_column=_stamp())
+    campaign_id: int | None = Field(default=None, sa_column=Column(Integer))
+    sent: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    rate: float = Field(default=0.0, sa_column=Column(Float, nullable=False,
+                                                      server_default="0"))
 
 
 class NoticeKind(enum.StrEnum):

@@ -196,7 +196,8 @@ def test_sigkill_mid_send_never_sends_a_notice_twice(run, project, smtp, monkeyp
     after each, the next run goes on. Every notice ends sent (received exactly once) or
     unknown (at most once): exactly those a kill left "sending"."""
     connections, kills = 4, 4
-    configure(monkeypatch, smtp, rate=20, burst=20, connections=connections)
+    configure(monkeypatch, smtp, rate=20, burst=20, connections=connections,
+              lease_seconds=1)  # PostgreSQL: a killed run's claims hold this long
     addresses = [f"n{i}@example.be" for i in range(200)]
     csv = project / "pending.csv"
     csv.write_text("email\n" + "".join(f"{a}\n" for a in addresses))
@@ -205,11 +206,13 @@ def test_sigkill_mid_send_never_sends_a_notice_twice(run, project, smtp, monkeyp
     assert result.exit_code == 0, result.output
     rng = random.Random(20261202)
     in_flight: list[int] = []
+    counted: set[int] = set()
     for kill in range(1, kills + 1):
         kill_mid_send(smtp, rng, kill)
-        left = notice_states(database)["sending"]
+        left = len(test_delivery.new_in_flight(database, counted))
         assert 1 <= left <= connections, f"kill {kill}: {left} notices were in flight"
         in_flight.append(left)
+    test_delivery.wait_for_leases(database)  # the last kill's claims free
     out, _ = run_out("run", "--json", "--max-seconds", "300", MAILER_DELIVERY__RATE="500",
                      MAILER_DELIVERY__BURST="0")
     assert json.loads(out)["notices"]["unknown"] == 0  # recovery is not a send

@@ -395,6 +395,41 @@ def test_editing_steps_reaches_who_has_not_passed_and_never_resends(run, project
     assert json.loads(run("sequences", "ls", "--json").stdout)[0]["state"] == "removed"
 
 
+def test_a_step_waits_while_the_one_before_is_still_in_the_outbox(run, project, smtp,
+                                                                  monkeypatch):
+    """The welcome held at the relay (in flight) when the 3d step comes due: the step
+    waits for it (five minutes at a time) and goes after it, never before. (A deferred
+    welcome is in the outbox the same way.)"""
+    configure(monkeypatch, smtp)
+    define(project, WELKOM)
+    at(monkeypatch, "2026-12-01T08:00:00+00:00")
+    sync(run)
+    join(run, project, [("an@example.be", "")])
+    smtp.hold_data()
+    runner = mailer("run", "--max-seconds", "300", **{TEST_CLOCK: "2026-12-01T08:00:30+00:00"})
+
+    def in_flight() -> bool:
+        with engine().connect() as conn:
+            return alive(runner) and smtp.held == 1 and conn.execute(sa.text(
+                "SELECT state FROM delivery")).scalar_one_or_none() == "sending"
+
+    wait_for(in_flight, "the welcome in flight", state=lambda: f"{smtp.held} held")
+    instance = Project.load()
+    friday_nine = datetime(2026, 12, 4, 8, 0, 10, tzinfo=UTC)  # 09:00 in Brussels
+    report = queue_due(instance, friday_nine)
+    instance.close()
+    assert (report.queued, report.waiting) == (0, 1)
+    smtp.release_data()
+    _, err = runner.communicate(timeout=300)
+    assert runner.returncode == 0, err.decode(errors="replace")
+    at(monkeypatch, "2026-12-04T08:00:20+00:00")
+    assert json.loads(run("run", "--json").stdout)["steps"]["queued"] == 0  # 5 minutes
+    assert got(smtp) == {"an@example.be": ["Welkom, An"]}
+    at(monkeypatch, "2026-12-04T08:05:30+00:00")
+    assert run("run").exit_code == 0
+    assert got(smtp) == {"an@example.be": ["Welkom, An", "Drie tips om te starten"]}
+
+
 # --- never twice ---------------------------------------------------------------------------
 
 

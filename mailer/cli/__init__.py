@@ -83,6 +83,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                     "hashed)."),
     "templates": ("mailer.cli.templatescmd:command",
                   "Mail templates: check them before a campaign uses them."),
+    "worker": ("mailer.cli.workercmd:worker",
+               "Send what is due, beside other workers: the confirmation, welcome and "
+               "export mails and sequence steps first, then every sending campaign, round "
+               "after round, until nothing is left or --max-seconds is up."),
 }
 
 

@@ -29,7 +29,7 @@ from mailer.delivery.campaigns import (
     schedule_campaign,
     transition,
 )
-from mailer.delivery.lock import run_lock
+from mailer.delivery.lock import send_lock, start_lock
 from mailer.delivery.runner import (
     prepare_start,
     reopen_for_unknown,
@@ -165,7 +165,8 @@ def ls(state: State, as_json: bool) -> None:
 @_json
 @pass_state
 def show(state: State, name: str, as_json: bool) -> None:
-    """A campaign's state, counts per delivery state, rate, ETA and last errors.
+    """A campaign's state, counts per delivery state, rate, ETA and last errors, and
+    (PostgreSQL) the workers sending it now: host, process, since when, rate.
 
     \b
     Example:
@@ -187,6 +188,9 @@ def show(state: State, name: str, as_json: bool) -> None:
     data["audience_now"] = audience
     assert campaign.id is not None
     data["feedback"] = returns = campaign_feedback(project.engine, campaign.id)
+    from mailer.delivery.claims import live_senders
+
+    data["senders"] = senders = live_senders(project.engine, campaign.id)
     if as_json:
         print_json(data)
         return
@@ -212,6 +216,10 @@ def show(state: State, name: str, as_json: bool) -> None:
         console.print(f"  sent in the last minute: {figures.sent_last_minute:,}"
                       + (f"; about {_duration(figures.eta_seconds)} to go"
                          if figures.eta_seconds else ""), highlight=False)
+    for sender in senders:
+        console.print(f"  sending: {sender['host']} pid {sender['pid']} since "
+                      f"{local_time(sender['started_at'])}, {sender['sent']:,} sent, "
+                      f"{sender['rate']:,.1f} messages/s", highlight=False, markup=False)
     if figures.state == CampaignState.PAUSED:
         console.print(f"  Paused: nothing goes out until `mailer campaign resume "
                       f"{figures.slug}`.", highlight=False)
@@ -376,12 +384,15 @@ def send(state: State, name: str, yes: bool, max_seconds: float | None, retry_un
     with stop_signals(signals):
         project = state.project
         transport = transport_for(project)
-        with run_lock(project.engine):
-            if retry_unknown:
-                reopen_for_unknown(project, name)
-            if not _start_or_continue(project, name, yes=yes, as_json=as_json,
-                                      describe=transport.describe(), signals=signals):
-                return
+        # SQLite: one sender, under the run lock; PostgreSQL: the start under the start
+        # lock, the send beside any other senders (delivery/claims.py)
+        with send_lock(project.engine):
+            with start_lock(project.engine):
+                if retry_unknown:
+                    reopen_for_unknown(project, name)
+                if not _start_or_continue(project, name, yes=yes, as_json=as_json,
+                                          describe=transport.describe(), signals=signals):
+                    return
             with _progress(name, quiet or as_json) as bar:
                 report, done = send_campaign(project, name, deadline=_deadline(max_seconds),
                                              retry_unknown=retry_unknown, progress=bar,

@@ -78,15 +78,16 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
 
 
 def _idle(project: Any, config: str | None) -> bool:
-    """Nothing due (delivery/due.py), checked under the run lock like a run itself, so a
-    run that is busy is reported as one (LockBusy). Leaves the run cache for the next."""
+    """Nothing due (delivery/due.py), checked under the send lock like a run itself, so
+    a run that is busy on SQLite is reported as one (LockBusy; on PostgreSQL senders
+    share the work). Leaves the run cache for the next."""
     from mailer.dbtypes import utcnow
     from mailer.delivery.due import nothing_due
-    from mailer.delivery.lock import run_lock
+    from mailer.delivery.lock import send_lock
     from mailer.runcache import remember
 
     remember(config, project.settings, project.engine.dialect)
-    with run_lock(project.engine):
+    with send_lock(project.engine):
         return nothing_due(project.engine, now=utcnow(),
                            feedback_sources=bool(project.settings.feedback.sources))
 
@@ -101,8 +102,10 @@ def _nothing(summary: dict[str, Any], quiet: bool, as_json: bool) -> None:
         click.echo("Nothing to do.", err=True)
 
 
-def _report(project: Any, result: Any, quiet: bool, as_json: bool) -> None:
-    """What run_due did: JSON, or a line per thing done; the exit code says how it ended."""
+def _report(project: Any, result: Any, quiet: bool, as_json: bool,
+            command: str = "mailer run") -> None:
+    """What run_due did: JSON, or a line per thing done; the exit code says how it ended.
+    `command`: the one that continues after a signal (`mailer worker` shares this)."""
     from mailer.cli.campaigncmd import _interrupted, _line, _watch
     from mailer.cli.output import err, print_json
 
@@ -120,7 +123,7 @@ def _report(project: Any, result: Any, quiet: bool, as_json: bool) -> None:
                      sum(c["sent"] for c in result.campaigns.values()) + n.get("sent", 0),
                      result.waiting,
                      sum(c["unknown"] for c in result.campaigns.values()) + n.get("unknown", 0),
-                     "mailer run")
+                     command)
     lines: list[str] = []
     if any(result.notices.values()):
         n = result.notices

@@ -1,10 +1,17 @@
-"""One sender per project at a time: the run lock.
+"""The run lock.
 
-`mailer run` from cron every minute, a `mailer campaign send` in a terminal, a second
-`mailer run` that starts while the first is still busy: only one of them sends. On SQLite
-the lock is an advisory file lock (flock) beside the database file; on PostgreSQL it is
-a session advisory lock, so it also holds between machines. Either is released by the
-operating system or the server when the process dies, even by SIGKILL.
+On SQLite, one sender per project at a time: `mailer run` from cron every minute, a
+`mailer campaign send` in a terminal, `mailer worker`, a second `mailer run` that starts
+while the first is still busy: only one of them sends. The lock is an advisory file lock
+(flock) beside the database file (`send_lock`, held for the whole command).
+
+On PostgreSQL any number of senders share the outbox through claims (claims.py), so only
+the start of campaigns (and the rest of `mailer run`'s housekeeping: returns, purge,
+recurring campaigns, sequence steps) is one process's at a time: a session advisory lock
+(`start_lock`), which also holds between machines. `run_lock` is both.
+
+Either lock is released by the operating system or the server when the process dies, even
+by SIGKILL.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from mailer.errors import MailerError
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-__all__ = ["LockBusy", "run_lock", "sqlite_lock"]
+__all__ = ["LockBusy", "run_lock", "send_lock", "sqlite_lock", "start_lock"]
 
 
 class LockBusy(MailerError):
@@ -31,12 +38,40 @@ class LockBusy(MailerError):
 
 @contextlib.contextmanager
 def run_lock(engine: Engine) -> Iterator[None]:
+    """Both locks: to start campaigns and send them (`campaign send`, `mailer run`'s
+    question whether anything is due)."""
+    with send_lock(engine), start_lock(engine):
+        yield
+
+
+@contextlib.contextmanager
+def send_lock(engine: Engine) -> Iterator[None]:
+    """What a sender holds while it sends: on SQLite the run lock (one sender); on
+    PostgreSQL nothing (the claims share the outbox out)."""
     if engine.dialect.name == "sqlite":
         with sqlite_lock(engine.url.database or ""):
             yield
     else:
-        with _advisory_lock(engine):
-            yield
+        yield
+
+
+@contextlib.contextmanager
+def start_lock(engine: Engine, *, busy_ok: bool = False) -> Iterator[bool]:
+    """What starting campaigns takes: on PostgreSQL the advisory lock (LockBusy when
+    another process holds it, or with `busy_ok` False yielded: do without); on SQLite
+    nothing more (the sender holds `send_lock`). Yields whether it is held."""
+    if engine.dialect.name == "sqlite":
+        yield True
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_advisory_lock(engine))
+        except LockBusy:
+            if not busy_ok:
+                raise
+            yield False
+            return
+        yield True
 
 
 @contextlib.contextmanager
@@ -77,8 +112,8 @@ def _advisory_lock(engine: Engine) -> Iterator[None]:
         got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
         conn.commit()
         if not got:
-            raise LockBusy("Another mailer process is sending for this project.",
-                           hint="Wait for it, or look at `mailer campaign show`.")
+            raise LockBusy("Another mailer process is starting campaigns for this "
+                           "project.", hint="Wait for it, or look at `mailer campaign show`.")
         try:
             yield
         finally:

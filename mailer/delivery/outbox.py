@@ -10,6 +10,11 @@ delivery/notices.py) and sequence steps ("step"). An Outbox reads one campaign's
 in id order (`due`), and the due rows of the engine's own campaigns (`urgent_due`), which
 the sender puts before the campaign's (sender.py). The send-time checks depend on the
 kind (`send_check`).
+
+On PostgreSQL with `claims` (delivery/claims.py) several senders share the outbox: `due`
+and `urgent_due` first claim the rows they return (FOR UPDATE SKIP LOCKED), passing over
+those of other live senders, and `recover` settles only the rows in flight of senders
+whose lease ran out.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from mailer.audience.hashing import address_hash
 from mailer.content.mailing import Recipient
 from mailer.db import durable_begin
 from mailer.dbtypes import Timestamp, placeholder, stamp
+from mailer.delivery.claims import IN_FLIGHT, Claims, no_live_claim
 from mailer.delivery.rendering import Due
 from mailer.delivery.transports import Outcome
 from mailer.models import (
@@ -102,20 +108,25 @@ class Outbox:
     def __init__(self, engine: Engine, campaign_id: int | None, hash_key: bytes, *,
                  max_attempts: int, retry_after: float,
                  on_rejected: Callable[[list[tuple[int, str]]], None] | None = None,
-                 recover_system: bool = False) -> None:
+                 recover_system: bool = False, claims: Claims | None = None) -> None:
         """`campaign_id`: the campaign whose deliveries `due` reads (None: none, only the
         engine's own mails). `on_rejected` gets (delivery id, reply) of every 5xx at RCPT
         or DATA once it is committed: the return path classifies it and applies its
         policy (suppress, count, or warn when the rejection is about our sending).
         `recover_system`: `recover` also settles the engine's own deliveries left
-        "sending" (only a sender holding the run lock may: `mailer run`)."""
+        "sending" (only a sender holding the run lock may: `mailer run`). `claims`
+        (PostgreSQL): this sender's lease; it reads only rows it claimed, and recovers
+        only those of dead senders (of its own campaigns too, then)."""
         self.on_rejected = on_rejected
         self.engine = engine
         self.campaign_id = campaign_id
         self.hash_key = hash_key
         self.max_attempts = max_attempts
         self.retry_after = retry_after
-        self.recover_system = recover_system
+        self.recover_system = recover_system or claims is not None
+        self.claims = claims
+        if claims is not None and campaign_id is not None:
+            claims.holds(campaign_id)
 
     def _system_ids(self, conn: sa.Connection) -> dict[int, str]:
         """The engine's own campaigns (notices, steps): id -> send-time rule."""
@@ -142,11 +153,13 @@ class Outbox:
         found = requeued = 0
         with self.engine.begin() as conn:
             for scope in self._scopes(conn, system=self.recover_system):
+                # with claims, only the rows of senders whose lease ran out: another
+                # sender's messages in flight are its own business
+                dead = () if self.claims is None else (no_live_claim(D.c.claimed_by),)
                 found += conn.execute(D.update().where(
-                    scope, D.c.state == DeliveryState.SENDING)
+                    scope, D.c.state == DeliveryState.SENDING, *dead)
                     .values(state=DeliveryState.UNKNOWN, updated_at=now,
-                            last_reply="in flight when the sender stopped: it may have "
-                                       "arrived")).rowcount
+                            last_reply=IN_FLIGHT)).rowcount
                 if retry_unknown:
                     requeued += conn.execute(D.update().where(
                         scope, D.c.state == DeliveryState.UNKNOWN)
@@ -159,8 +172,9 @@ class Outbox:
         suppressed: skipped."""
         if self.campaign_id is None:
             return []
-        return self._read(D.c.campaign_id == self.campaign_id, D.c.id > after_id, limit=limit,
-                          now=now, rules={self.campaign_id: CampaignKind.CAMPAIGN.value})
+        where = [D.c.campaign_id == self.campaign_id, D.c.id > after_id]
+        return self._read(*self._claimed(where, limit, now), limit=limit, now=now,
+                          rules={self.campaign_id: CampaignKind.CAMPAIGN.value})
 
     def urgent_due(self, limit: int, now: datetime, exclude: Collection[int] = ()
                    ) -> list[Due]:
@@ -174,7 +188,25 @@ class Outbox:
         where = [D.c.campaign_id.in_(list(rules))]
         if exclude:
             where.append(D.c.id.not_in(list(exclude)))
-        return self._read(*where, limit=limit, now=now, rules=rules)
+        if self.claims is not None:
+            for campaign_id in rules:
+                self.claims.holds(campaign_id)
+        return self._read(*self._claimed(where, limit, now), limit=limit, now=now,
+                          rules=rules)
+
+    def _claimed(self, where: list[sa.ColumnElement[bool]], limit: int, now: datetime
+                 ) -> list[sa.ColumnElement[bool]]:
+        """`where`, or with claims: the rows of `where` this sender claimed now (up to
+        `limit` queued and `limit` due deferred ones, like `_read` reads them)."""
+        if self.claims is None:
+            return where
+        with self.engine.connect() as conn:
+            ids = [*self.claims.claim(conn, *where, D.c.state == DeliveryState.QUEUED,
+                                      limit=limit),
+                   *self.claims.claim(conn, *where, D.c.state == DeliveryState.DEFERRED,
+                                      D.c.next_attempt_at <= sa.literal(now, Timestamp()),
+                                      limit=limit)]
+        return [D.c.id.in_(ids)]
 
     def _read(self, *where: sa.ColumnElement[bool], limit: int, now: datetime,
               rules: dict[int, str]) -> list[Due]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -22,8 +23,10 @@ from mailer.automation.sequences import queue_due
 from mailer.content.mailing import CampaignInfo, Mailing
 from mailer.content.tracking import tracked_sources
 from mailer.db import session_scope
+from mailer.dbtypes import Timestamp
 from mailer.delivery.campaigns import get_campaign, snapshot_sources, start_campaign, transition
-from mailer.delivery.lock import run_lock
+from mailer.delivery.claims import Claims
+from mailer.delivery.lock import send_lock, start_lock
 from mailer.delivery.notices import system_renderer
 from mailer.delivery.outbox import Outbox
 from mailer.delivery.ratelimit import Limits, RateLimiter
@@ -55,8 +58,17 @@ NOTICE_COUNTS = ("sent", "deferred", "failed", "skipped", "unknown")  # RunSumma
 
 log = logging.getLogger("mailer.delivery")
 
-__all__ = ["RunSummary", "limiter_for", "mailings_for", "prepare_start", "reopen_for_unknown",
-           "run_due", "send_campaign", "send_notices", "send_test", "transport_for"]
+__all__ = ["RunSummary", "claims_for", "limiter_for", "mailings_for", "prepare_start",
+           "reopen_for_unknown", "run_due", "send_campaign", "send_notices", "send_test",
+           "transport_for"]
+
+
+def claims_for(project: Project) -> Claims | None:
+    """The sender's lease and claims on PostgreSQL, where several senders share the
+    outbox (delivery/claims.py); None on SQLite (one sender: the run lock)."""
+    if project.engine.dialect.name != "postgresql":
+        return None
+    return Claims(project.engine, lease=project.settings.delivery.lease_seconds)
 
 
 def transport_for(project: Project) -> Transport:
@@ -200,7 +212,8 @@ class _Pauser:
 
 def _finish_if_done(project: Project, campaign_id: int) -> bool:
     with session_scope(project.engine) as session:
-        row = session.get(Campaign, campaign_id)
+        # the row locked (PostgreSQL): of several senders ending at once, one finishes it
+        row = session.get(Campaign, campaign_id, with_for_update=True)
         assert row is not None
         table = Delivery.__table__  # type: ignore[attr-defined]
         open_rows = session.connection().execute(sa.select(sa.func.count()).where(
@@ -219,9 +232,11 @@ def send_campaign(project: Project, slug: str, *, deadline: float | None = None,
                   limiter: RateLimiter | None = None,
                   transport: Transport | None = None,
                   interrupted: Callable[[], str | None] = lambda: None,
+                  claims: Claims | None = None,
                   ) -> tuple[SendReport, bool]:
     """Send what is due for a campaign that is sending, through `transport` (default:
-    the project's; the send closes it). Holds no lock itself: callers take `run_lock`.
+    the project's; the send closes it). Holds no lock itself: callers take `send_lock`.
+    On PostgreSQL it sends what it claims (`claims`, default: a lease of its own).
     Returns the report and whether the campaign is now sent."""
     with session_scope(project.engine) as session:
         campaign = get_campaign(session, slug)
@@ -232,7 +247,8 @@ def send_campaign(project: Project, slug: str, *, deadline: float | None = None,
     d = project.settings.delivery
     outbox = Outbox(project.engine, campaign.id, project.hash_key,
                     max_attempts=d.max_attempts, retry_after=d.retry_after,
-                    on_rejected=_rejections(project))
+                    on_rejected=_rejections(project),
+                    claims=claims if claims is not None else claims_for(project))
     pause = _Pauser(project, campaign.id)
     sender = Sender(outbox=outbox, renderer=_renderer(project, campaign, outbox),
                     transport=transport or transport_for(project),
@@ -250,14 +266,18 @@ def send_campaign(project: Project, slug: str, *, deadline: float | None = None,
 
 
 def notice_sender(project: Project, *, limiter: RateLimiter, transport: Transport,
-                  deadline: float | None = None, recover: bool = True) -> Sender:
+                  deadline: float | None = None, recover: bool = True,
+                  claims: Claims | None = None) -> Sender:
     """A sender of the engine's own mails only (notices, sequence steps), until none is
     due: `mailer run` before the campaigns, the web app's background sender. `recover`
-    (only under the run lock): what a dead sender left "sending" becomes "unknown"."""
+    (only under the run lock): what a dead sender left "sending" becomes "unknown". On
+    PostgreSQL it sends what it claims (`claims`, default: a lease of its own), and
+    recovers only what dead senders left, whatever `recover` says."""
     d = project.settings.delivery
     outbox = Outbox(project.engine, None, project.hash_key, max_attempts=d.max_attempts,
                     retry_after=d.retry_after, on_rejected=_rejections(project),
-                    recover_system=recover)
+                    recover_system=recover,
+                    claims=claims if claims is not None else claims_for(project))
     return Sender(outbox=outbox, renderer=None, transport=transport, limiter=limiter,
                   connections=d.connections, deadline=deadline,
                   pause_failure_rate=d.pause_failure_rate,
@@ -266,11 +286,12 @@ def notice_sender(project: Project, *, limiter: RateLimiter, transport: Transpor
 
 def send_notices(project: Project, *, limiter: RateLimiter, deadline: float | None = None,
                  retry_unknown: bool = False,
-                 interrupted: Callable[[], str | None] = lambda: None) -> SendReport:
+                 interrupted: Callable[[], str | None] = lambda: None,
+                 claims: Claims | None = None) -> SendReport:
     """`mailer run`'s first sends: the due notices and steps, through the project's
-    transport. Holds no lock itself: the caller holds the run lock."""
+    transport. Holds no lock itself: the caller holds `send_lock`."""
     sender = notice_sender(project, limiter=limiter, transport=transport_for(project),
-                           deadline=deadline)
+                           deadline=deadline, claims=claims)
     return asyncio.run(sender.run(retry_unknown=retry_unknown, interrupted=interrupted))
 
 
@@ -303,11 +324,18 @@ class RunSummary:
 def run_due(project: Project, *, max_seconds: float | None = None,
             retry_unknown: bool = False,
             progress: Callable[[str, SendReport], None] | None = None,
-            signals: Interrupt | None = None) -> RunSummary:
-    """`mailer run`: under the run lock, start the scheduled campaigns that are due,
-    then send for every sending campaign until done or the time limit."""
-    from mailer.delivery.sender import summary
+            signals: Interrupt | None = None, housekeeping: bool = True,
+            until_done: bool = False) -> RunSummary:
+    """`mailer run`: start the scheduled campaigns that are due (with the rest of the
+    `housekeeping`: returns, purge, recurring campaigns, sequence steps), then send for
+    every sending campaign until done or the time limit. `mailer worker`: no
+    housekeeping, and `until_done`: round after round, waiting while other senders hold
+    what is left, until nothing is (or the time limit).
 
+    On SQLite all of it under the run lock. On PostgreSQL the housekeeping takes the
+    start lock (busy: another process does it now, and this one only sends) and the
+    sends claim their deliveries (claims.py), so runs and workers on several machines
+    share the work."""
     deadline = time.monotonic() + max_seconds if max_seconds else None
     result = RunSummary()
     # `signals`: the command's, installed when it started (runcmd.py); from here on a
@@ -322,71 +350,151 @@ def run_due(project: Project, *, max_seconds: float | None = None,
             result.interrupted, result.stopped = signals.name, f"interrupted ({signals.name})"
         return result.interrupted is not None
 
-    with run_lock(project.engine), stop_signals(signals):
-        # What came back first: a hard bounce or a complaint read now spares a send.
-        if project.settings.feedback.sources:
-            _read_returns(project, result, deadline, stopping)
-        if not stopping():
-            _purge_daily(project, result, stopping)
-        if not stopping():
-            # Recurring campaigns: the dated campaign of each due occurrence, scheduled
-            # now for its time, so the start rules below start it like any scheduled one.
-            result.recurring = [o.describe() for o in materialize(project, utcnow())]
-            _start_due(project, result, stopping)
-        if not stopping():
-            # Drip sequences: the steps due now join their step campaigns' outboxes, to be
-            # sent below like every mail (automation/sequences.py).
-            result.steps = queue_due(project, utcnow(), stopping=stopping).as_dict()
-        with session_scope(project.engine) as session:
-            sending = [c.slug for c in session.exec(select(Campaign).where(
-                Campaign.state == CampaignState.SENDING,
-                Campaign.kind == CampaignKind.CAMPAIGN).order_by(Campaign.id)).all()]
-        # One rate limiter and one time budget for every kind of mail. The engine's own
-        # (notices, sequence steps) go first, then each campaign, whose sender puts the
-        # notices and steps that become due meanwhile before its own next messages, then
-        # once more those queued or due since (a big campaign never starves a welcome).
+    claims = claims_for(project)
+    with send_lock(project.engine), stop_signals(signals), \
+            claims if claims is not None else contextlib.nullcontext():
+        if housekeeping:
+            with start_lock(project.engine, busy_ok=True) as held:
+                if held:
+                    _housekeeping(project, result, deadline, stopping)
+        # One rate limiter and one time budget for every kind of mail.
         limiter = limiter_for(project)
         result.notices = dict.fromkeys(NOTICE_COUNTS, 0)
-
-        def sent(report: SendReport) -> bool:
-            """Count the notices a send sent; True when the run must go no further."""
-            for key, n in urgent_summary(report).items():
-                result.notices[key] += n
-            if report.interrupted:  # the other campaigns wait too
-                signals.name = signals.name or report.interrupted  # another: at once
-                result.stopped, result.interrupted = report.stopped, report.interrupted
-                return True
-            if report.stopped and report.stopped.startswith("the hourly"):
-                result.stopped = report.stopped
-                return True
-            return False
-
-        def notices() -> bool:
-            return sent(send_notices(project, limiter=limiter, deadline=deadline,
-                                     retry_unknown=retry_unknown,
-                                     interrupted=lambda: signals.name))
-
-        over = stopping() or notices()
-        for slug in sending:
-            if over or stopping():
+        while True:
+            worked, over = _send_round(project, result, limiter, deadline=deadline,
+                                       retry_unknown=retry_unknown, progress=progress,
+                                       signals=signals, stopping=stopping, claims=claims)
+            if not until_done or over or stopping():
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 result.stopped = "time limit reached"
                 break
-            report, done = send_campaign(
-                project, slug, deadline=deadline, retry_unknown=retry_unknown,
-                progress=(lambda r, s=slug: progress(s, r)) if progress else None,
-                limiter=limiter, interrupted=lambda: signals.name)
-            result.campaigns[slug] = summary(report)
-            if done:
-                result.finished.append(slug)
-            over = sent(report)
-        if sending and not over and not stopping() and (
-                deadline is None or time.monotonic() < deadline):
-            notices()
+            if not worked:
+                if not _open(project):
+                    break
+                # the rest is claimed by other senders, or in flight: if one of them
+                # dies, its share comes back when its lease runs out
+                _pause(WORK_POLL if claims is None else min(WORK_POLL, claims.lease / 3),
+                       stopping, deadline)
         if stopping():
             result.waiting = _waiting(project)
     return result
+
+
+WORK_POLL = 1.0  # seconds a worker waits, with nothing it may take, before it looks again
+
+
+def _pause(seconds: float, stopping: Callable[[], bool], deadline: float | None) -> None:
+    """Wait `seconds`, or less: until a stop signal or the deadline."""
+    until = time.monotonic() + seconds
+    if deadline is not None:
+        until = min(until, deadline)
+    while not stopping() and time.monotonic() < until:
+        time.sleep(0.05)
+
+
+def _housekeeping(project: Project, result: RunSummary, deadline: float | None,
+                  stopping: Callable[[], bool]) -> None:
+    """`mailer run`'s work besides sending, one process at a time (the start lock)."""
+    # What came back first: a hard bounce or a complaint read now spares a send.
+    if project.settings.feedback.sources:
+        _read_returns(project, result, deadline, stopping)
+    if not stopping():
+        _purge_daily(project, result, stopping)
+    if not stopping():
+        # Recurring campaigns: the dated campaign of each due occurrence, scheduled
+        # now for its time, so the start rules below start it like any scheduled one.
+        result.recurring = [o.describe() for o in materialize(project, utcnow())]
+        _start_due(project, result, stopping)
+    if not stopping():
+        # Drip sequences: the steps due now join their step campaigns' outboxes, to be
+        # sent below like every mail (automation/sequences.py).
+        result.steps = queue_due(project, utcnow(), stopping=stopping).as_dict()
+
+
+def _send_round(project: Project, result: RunSummary, limiter: RateLimiter, *,
+                deadline: float | None, retry_unknown: bool,
+                progress: Callable[[str, SendReport], None] | None, signals: Interrupt,
+                stopping: Callable[[], bool], claims: Claims | None) -> tuple[bool, bool]:
+    """The engine's own mails (notices, sequence steps) first, then each sending
+    campaign, whose sender puts the notices and steps that become due meanwhile before
+    its own next messages, then once more those queued or due since (a big campaign
+    never starves a welcome). Returns (whether anything was done, whether the run must
+    go no further: a signal, a quota)."""
+    from mailer.delivery.sender import summary
+
+    with session_scope(project.engine) as session:
+        sending = [c.slug for c in session.exec(select(Campaign).where(
+            Campaign.state == CampaignState.SENDING,
+            Campaign.kind == CampaignKind.CAMPAIGN).order_by(Campaign.id)).all()]
+    worked = False
+
+    def sent(report: SendReport) -> bool:
+        """Count the notices a send sent; True when the run must go no further."""
+        nonlocal worked
+        worked = worked or bool(sum(report.counts.values()) or sum(report.urgent.values())
+                                or report.unknown_found)
+        for key, n in urgent_summary(report).items():
+            result.notices[key] += n
+        if report.interrupted:  # the other campaigns wait too
+            signals.name = signals.name or report.interrupted  # another: at once
+            result.stopped, result.interrupted = report.stopped, report.interrupted
+            return True
+        if report.stopped and (report.stopped.startswith("the hourly")
+                               or report.stopped.startswith("this sender's lease")):
+            result.stopped = report.stopped
+            return True
+        return False
+
+    def notices() -> bool:
+        return sent(send_notices(project, limiter=limiter, deadline=deadline,
+                                 retry_unknown=retry_unknown,
+                                 interrupted=lambda: signals.name, claims=claims))
+
+    over = stopping() or notices()
+    for slug in sending:
+        if over or stopping():
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            result.stopped = "time limit reached"
+            over = True
+            break
+        report, done = send_campaign(
+            project, slug, deadline=deadline, retry_unknown=retry_unknown,
+            progress=(lambda r, s=slug: progress(s, r)) if progress else None,
+            limiter=limiter, interrupted=lambda: signals.name, claims=claims)
+        _add(result.campaigns, slug, summary(report))
+        if done and slug not in result.finished:
+            result.finished.append(slug)
+        over = sent(report)
+    if sending and not over and not stopping() and (
+            deadline is None or time.monotonic() < deadline):
+        over = notices()
+    return worked, over
+
+
+def _add(campaigns: dict[str, dict[str, Any]], slug: str, figures: dict[str, Any]) -> None:
+    """A send's figures, added to those of the run's earlier sends of the campaign."""
+    before = campaigns.get(slug)
+    if before is not None:
+        for key in ("sent", "deferred", "failed", "bounced", "skipped", "unknown",
+                    "unknown_found", "unknown_requeued", "seconds"):
+            figures[key] += before[key]
+    campaigns[slug] = figures
+
+
+def _open(project: Project) -> bool:
+    """Whether any sending campaign (of every kind) has a delivery queued, due for a
+    retry, or in flight: work for some sender now."""
+    table = Delivery.__table__  # type: ignore[attr-defined]
+    now = sa.literal(utcnow(), Timestamp())
+    with project.engine.connect() as conn:
+        return conn.execute(sa.select(table.c.id).where(
+            table.c.campaign_id.in_(sa.select(Campaign.id).where(
+                Campaign.state == CampaignState.SENDING)),
+            sa.or_(table.c.state.in_([DeliveryState.QUEUED, DeliveryState.SENDING]),
+                   sa.and_(table.c.state == DeliveryState.DEFERRED,
+                           table.c.next_attempt_at <= now))).limit(1)).first() is not None
 
 
 def _waiting(project: Project) -> int:

@@ -41,6 +41,10 @@ The promises, and what keeps them:
   at 5/s, everyone went at 25/s in all instead of the global 50). Deliveries to a domain
   with a limit of its own wait in a lane of their own, unmarked, and a worker takes one
   only once its domain's turn has come (`_Lanes`); the others use the rest of the rate.
+- **Several senders (PostgreSQL).** With `Outbox.claims` the sender holds a lease for its
+  run (delivery/claims.py): it reads only the rows it claimed, stops marking when its
+  lease is no longer surely its own, and hands back what it claimed and did not send
+  when it ends. Several senders, on several machines, then share a campaign.
 """
 
 from __future__ import annotations
@@ -68,6 +72,9 @@ from mailer.models import DeliveryState
 __all__ = ["SendReport", "Sender"]
 
 BATCH = 500  # deliveries read from the outbox at a time
+# ... when claimed (PostgreSQL, several senders): fewer, so a sender holds little more
+# than it has in hand, and the last of a campaign is shared out too
+CLAIM_BATCH = 128
 CHUNK = 64  # rendered together (one round trip to a helper process)
 AHEAD = 3  # chunks being rendered ahead of the workers
 HOLD_SECONDS = 30.0  # a limited domain's lane holds this many seconds of its own pace
@@ -445,13 +452,24 @@ class Sender:
                 else contextlib.nullcontext():
             if (name := interrupted()) is not None:
                 self.interrupt(name)
-            return await self._run(retry_unknown)
+            claims = self.outbox.claims
+            if claims is None:
+                return await self._run(retry_unknown)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, claims.__enter__)  # registers, or nests
+            try:
+                return await self._run(retry_unknown)
+            finally:
+                await loop.run_in_executor(None, claims.__exit__, None, None, None)
 
     async def _run(self, retry_unknown: bool) -> SendReport:
         started = time.monotonic()
         db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailer-db")
         loop = asyncio.get_running_loop()
         try:
+            if self.outbox.claims is not None:
+                await loop.run_in_executor(db, self.outbox.claims.working_on,
+                                           self.outbox.campaign_id)
             found, requeued = await loop.run_in_executor(
                 db, lambda: self.outbox.recover(retry_unknown=retry_unknown))
             self.report.unknown_found, self.report.unknown_requeued = found, requeued
@@ -487,6 +505,8 @@ class Sender:
                         raise task.exception()  # type: ignore[misc]
                 if writer.failed is not None:
                     raise writer.failed
+            if self.outbox.claims is not None:  # what it took and did not send: to others
+                await loop.run_in_executor(db, self.outbox.claims.release)
             self.report.open_left = await loop.run_in_executor(db, self.outbox.open_count)
         finally:
             await self.transport.close()
@@ -525,8 +545,9 @@ class Sender:
                 if self.deadline is not None and time.monotonic() >= self.deadline:
                     self.stop("time limit reached")
                     break
-                batch = await loop.run_in_executor(db, self.outbox.due, cursor, BATCH,
-                                                   datetime.now(UTC))
+                batch = await loop.run_in_executor(
+                    db, self.outbox.due, cursor,
+                    BATCH if self.outbox.claims is None else CLAIM_BATCH, datetime.now(UTC))
                 if not batch:
                     if not (new or left or held):
                         break
@@ -590,8 +611,10 @@ class Sender:
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 self.stop("time limit reached")
                 break
-            batch = await loop.run_in_executor(db, self.outbox.urgent_due, BATCH,
-                                               datetime.now(UTC), frozenset(self._urgent_ids))
+            batch = await loop.run_in_executor(
+                db, self.outbox.urgent_due,
+                BATCH if self.outbox.claims is None else CLAIM_BATCH, datetime.now(UTC),
+                frozenset(self._urgent_ids))
             sendable = []
             for due in batch:
                 self._urgent_ids.add(due.id)
@@ -650,6 +673,10 @@ class Sender:
                 self._count("failed", failed=True, reply=error or "template",
                             urgent=due.id in self._urgent_ids)
             return
+        claims = self.outbox.claims
+        if claims is not None and not claims.fresh() and self._stop is None:
+            # stalled past its lease: another sender may have taken its rows meanwhile
+            self.stop("this sender's lease ran out (it was stalled); the others go on")
         if self._stop is not None or not await writer.mark(due.id):
             return
         # The pace is taken after the mark is committed and once a connection is open,
@@ -700,6 +727,8 @@ class Sender:
             self._in_flight.discard(send)
         attempts = due.attempts + 1
         urgent = due.id in self._urgent_ids
+        if outcome.kind == DeliveryState.SENT and claims is not None:
+            claims.sent += 1
         if outcome.kind == DeliveryState.SENT and not urgent:
             self.report.last_sent = time.monotonic()
             if self.report.first_sent is None:

@@ -50,7 +50,11 @@ INVENTORY: dict[str, dict[str, Kind]] = {
         "id": "none", "campaign_id": "none", "subscriber_id": "link", "list_id": "none",
         "state": "none", "attempts": "none", "next_attempt_at": "none",
         "last_reply": "person", "message_id": "person", "queued_at": "none",
-        "sent_at": "none", "updated_at": "none",
+        "sent_at": "none", "updated_at": "none", "claimed_by": "none",
+    },
+    "sender": {  # a sender at work and its lease (delivery/claims.py): no person
+        "id": "none", "host": "none", "pid": "none", "started_at": "none",
+        "lease_until": "none", "campaign_id": "none", "sent": "none", "rate": "none",
     },
     "suppression": {  # a keyed hash: proves "suppressed" without the address
         "id": "none", "email_hash": "none", "reason": "none", "note": "none",

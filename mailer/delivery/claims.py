@@ -1,0 +1,232 @@
+"""Several senders over one PostgreSQL database: leases and claims (issue 17, point 1).
+
+Each sender (`mailer worker`, `mailer run`, `campaign send`, the web app's notices) that
+sends on PostgreSQL registers a `sender` row and holds a lease on it: `lease_until`, in the
+database's clock, renewed every third of `[delivery] lease_seconds` by a thread of its own
+while the process lives. The deliveries it takes from the outbox carry its id:
+
+    UPDATE delivery SET claimed_by = :me WHERE id IN (
+        SELECT id FROM delivery WHERE <due, in id order>
+          AND <claimed by nobody, by me, or by a sender whose lease ran out>
+        ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING id
+
+so any number of senders split the due rows between them without waiting for each other.
+What the claims promise, and what keeps each promise:
+
+- **No recipient twice.** A claim only shares the work out. What makes a send exclusive
+  is still the mark: "sending" is written, committed, before the SMTP transaction, only
+  where the row is still queued or deferred (`Outbox.apply`); PostgreSQL's row locks let
+  one of two senders mark it. A sender also stops marking once its lease is no longer
+  surely its own (`fresh`: the last renewal began more than two thirds of a lease ago, or
+  the renewal found the row gone): a sender stalled past its lease (a frozen VM) does not
+  send what another has taken since.
+- **None skipped.** A dead sender's claims name a sender whose lease has run out (or whose
+  row is gone): its queued and deferred rows are due again for everyone after at most one
+  lease. A sender that ends in order hands its claims back at once (`release`).
+- **In flight means unknown, decided safely.** A dead sender's "sending" rows may have
+  arrived: they become "unknown" (`reap`, by any live sender: each renewal, and each
+  send's start), never resent silently. Only rows whose claim names no live sender, by the
+  database's clock: a live sender's in-flight rows are never touched, whatever the
+  machines' clocks say. Rows "sending" without a claim (left before migration 0014) count
+  as a dead sender's.
+
+SQLite keeps one sender per project (the run lock, lock.py): there `claims_for` is None.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from mailer.models import Campaign, Delivery, DeliveryState, SenderLease
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+__all__ = ["Claims", "live_senders"]
+
+log = logging.getLogger("mailer.delivery")
+D = Delivery.__table__  # type: ignore[attr-defined]
+W = SenderLease.__table__  # type: ignore[attr-defined]
+C = Campaign.__table__  # type: ignore[attr-defined]
+RATE_WINDOW = 60.0  # seconds: the rate a sender shows is its sends over the last minute
+IN_FLIGHT = "in flight when the sender stopped: it may have arrived"
+
+
+def _until(seconds: float) -> sa.ColumnElement[object]:
+    """now() + seconds, in the database's clock."""
+    return sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+
+
+def no_live_claim(column: sa.ColumnElement[int | None]) -> sa.ColumnElement[bool]:
+    """True where a claim names no sender whose lease still runs (none, gone, expired)."""
+    return ~sa.exists().where(W.c.id == column, W.c.lease_until > sa.func.now())
+
+
+class Claims:
+    """One sender's lease and claims (PostgreSQL). A context manager, re-entrant: the
+    first `with` registers the sender and starts renewing, the last one out hands the
+    claims back and removes the sender's row. A `mailer worker` holds it for its whole
+    run, so its sends (each entering it too) keep one lease and one row."""
+
+    def __init__(self, engine: Engine, *, lease: float) -> None:
+        self.engine = engine
+        self.lease = lease
+        self.id: int | None = None
+        self.campaign_id: int | None = None  # what it sends now (campaign show)
+        self.sent = 0  # messages sent (250) in this process, for the rate it shows
+        self.lost = False  # the renewal found the lease gone: stop marking
+        self._renewed = 0.0  # time.monotonic() when the last good renewal began
+        self._depth = 0
+        self._campaigns: set[int] = set()  # whose deliveries it may hold claims on
+        self._samples: deque[tuple[float, int]] = deque()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- the lease ---------------------------------------------------------------------
+
+    def __enter__(self) -> Claims:
+        self._depth += 1
+        if self._depth == 1:
+            self._register()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self.close()
+
+    def _register(self) -> None:
+        started = time.monotonic()
+        with self.engine.begin() as conn:
+            self.id = int(conn.execute(W.insert().values(
+                host=socket.gethostname()[:255], pid=os.getpid(), started_at=sa.func.now(),
+                lease_until=_until(self.lease), sent=0, rate=0.0).returning(W.c.id))
+                .scalar_one())
+        self._renewed, self.lost = started, False
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._renew_loop, name="mailer-lease",
+                                        daemon=True)
+        self._thread.start()
+
+    def fresh(self) -> bool:
+        """Whether the lease is surely still this sender's: renewed less than two thirds
+        of a lease ago (by this machine's monotonic clock, counted from before the
+        renewal's round trip), and not found gone."""
+        return not self.lost and time.monotonic() - self._renewed < self.lease * 2 / 3
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            try:
+                self.renew()
+                self.reap()
+            except Exception:  # noqa: BLE001 - the next round tries again; meanwhile
+                log.exception("renewing the sender's lease failed")  # fresh() runs out
+
+    def renew(self) -> bool:
+        """Extend the lease by one `lease` from now, if it is still ours; with what the
+        sender shows (`campaign show`): what it sends and its rate."""
+        started = time.monotonic()
+        self._samples.append((started, self.sent))
+        while self._samples and started - self._samples[0][0] > RATE_WINDOW:
+            self._samples.popleft()
+        first_at, first_sent = self._samples[0]
+        rate = (self.sent - first_sent) / (started - first_at) if started > first_at else 0.0
+        with self.engine.begin() as conn:
+            renewed = conn.execute(W.update().where(
+                W.c.id == self.id, W.c.lease_until > sa.func.now()).values(
+                lease_until=_until(self.lease), campaign_id=self.campaign_id,
+                sent=self.sent, rate=rate)).rowcount
+        if renewed:
+            self._renewed = started
+        else:
+            self.lost = True
+            log.warning("sender %s lost its lease (it was stalled longer than %s s): it "
+                        "stops sending", self.id, self.lease)
+        return bool(renewed)
+
+    def working_on(self, campaign_id: int | None) -> None:
+        """Say what this sender sends now (shown at once by `campaign show`)."""
+        self.campaign_id = campaign_id
+        if campaign_id is not None:
+            self._campaigns.add(campaign_id)
+        with self.engine.begin() as conn:
+            conn.execute(W.update().where(W.c.id == self.id).values(campaign_id=campaign_id))
+
+    def close(self) -> None:
+        """Stop renewing, hand the claims back and remove the sender's row."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        try:
+            self.release()
+            with self.engine.begin() as conn:
+                conn.execute(W.delete().where(W.c.id == self.id))
+        except Exception:  # noqa: BLE001 - the lease runs out by itself
+            log.exception("handing back the claims of sender %s failed", self.id)
+
+    # --- the claims --------------------------------------------------------------------
+
+    def claim(self, conn: sa.Connection, *where: sa.ColumnElement[bool], limit: int
+              ) -> list[int]:
+        """Claim up to `limit` deliveries matching `where`, in id order, skipping rows
+        another transaction holds and those of live senders; the ids, in a transaction
+        of their own (committed here)."""
+        mine = sa.or_(D.c.claimed_by.is_(None), D.c.claimed_by == self.id,
+                      no_live_claim(D.c.claimed_by))
+        rows = sa.select(D.c.id).where(*where, mine).order_by(D.c.id).limit(limit) \
+            .with_for_update(skip_locked=True).correlate(None)
+        ids = sorted(conn.execute(D.update().where(D.c.id.in_(rows))
+                                  .values(claimed_by=self.id).returning(D.c.id)).scalars())
+        conn.commit()
+        return ids
+
+    def holds(self, campaign_id: int) -> None:
+        """It may hold claims on this campaign's deliveries (for `release`)."""
+        self._campaigns.add(campaign_id)
+
+    def release(self) -> int:
+        """Hand back the claims on deliveries not sent: due again for every sender now."""
+        if not self._campaigns:
+            return 0
+        with self.engine.begin() as conn:
+            return int(conn.execute(D.update().where(
+                D.c.campaign_id.in_(sorted(self._campaigns)), D.c.claimed_by == self.id,
+                D.c.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED]))
+                .values(claimed_by=None)).rowcount)
+
+    def reap(self) -> int:
+        """A dead sender's deliveries in flight become "unknown" (they may have arrived),
+        in the campaigns still sending or paused; its row goes. Returns how many."""
+        with self.engine.begin() as conn:
+            found = conn.execute(D.update().where(
+                D.c.campaign_id.in_(sa.select(C.c.id).where(
+                    C.c.state.in_(["sending", "paused"]))),
+                D.c.state == DeliveryState.SENDING, no_live_claim(D.c.claimed_by))
+                .values(state=DeliveryState.UNKNOWN, last_reply=IN_FLIGHT,
+                        updated_at=sa.func.now())).rowcount
+            conn.execute(W.delete().where(W.c.lease_until < sa.func.now()))
+        return int(found)
+
+
+def live_senders(engine: Engine, campaign_id: int | None = None) -> list[dict[str, object]]:
+    """The senders whose lease runs (all, or those sending `campaign_id` now): host,
+    pid, since, sent and rate (messages a second over their last minute)."""
+    if engine.dialect.name != "postgresql":
+        return []
+    query = sa.select(W.c.id, W.c.host, W.c.pid, W.c.started_at, W.c.campaign_id, W.c.sent,
+                      W.c.rate).where(W.c.lease_until > sa.func.now()).order_by(W.c.id)
+    if campaign_id is not None:
+        query = query.where(W.c.campaign_id == campaign_id)
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]

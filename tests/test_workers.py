@@ -1,0 +1,186 @@
+"""Several senders over one PostgreSQL database (issue 17, points 1, 4 and 6): `mailer
+worker` processes against a real SMTP server (tests/support/smtpserver.py) share one
+campaign through claims and leases (delivery/claims.py); every recipient exactly once,
+a killed worker's share finished by the others, its messages in flight "unknown". On
+SQLite one sender at a time, and a second one says so in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections import Counter
+
+import pytest
+
+from mailer.db import make_engine, session_scope
+from mailer.delivery.campaigns import get_campaign
+from mailer.delivery.runner import prepare_start
+from mailer.project import Project
+from tests.support.smtpserver import SmtpServer
+from tests.support.waiting import wait_for
+from tests.test_delivery import alive, configure, create, mailer, outbox_states, people
+
+POSTGRESQL = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+LEASE = "2"  # seconds: a killed worker's share comes back this soon
+
+
+@pytest.fixture
+def smtp():  # noqa: ANN201
+    with SmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def database(project):  # noqa: ANN001, ANN201
+    engine = make_engine(os.environ["MAILER_DATABASE_URL"])
+    yield engine
+    engine.dispose()
+
+
+def start(name: str = "dec") -> None:
+    """Start the campaign (queue its deliveries) without sending: the workers send."""
+    project = Project.load(None)
+    try:
+        with session_scope(project.engine) as session:
+            prepare_start(project, session, get_campaign(session, name))
+    finally:
+        project.close()
+
+
+def claimers(engine) -> Counter[int]:  # noqa: ANN001
+    """Deliveries in flight ("sending") per live sender's pid."""
+    with engine.connect() as conn:
+        return Counter(dict(conn.exec_driver_sql(
+            "SELECT s.pid, count(*) FROM delivery d JOIN sender s ON s.id = d.claimed_by "
+            "WHERE d.state = 'sending' GROUP BY s.pid").all()))
+
+
+def received(smtp: SmtpServer) -> Counter[str]:
+    return Counter(r for m in smtp.messages() for r in m.recipients)
+
+
+def finish(procs: list[subprocess.Popen[bytes]]) -> list[tuple[bytes, bytes]]:
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0] * len(procs), outputs
+    return outputs
+
+
+@POSTGRESQL
+def test_three_workers_send_one_campaign_with_every_recipient_exactly_once(
+        run, project, smtp, monkeypatch, database):
+    """Three `mailer worker` processes, each with messages in flight at once (held at the
+    server until all three are), finish one campaign: every recipient once, the campaign
+    sent, no claim left; `campaign show` lists the three while they send."""
+    configure(monkeypatch, smtp, rate=1000, connections=2)
+    monkeypatch.setenv("MAILER_DELIVERY__LEASE_SECONDS", LEASE)
+    addresses = people(run, project, 900)
+    create(run)
+    start()
+    smtp.hold_data()
+    procs = [mailer("worker", "--max-seconds", "300") for _ in range(3)]
+    wait_for(lambda: all(alive(p) for p in procs) and len(claimers(database)) == 3
+             and smtp.held == 6, "three workers with two messages in flight each",
+             state=lambda: f"{smtp.held} held, in flight per pid {claimers(database)}")
+    shown = json.loads(run("campaign", "show", "dec", "--json").stdout)
+    assert sorted(s["pid"] for s in shown["senders"]) == sorted(p.pid for p in procs)
+    smtp.release_data()
+    finish(procs)
+    got = received(smtp)
+    assert sorted(got) == sorted(addresses) and set(got.values()) == {1}
+    assert outbox_states(database) == {"sent": 900}
+    assert json.loads(run("campaign", "show", "dec", "--json").stdout)["state"] == "sent"
+    with database.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM sender").scalar_one() == 0
+
+
+@POSTGRESQL
+def test_a_killed_worker_s_share_is_sent_by_the_others_after_its_lease(
+        run, project, smtp, monkeypatch, database):
+    """SIGKILL of one of three workers while each has two messages in flight: the other
+    two send everything it had claimed and not sent, once its lease ran out; its two in
+    flight become "unknown" (received at most once, never resent); everyone else is
+    received exactly once."""
+    configure(monkeypatch, smtp, rate=1000, connections=2)
+    monkeypatch.setenv("MAILER_DELIVERY__LEASE_SECONDS", LEASE)
+    addresses = people(run, project, 900)
+    create(run)
+    start()
+    smtp.hold_data()
+    procs = [mailer("worker", "--max-seconds", "300") for _ in range(3)]
+    wait_for(lambda: all(alive(p) for p in procs) and len(claimers(database)) == 3
+             and smtp.held == 6, "three workers with two messages in flight each",
+             state=lambda: f"{smtp.held} held, in flight per pid {claimers(database)}")
+    victim = procs[0]
+    with database.connect() as conn:
+        claimed = conn.exec_driver_sql(
+            "SELECT count(*) FROM delivery d JOIN sender s ON s.id = d.claimed_by "
+            "WHERE s.pid = %s AND d.state = 'queued'", (victim.pid,)).scalar_one()
+    assert claimed > 0  # it had claimed more than it had in flight: that share must go
+    victim.kill()
+    victim.wait(timeout=60)
+    smtp.release_data()
+    finish(procs[1:])
+    got = received(smtp)
+    states = outbox_states(database)
+    assert states == {"sent": 898, "unknown": 2}
+    assert set(got.values()) == {1}  # nobody twice
+    with database.connect() as conn:
+        unknown = {row[0] for row in conn.exec_driver_sql(
+            "SELECT p.email FROM delivery d JOIN subscriber p ON p.id = d.subscriber_id "
+            "WHERE d.state = 'unknown'")}
+    assert set(addresses) - unknown <= set(got)  # every other recipient received
+    assert json.loads(run("campaign", "show", "dec", "--json").stdout)["state"] == "sent"
+
+
+@POSTGRESQL
+def test_sigterm_lets_a_worker_finish_its_messages_in_flight_and_hand_back_its_claims(
+        run, project, smtp, monkeypatch, database):
+    """SIGTERM to a worker with messages in flight: they finish (sent), its other claims
+    go back at once (no lease to wait for), exit 130 with the one line."""
+    configure(monkeypatch, smtp, rate=1000, connections=2)
+    people(run, project, 300)
+    create(run)
+    start()
+    smtp.hold_data()
+    proc = mailer("worker")
+    wait_for(lambda: alive(proc) and smtp.held == 2 and sum(claimers(database).values()) == 2,
+             "two messages in flight", state=lambda: f"{smtp.held} held")
+    proc.send_signal(signal.SIGTERM)
+    smtp.release_data()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = err.decode().strip().splitlines()
+    assert lines[0].startswith("Interrupted (SIGTERM): ") and lines[0].endswith(
+        "`mailer worker` continues."), lines
+    states = outbox_states(database)
+    assert states["sent"] >= 2 and states["sending"] == 0
+    with database.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM delivery WHERE claimed_by IS NOT "
+                                    "NULL AND state = 'queued'").scalar_one() == 0
+        assert conn.exec_driver_sql("SELECT count(*) FROM sender").scalar_one() == 0
+
+
+@SQLITE
+def test_a_second_worker_on_sqlite_says_in_one_line_that_one_sender_works_at_a_time(
+        run, project, smtp, monkeypatch):
+    configure(monkeypatch, smtp, rate=1000, connections=1)
+    people(run, project, 20)
+    create(run)
+    start()
+    smtp.hold_data()
+    first = mailer("worker")
+    wait_for(lambda: alive(first) and smtp.held == 1, "the first worker sending")
+    second = subprocess.run([*first.args], capture_output=True, timeout=120)
+    assert second.returncode == 1
+    lines = second.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0] == (
+        f"Error: Another mailer process (pid {first.pid}) is sending for this project. On "
+        "SQLite one sender works at a time; several workers need PostgreSQL "
+        "(docs/scale-out.md)."), lines
+    smtp.release_data()
+    finish([first])
+    assert len(received(smtp)) == 20
+
