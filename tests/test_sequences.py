@@ -172,6 +172,37 @@ def test_a_bad_zone_template_or_field_is_one_clear_line_and_nothing_is_written(r
         assert conn.execute(sa.text("SELECT count(*) FROM campaign")).scalar_one() == 0
 
 
+def test_mailer_run_sends_a_windowed_step_at_local_nine_across_both_dst_changes(
+        run, project, smtp, monkeypatch):
+    """Through `mailer run` and the SMTP server: a 3d step in 09:00-17:00 mon-fri for
+    someone who confirmed the Friday evening before a change of the clocks goes at 09:00
+    Brussels time on the Tuesday after it (Monday 18:00 is outside the window): 07:00
+    UTC after the spring change, 08:00 UTC after the autumn one; a run an hour before
+    (in autumn: 09:00 by the summer offset) sends nothing. Also docs/sequences.md's example: a
+    confirmation on Tuesday 1 December 21:20 gets the 3d step on Monday 7 December 09:00."""
+    configure(monkeypatch, smtp)
+    define(project, WELKOM)
+    at(monkeypatch, "2026-03-01T08:00:00+00:00")
+    sync(run)
+    for start, early, due, address in [
+            ("2026-03-27T17:00:00+00:00", "2026-03-31T06:00:10+00:00",
+             "2026-03-31T07:00:10+00:00", "lente@example.be"),  # Friday 18:00 CET
+            ("2026-10-23T16:00:00+00:00", "2026-10-27T07:00:10+00:00",
+             "2026-10-27T08:00:10+00:00", "herfst@example.be")]:  # Friday 18:00 CEST
+        at(monkeypatch, start)
+        join(run, project, [(address, "")])
+        assert run("run").exit_code == 0  # the welcome
+        at(monkeypatch, early)
+        assert run("run").exit_code == 0
+        assert got(smtp)[address] == [f"Welkom, {address.split('@')[0].title()}"], early
+        at(monkeypatch, due)
+        assert run("run").exit_code == 0
+        assert got(smtp)[address][1:] == ["Drie tips om te starten"], due
+    # the worked example: 3 days after Tuesday 21:20 is Friday 21:20, after the window
+    assert next_window(datetime(2026, 12, 4, 20, 20, tzinfo=UTC), BRUSSELS, "09:00-17:00",
+                       "mon-fri") == datetime(2026, 12, 7, 8, tzinfo=UTC)
+
+
 # --- months of simulated time --------------------------------------------------------------
 
 
