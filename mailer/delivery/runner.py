@@ -101,7 +101,13 @@ def default_burst(rate: float) -> int | None:
 
 
 def limiter_for(project: Project) -> RateLimiter:
-    """The project's rate limits, with the last day's sends for the quotas."""
+    """The project's rate limits: on PostgreSQL for every sender of the database together
+    (their state in it, delivery/sharedrate.py); on SQLite (one sender) in this process,
+    with the last day's sends for the quotas."""
+    if project.engine.dialect.name == "postgresql":
+        from mailer.delivery.sharedrate import SharedRateLimiter
+
+        return SharedRateLimiter(_limits(project), project.engine)
     return RateLimiter(_limits(project), history=_history(project))
 
 
@@ -252,7 +258,7 @@ def send_campaign(project: Project, slug: str, *, deadline: float | None = None,
     pause = _Pauser(project, campaign.id)
     sender = Sender(outbox=outbox, renderer=_renderer(project, campaign, outbox),
                     transport=transport or transport_for(project),
-                    limiter=limiter or RateLimiter(_limits(project), history=_history(project)),
+                    limiter=limiter or limiter_for(project),
                     connections=d.connections, deadline=deadline,
                     pause_failure_rate=d.pause_failure_rate,
                     campaign_state=_campaign_state(project, campaign.id),

@@ -108,5 +108,11 @@ INVENTORY: dict[str, dict[str, Kind]] = {
         "next_step_id": "person", "next_at": "person", "state": "person", "note": "person",
         "updated_at": "person",
     },
+    "rate_state": {  # the rate limits shared by all senders: a pace per domain, counts
+        "key": "none", "tat": "none", "total": "none",
+    },
+    "rate_bucket": {  # sends counted per second (hour) and 24 s (day): counts only
+        "quota": "none", "bucket": "none", "sent": "none", "latest": "none",
+    },
     "alembic_version": {"version_num": "none"},
 }

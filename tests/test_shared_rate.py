@@ -1,0 +1,181 @@
+"""One rate for all senders (issue 17, point 2): on PostgreSQL the rate limits hold for
+every sender of the database together (mailer/delivery/sharedrate.py), measured at a real
+SMTP server (tests/support/smtpserver.py) with three sender processes
+(tests/support/paced.py) claiming their turns from a real PostgreSQL; on SQLite the
+runner keeps the in-process limiter. The costs and the accuracy with one and three
+processes are bench/pacing_bench.py --shared's, in docs/performance.md."""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailer.delivery.ratelimit import RateLimiter
+from mailer.delivery.runner import limiter_for
+from mailer.delivery.sharedrate import SharedRateLimiter
+from mailer.project import Project
+from tests.support.pgserver import PgServer
+from tests.support.smtpserver import SmtpServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer, pg_template: str) -> Iterator[str]:
+    """A freshly migrated PostgreSQL database (the shared limiter has no SQLite side)."""
+    name = "t_" + uuid.uuid4().hex[:16]
+    yield pg_server.create_database(name, template=pg_template)
+    pg_server.drop_database(name)
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    with SmtpServer() as server:
+        yield server
+
+
+def senders(url: str, smtp: SmtpServer, tags: str, **options: object) -> list[dict]:
+    """Start one tests/support/paced.py process per tag, let them go together once all
+    are ready, and return what each reports."""
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in options.items() if v is not None]
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.support.paced", "--url", url,
+                               "--port", str(smtp.port), "--tag", tag, *args],
+                              cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for tag in tags]
+    try:
+        for proc in procs:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            assert line.strip() == "ready", proc.stderr.read()  # type: ignore[union-attr]
+        for proc in procs:
+            proc.stdin.write("go\n")  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+        reports = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+            reports.append(json.loads(out))
+        return reports
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def fitted_rate(times: list[float]) -> float:
+    """Messages a second: the least-squares slope of the arrival count over time, which a
+    late first or last message moves far less than (n - 1) / span does."""
+    times = sorted(times)
+    n = len(times)
+    mean_t, mean_i = sum(times) / n, (n - 1) / 2
+    cov = sum((t - mean_t) * (i - mean_i) for i, t in enumerate(times))
+    return cov / sum((t - mean_t) ** 2 for t in times)
+
+
+def test_three_senders_share_one_rate_measured_at_the_server(pg_url, smtp):
+    """Three processes, 40 messages each at a shared 20 a second (burst 20): 120 messages
+    in 6 seconds at the server, 20 a second within 2 % over the span in which all three
+    send (each alone would go as fast as the rate lets it: without the sharing, 60 a
+    second)."""
+    reports = senders(pg_url, smtp, "abc", rate=20, burst=20, count=40, connections=4)
+    assert [r["sent"] for r in reports] == [40, 40, 40]
+    assert [r["quota"] for r in reports] == [None, None, None]
+    received = smtp.messages()
+    assert Counter(r for m in received for r in m.recipients) == Counter(
+        f"{tag}-{i}@example.org" for tag in "abc" for i in range(40))
+    by_sender = {tag: [m.at for m in received if m.envelope_from == f"{tag}@sender.example"]
+                 for tag in "abc"}
+    start = max(min(times) for times in by_sender.values())
+    end = min(max(times) for times in by_sender.values())
+    together = [m.at for m in received if start <= m.at <= end]
+    assert len(together) >= 90  # all three were sending for most of the run
+    assert fitted_rate(together) == pytest.approx(20, rel=0.02)
+    assert fitted_rate([m.at for m in received]) == pytest.approx(20, rel=0.02)
+
+
+def test_a_quota_reached_by_three_senders_stops_them_all(pg_url, smtp):
+    """An hourly quota of 30 and three processes that would send 20 each, as fast as they
+    can: 30 arrive, every process stops on the quota, and a process started afterwards
+    (the counts are rows, not memory) sends nothing."""
+    reports = senders(pg_url, smtp, "abc", hourly=30, count=20, connections=4)
+    assert sum(r["sent"] for r in reports) == 30
+    assert [r["quota"] for r in reports] == ["hourly"] * 3
+    assert len(smtp.messages()) == 30
+    assert len({r for m in smtp.messages() for r in m.recipients}) == 30
+    [late] = senders(pg_url, smtp, "d", hourly=30, count=5, connections=1)
+    assert (late["sent"], late["quota"]) == (0, "hourly")
+    assert len(smtp.messages()) == 30
+
+
+def test_a_limited_domain_keeps_its_own_rate_across_senders(pg_url, smtp):
+    """Every second message to slow.example, which may have 4 a second (burst 4: evenly),
+    the others at 40 a second in all: the three senders' 24 messages to slow.example
+    together take at least 23 quarter seconds at the server (the lanes that keep them
+    from holding up the others are the engine's sender's, tests/test_pacing.py)."""
+    reports = senders(pg_url, smtp, "abc", rate=40, count=16, connections=3,
+                      slow="slow.example", slow_rate=4, slow_burst=4, every=2)
+    assert [r["sent"] for r in reports] == [16, 16, 16]
+    received = smtp.messages()
+    slow = sorted(m.at for m in received if m.recipients[0].endswith("@slow.example"))
+    fast = sorted(m.at for m in received if not m.recipients[0].endswith("@slow.example"))
+    assert len(slow) == len(fast) == 24
+    assert slow[-1] - slow[0] >= 23 / 4 * 0.98  # never faster than its rate
+
+
+def test_the_runner_shares_the_rate_on_postgresql_only(project):
+    """`limiter_for` (mailer run, campaign send, the web app's sender): the shared limiter
+    on PostgreSQL, the in-process one on SQLite (one sender there)."""
+    loaded = Project.load()
+    try:
+        limiter = limiter_for(loaded)
+        shared = loaded.engine.dialect.name == "postgresql"
+        assert isinstance(limiter, SharedRateLimiter) is shared
+        assert isinstance(limiter, RateLimiter)
+        if shared:
+            limiter.close()
+    finally:
+        loaded.close()
+
+
+def test_the_upgrade_counts_the_last_hours_sends_towards_the_quota(run, project, smtp,
+                                                                   monkeypatch, db_url):
+    """Five messages sent, then (PostgreSQL) the migration that brought the shared counts
+    undone and done again: it counts the five from the delivery rows, as the in-process
+    limiter (SQLite) counts them from its history. With `hourly = 7` the next campaign,
+    to the five and five more, sends two and stops on the quota."""
+    from alembic import command
+
+    from mailer.db import _alembic_config, make_engine
+    from tests.test_delivery import configure, create, people
+
+    configure(monkeypatch, smtp, hourly=7)
+    people(run, project, 5)
+    create(run, "first")
+    first = run("campaign", "send", "first", "--yes")
+    assert first.exit_code == 0 and len(smtp.messages()) == 5, first.output
+    gc.collect()  # the send's limiter closed (gives back what it held), as at its exit
+    engine = make_engine(db_url)
+    try:
+        if engine.dialect.name == "postgresql":
+            config = _alembic_config(engine)
+            command.downgrade(config, "0014")
+            command.upgrade(config, "head")
+            with engine.connect() as conn:
+                assert dict(conn.exec_driver_sql(
+                    "SELECT key, total FROM rate_state").all()) == {
+                    "rate": 0, "hourly": 5, "daily": 5}
+    finally:
+        engine.dispose()
+    people(run, project, 5, start=5)
+    create(run, "second")
+    result = run("campaign", "send", "second", "--yes", "--json")
+    assert len(smtp.messages()) == 7, result.output
+    assert "quota" in result.output
