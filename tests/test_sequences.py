@@ -22,12 +22,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from sqlmodel import select
 
 from mailer.audience.lists import parse_weekdays
+from mailer.audience.selfservice import confirm_member, sign_up
 from mailer.audience.subscribers import unsubscribe
 from mailer.automation.sequences import next_window, queue_due
 from mailer.db import session_scope
-from mailer.models import TEST_CLOCK
+from mailer.models import TEST_CLOCK, MailingList, Subscriber
 from mailer.project import Project
 from tests.support.smtpserver import SmtpServer
 from tests.support.waiting import wait_for
@@ -329,6 +331,23 @@ def test_mailer_run_sends_each_step_once_in_order_and_never_after_leaving(
     missing = run("sequences", "preview", "welkom", "--step", "4", "--subscriber",
                   "cor@example.be")
     assert missing.exit_code == 1 and "has 3 step(s)" in missing.stderr
+    # An signs up again and confirms: a member again, but not in the sequence again
+    instance = Project.load()
+    with session_scope(instance.engine) as session:
+        ml = session.exec(select(MailingList)).one()
+        sign_up(session, instance.hash_key, email="an@example.be", mailing_list=ml,
+                consent="test")
+        an = session.exec(select(Subscriber).where(Subscriber.email == "an@example.be")).one()
+        assert confirm_member(session, an.id, ml.id, issued_at=datetime(
+            2026, 12, 11, 8, 0, 10, tzinfo=UTC)) == "confirmed"
+    instance.close()
+    at(monkeypatch, "2026-12-25T08:00:10+00:00")
+    assert run("run").exit_code == 0
+    assert [s for s in got(smtp)["an@example.be"] if "tip" in s] == []
+    with engine().connect() as conn:
+        assert conn.execute(sa.text(
+            "SELECT q.state FROM sequence_progress q JOIN subscriber p ON p.id = "
+            "q.subscriber_id WHERE p.email = 'an@example.be'")).scalar_one() == "stopped"
 
 
 def test_only_confirmation_or_start_sequences_start_a_sequence(run, project, smtp,
@@ -373,7 +392,7 @@ def test_editing_steps_reaches_who_has_not_passed_and_never_resends(run, project
                            '  { after = "3d"')
     define(project, added)
     dry = sync(run, "--dry-run")
-    assert "step 2 extra added (after 2d): reaches the 1 person who have not passed 2d" \
+    assert "step 2 extra added (after 2d): reaches the 1 person who has not passed 2d" \
         in dry.stderr and "Dry run: nothing was changed." in dry.stderr
     assert len(json.loads(run("sequences", "show", "welkom", "--json").stdout)["steps"]) == 3
     sync(run)

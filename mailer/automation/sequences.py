@@ -448,7 +448,7 @@ def _sync_steps(project: Project, session: Session, conn: Connection, row: Seque
                              <= sa.literal(now, Timestamp()))
                 change.lines.append(
                     f"step {position} {step.key} added (after {step.after}): reaches the "
-                    f"{_people(n)} who have not passed {step.after}"
+                    f"{_people(n)} who {'has' if n == 1 else 'have'} not passed {step.after}"
                     + (f"; {due:,} of them at the next `mailer run` (their {step.after} "
                        "has passed)" if due else ""))
         else:
@@ -469,7 +469,8 @@ def _sync_steps(project: Project, session: Session, conn: Connection, row: Seque
             if _refreeze(project, session, st, ml, step):
                 n = _count(conn, row.id, *pending)
                 change.lines.append(f"step {position} {step.key}: new template or subject: "
-                                    f"the {_people(n)} still to get it get the new one")
+                                    f"the {_people(n)} still to get it "
+                                    f"{'gets' if n == 1 else 'get'} the new one")
         if fresh:
             change.lines.append(f"  step {position} {step.key}: after {step.after}"
                                 f"{_when(step.window, step.weekdays)}: “{step.subject}”")
