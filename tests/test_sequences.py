@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shlex
 import signal
-import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
@@ -33,7 +32,7 @@ from mailer.models import TEST_CLOCK, MailingList, Subscriber
 from mailer.project import Project
 from tests.support.smtpserver import SmtpServer
 from tests.support.waiting import wait_for
-from tests.test_delivery import LOCK_BUSY, alive, configure, mailer, run_out
+from tests.test_delivery import alive, configure, mailer, run_out
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 WELCOME = ('  { after = "0m", template = "templates/welcome.html.j2", '
@@ -523,53 +522,50 @@ def test_a_stale_run_and_overlapping_runs_queue_a_step_once(run, project, smtp, 
 
 
 def test_a_killed_sender_never_sends_a_step_twice(run, project, smtp, monkeypatch):
-    """`mailer run` killed (-9) while steps are in flight, three times, then run to the
-    end: every person got the welcome step at most once, and each one who did not get
-    it is "unknown" (in flight at a kill), never queued again by the sequence."""
+    """`mailer run` killed (-9) while steps are in flight, three times at random points
+    (tests/test_delivery.kill_mid_send, as for campaigns and notices), then run to the
+    end: every person got the welcome step at most once, and exactly those a kill left
+    "sending" are "unknown" (in flight at a kill), never queued again by the sequence."""
     import random
 
-    configure(monkeypatch, smtp, rate=20, burst=20, connections=4)
+    from tests.test_delivery import kill_mid_send, new_in_flight, wait_for_leases
+
+    connections = 4
+    configure(monkeypatch, smtp, rate=20, burst=20, connections=connections,
+              lease_seconds=1)  # PostgreSQL: a killed run's claims hold this long
     define(project, WELKOM)
     at(monkeypatch, "2026-12-01T08:00:00+00:00")
     sync(run)
     people = [f"p{i}@example.be" for i in range(150)]
     join(run, project, [(a, "") for a in people])
-    env = {TEST_CLOCK: "2026-12-01T08:00:30+00:00"}
+    at(monkeypatch, "2026-12-01T08:00:30+00:00")  # the runs' clock (os.environ)
+    database = engine()
     rng = random.Random(20261202)
-    for kill in range(3):
-        target = len(smtp.messages()) + rng.randint(2, 8)
-        runs = [mailer("run", "--max-seconds", "300", **env)]
-
-        def sending(runs: list = runs, target: int = target) -> bool:  # noqa: B006
-            if runs[-1].poll() is not None:
-                _, err = runs[-1].communicate()
-                assert LOCK_BUSY in err, f"mailer run ended early: {err.decode()[-2000:]}"
-                runs.append(mailer("run", "--max-seconds", "300", **env))
-                return False
-            return len(smtp.messages()) >= target
-
-        wait_for(sending, f"kill {kill}: message {target} at the server",
-                 state=lambda: f"{len(smtp.messages())} arrived")
-        time.sleep(rng.uniform(0, 0.1))  # not a wait for anything: where the kill falls
-        assert alive(runs[-1])
-        runs[-1].kill()
-        runs[-1].wait(timeout=60)
-    run_out("run", "--max-seconds", "300", MAILER_DELIVERY__RATE="500",
-            MAILER_DELIVERY__BURST="0", **env)
-    run_out("run", "--max-seconds", "300", MAILER_DELIVERY__RATE="500",
-            MAILER_DELIVERY__BURST="0", **env)  # a second: nothing more
+    in_flight: list[int] = []
+    counted: set[int] = set()
+    for kill in range(1, 4):
+        kill_mid_send(smtp, rng, kill)
+        left = len(new_in_flight(database, counted))
+        assert 1 <= left <= connections, f"kill {kill}: {left} steps were in flight"
+        in_flight.append(left)
+    wait_for_leases(database)  # the last kill's claims free
+    for _ in range(2):  # to the end, and a second: nothing more
+        run_out("run", "--max-seconds", "300", MAILER_DELIVERY__RATE="500",
+                MAILER_DELIVERY__BURST="0")
     arrived = Counter(r for m in smtp.messages() for r in m.recipients)
     assert max(arrived.values()) == 1, "a step went out twice"
-    with engine().connect() as conn:
+    with database.connect() as conn:
         states = dict(conn.execute(sa.text(
             "SELECT s.email, d.state FROM delivery d JOIN subscriber s "
             "ON s.id = d.subscriber_id")).all())
         progress = Counter(conn.execute(sa.text(
             "SELECT passed_after FROM sequence_progress")).scalars())
+    database.dispose()
     assert len(states) == len(people) and progress == {0: len(people)}
-    assert {a for a in people if not arrived[a]} <= {a for a, s in states.items()
-                                                     if s == "unknown"}
+    unknown = {a for a, s in states.items() if s == "unknown"}
+    assert {a for a in people if not arrived[a]} <= unknown
     assert all(states[a] in ("sent", "unknown") for a in people)
+    assert len(unknown) == sum(in_flight)  # each kill's in-flight ones, and no other
 
 
 # --- a person's data ------------------------------------------------------------------------
