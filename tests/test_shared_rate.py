@@ -118,8 +118,11 @@ def test_a_quota_reached_by_three_senders_stops_them_all(pg_url, smtp):
 def test_a_limited_domain_keeps_its_own_rate_across_senders(pg_url, smtp):
     """Every second message to slow.example, which may have 4 a second (burst 4: evenly),
     the others at 40 a second in all: the three senders' 24 messages to slow.example
-    together take at least 23 quarter seconds at the server (the lanes that keep them
-    from holding up the others are the engine's sender's, tests/test_pacing.py)."""
+    together take at least the 5.5 s the limiter's bound allows at the server (over any
+    L seconds at most rate * L + (burst - rate) + 2: a message claimed late keeps its
+    place by up to an interval), not the 0.6 s of their share of the global rate. (The
+    lanes that keep them from holding up the others are the engine's sender's,
+    tests/test_pacing.py.)"""
     reports = senders(pg_url, smtp, "abc", rate=40, count=16, connections=3,
                       slow="slow.example", slow_rate=4, slow_burst=4, every=2)
     assert [r["sent"] for r in reports] == [16, 16, 16]
@@ -127,7 +130,7 @@ def test_a_limited_domain_keeps_its_own_rate_across_senders(pg_url, smtp):
     slow = sorted(m.at for m in received if m.recipients[0].endswith("@slow.example"))
     fast = sorted(m.at for m in received if not m.recipients[0].endswith("@slow.example"))
     assert len(slow) == len(fast) == 24
-    assert slow[-1] - slow[0] >= 23 / 4 * 0.98  # never faster than its rate
+    assert slow[-1] - slow[0] >= (24 - 2) / 4 * 0.98  # 2 %: the way to the server
 
 
 def test_the_runner_shares_the_rate_on_postgresql_only(project):

@@ -109,7 +109,7 @@ INVENTORY: dict[str, dict[str, Kind]] = {
         "updated_at": "person",
     },
     "rate_state": {  # the rate limits shared by all senders: a pace per domain, counts
-        "key": "none", "tat": "none", "total": "none",
+        "key": "none", "tat": "none", "total": "none", "recent": "none",
     },
     "rate_bucket": {  # sends counted per second (hour) and 24 s (day): counts only
         "quota": "none", "bucket": "none", "sent": "none", "latest": "none",

@@ -3,7 +3,8 @@
 The global rate and burst, the per-domain limits and the hourly and daily quotas hold for
 all senders of a database together (mailer/delivery/sharedrate.py): a GCRA row per pace
 (`rate_state`: the global one, one per limited domain; its `tat` is the theoretical
-arrival time of the next message, seconds of the database's clock), a row per quota
+arrival time of the next message, seconds of the database's clock; a domain's `recent`
+its last `burst` slots), a row per quota
 window with the count in it (`total`) and that count in buckets (`rate_bucket`: 1 s for
 the hour, 24 s for the day, as the in-process limiter keeps them). One function,
 `mailer_rate_claim`, takes up to N slots in one round trip: every claim of every sender
@@ -23,6 +24,7 @@ from typing import Sequence, Union
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects.postgresql import ARRAY
 
 # revision identifiers, used by Alembic.
 revision: str = '0015'
@@ -45,6 +47,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     g_tat double precision;
     d_tat double precision;
+    d_recent double precision[];
+    d_burst integer;
+    d_window double precision;
+    lead double precision;
     base double precision;
     last double precision;
     n integer := p_want;
@@ -77,12 +83,24 @@ BEGIN
         RETURN;
     END IF;
     IF p_domain IS NOT NULL THEN
-        -- A domain's turn not come yet: nothing taken; domain_at says when it comes.
+        -- A domain's pace as RateLimiter's _Pace keeps it: a GCRA on the claims' times,
+        -- and its last `burst` slots: the next slot (behind the global schedule, `lead`
+        -- after now) at least a window (1 s and a guard) after the burst-th last.
+        -- Its turn not come yet: nothing taken; domain_at says when it comes.
+        d_burst := round((p_domain_tolerance + 1) / p_domain_interval);
+        d_window := 1 + least(0.05, p_domain_tolerance / 2);
         INSERT INTO rate_state AS s (key, tat, total) VALUES (p_domain, 0, 0)
             ON CONFLICT (key) DO NOTHING;
-        SELECT s.tat INTO d_tat FROM rate_state s WHERE s.key = p_domain;
-        domain_at := d_tat;
-        IF d_tat - p_domain_tolerance > now_at THEN
+        SELECT s.tat, coalesce(s.recent, '{}') INTO d_tat, d_recent
+            FROM rate_state s WHERE s.key = p_domain;
+        lead := CASE WHEN p_interval IS NULL THEN 0
+                     ELSE greatest(greatest(g_tat, now_at) - p_tolerance - now_at, 0) END;
+        domain_at := d_tat - p_domain_tolerance;
+        IF cardinality(d_recent) >= d_burst THEN
+            domain_at := greatest(domain_at, d_recent[cardinality(d_recent) - d_burst + 1]
+                                             + d_window - lead);
+        END IF;
+        IF domain_at > now_at THEN
             RETURN;
         END IF;
         n := 1;
@@ -131,8 +149,17 @@ BEGIN
     END IF;
     last := slots[n];
     IF p_domain IS NOT NULL THEN
-        domain_at := greatest(d_tat, last) + p_domain_interval;
-        UPDATE rate_state s SET tat = domain_at WHERE s.key = p_domain;
+        -- Due an interval after its due time: a message claimed late (the sender marks it
+        -- and opens a connection first) or behind the global schedule keeps the domain's
+        -- place by up to an interval; the burst (d_recent) holds on the slots anyway.
+        d_tat := greatest(d_tat, now_at - p_domain_interval, last - p_domain_interval)
+                 + p_domain_interval;
+        d_recent := (d_recent || last)[greatest(1, cardinality(d_recent) + 2 - d_burst):];
+        UPDATE rate_state s SET tat = d_tat, recent = d_recent WHERE s.key = p_domain;
+        domain_at := d_tat - p_domain_tolerance;
+        IF cardinality(d_recent) >= d_burst THEN
+            domain_at := greatest(domain_at, d_recent[1] + d_window - (last - now_at));
+        END IF;
     END IF;
     FOR q IN SELECT v.name, v.win FROM (VALUES ('hourly', 3600.0::double precision),
                                               ('daily', 86400.0::double precision))
@@ -162,7 +189,9 @@ def upgrade() -> None:
         'rate_state',
         sa.Column('key', sa.String(length=300), primary_key=True),
         sa.Column('tat', sa.Float(), nullable=False),
-        sa.Column('total', sa.BigInteger(), nullable=False))
+        sa.Column('total', sa.BigInteger(), nullable=False),
+        sa.Column('recent', sa.Text().with_variant(ARRAY(sa.Float()), "postgresql"),
+                  nullable=True))
     op.create_table(
         'rate_bucket',
         sa.Column('quota', sa.String(length=8), primary_key=True),
