@@ -115,6 +115,17 @@ def test_a_quota_reached_by_three_senders_stops_them_all(pg_url, smtp):
     assert len(smtp.messages()) == 30
 
 
+def test_slots_a_sender_took_ahead_and_did_not_use_go_back_to_the_quota(pg_url, smtp):
+    """An hourly quota of 5. A sender of 2 messages through one connection claims 1 slot,
+    then 2 ahead (it used all it took), sends 2 and stops holding one: it gives that one
+    back when it closes, so the next sender sends the other 3, not 2."""
+    [first] = senders(pg_url, smtp, "a", rate=50, hourly=5, count=2, connections=1)
+    assert (first["sent"], first["claims"]) == (2, 2)
+    [second] = senders(pg_url, smtp, "b", rate=50, hourly=5, count=10, connections=1)
+    assert (second["sent"], second["quota"]) == (3, "hourly")
+    assert len(smtp.messages()) == 5
+
+
 def test_a_limited_domain_keeps_its_own_rate_across_senders(pg_url, smtp):
     """Every second message to slow.example, which may have 4 a second (burst 4: evenly),
     the others at 40 a second in all: the three senders' 24 messages to slow.example
