@@ -164,6 +164,12 @@ def schema_status(engine: Engine) -> SchemaStatus:
             current = MigrationContext.configure(conn).get_current_revision()
     except OperationalError as exc:
         raise DatabaseError(f"Cannot open the database: {exc.orig}") from None
+    if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
+        raise DatabaseError(
+            f"The database was migrated by a newer mailer (revision {current}); this one "
+            f"knows revisions up to {head}.",
+            hint="Run the newer mailer, or restore a backup made with this version "
+                 "(`mailer db restore`).")
     pending = [
         rev.revision for rev in script.iterate_revisions(head, current or "base")
     ]

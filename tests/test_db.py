@@ -66,3 +66,19 @@ def test_postgres_and_sqlite_share_the_same_schema(db_url):
     engine.dispose()
     assert {"mailing_list", "subscriber", "subscription", "consent_event", "suppression",
             "audit_log", "alembic_version"} <= names
+
+
+def test_a_database_from_a_newer_mailer_is_one_line_for_every_command(run, project, db_url):
+    """A revision this code does not ship (the database was migrated by a newer release):
+    one line and the way out, never Alembic's traceback; the database is left alone."""
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+    engine.dispose()
+    for args in (("lists", "ls"), ("db", "status"), ("db", "upgrade"), ("campaign", "ls")):
+        result = run(*args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "Traceback" not in result.output and "CommandError" not in result.output
+        assert "migrated by a newer mailer (revision 0999)" in result.stderr, result.output
+    with make_engine(db_url).connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0999"
