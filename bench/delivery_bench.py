@@ -19,6 +19,14 @@ measured with wait4), and the ratio A/B.
     .venv/bin/python bench/delivery_bench.py --marks both   # durable marks against NORMAL
     .venv/bin/python bench/delivery_bench.py --marks commits --skip-bare  # the commit alone
     .venv/bin/python bench/delivery_bench.py --postgres           # the engine on PostgreSQL
+    .venv/bin/python bench/delivery_bench.py --stores sqlite,postgresql --repeat 2
+    .venv/bin/python bench/delivery_bench.py --stores sqlite,postgresql --before /tmp/old
+
+`--stores sqlite,postgresql` sends the same campaign from a SQLite project and from a
+PostgreSQL one (the server started by the bench, on the same machine), in turn: with
+`--repeat 2` in the order S P P S, so both see the machine alike; it prints PostgreSQL's
+rate over SQLite's. `--before DIR` also runs every send with the engine of another
+checkout (PYTHONPATH=DIR; e.g. a clone at an earlier commit), alternating with this one.
 
 `--marks both` sends each configuration four times, each a fresh campaign to the same
 people: with durable marks, with the marks at SQLite's synchronous=NORMAL (as before
@@ -41,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -232,33 +241,39 @@ def check_signatures(folder: Path, env: dict[str, str], records: dict[str, bytes
             raise SystemExit(f"DKIM signature {idx} of the bench message does not verify")
 
 
-def mark_commits(folder: Path, rounds: int, width: int = 16) -> dict[str, dict[str, float]]:
+def mark_commits(url: str, rounds: int, width: int = 16) -> dict[str, dict[str, float]]:
     """The status writer's transaction alone, as the sender runs it (Outbox.apply: mark
     `width` deliveries "sending", record the previous round's results), `rounds` times
     at each level, in blocks of 50 that alternate FULL, NORMAL, NORMAL, FULL: wall and
-    CPU milliseconds per commit, on the project's own database file (a real disk)."""
+    CPU milliseconds per commit, on the project's own database (SQLite: its file, on a
+    real disk; PostgreSQL: one level, its marks commit with synchronous_commit on)."""
     import mailer.db
     from mailer.db import make_engine
+    from mailer.dbtypes import placeholder
     from mailer.delivery.outbox import Outbox, Result
     from mailer.delivery.transports import Outcome
 
-    engine = make_engine(f"sqlite:///{folder / 'mailer.db'}")
+    engine = make_engine(url)
+    q = placeholder(engine.dialect)
     with engine.begin() as conn:
         campaign, = conn.exec_driver_sql("SELECT min(campaign_id) FROM delivery").one()
         ids = [r[0] for r in conn.exec_driver_sql(
-            "SELECT id FROM delivery WHERE campaign_id = ? ORDER BY id LIMIT ?",
+            f"SELECT id FROM delivery WHERE campaign_id = {q} ORDER BY id LIMIT {q}",
             (campaign, rounds * width * 2))]
         conn.exec_driver_sql(f"UPDATE delivery SET state = 'queued' WHERE id IN "
                              f"({', '.join(map(str, ids))})")
     outbox = Outbox(engine, campaign, b"k" * 32, max_attempts=3, retry_after=60)
-    taken: dict[str, list[tuple[float, float]]] = {"FULL": [], "NORMAL": []}
+    sqlite = engine.dialect.name == "sqlite"
+    taken: dict[str, list[tuple[float, float]]] = \
+        {"FULL": [], "NORMAL": []} if sqlite else {"on": []}
     batches = [ids[i:i + width] for i in range(0, len(ids), width)]
     previous: list[int] = []
     block = 50
-    order = ["FULL", "NORMAL", "NORMAL", "FULL"]
-    for n, batch in enumerate(batches[:rounds * 2]):
-        level = order[(n // block) % 4]
-        mailer.db.DURABLE = level
+    order = ["FULL", "NORMAL", "NORMAL", "FULL"] if sqlite else ["on"]
+    for n, batch in enumerate(batches[:rounds * len(taken)]):
+        level = order[(n // block) % len(order)]
+        if sqlite:
+            mailer.db.DURABLE = level
         wall, cpu = time.perf_counter(), time.process_time()
         outbox.apply(batch, [Result(i, Outcome("sent", "250 2.0.0 Ok"), 1, f"<{i}@b>")
                              for i in previous], [])
@@ -271,15 +286,18 @@ def mark_commits(folder: Path, rounds: int, width: int = 16) -> dict[str, dict[s
             for level, t in taken.items()}
 
 
-def print_mark_commits(costs: dict[str, dict[str, float]], width: int = 16) -> None:
+def print_mark_commits(store: str, costs: dict[str, dict[str, float]],
+                       width: int = 16) -> None:
     print(f"\nthe status writer's commit alone ({width} marks + {width} results, "
-          "Outbox.apply on the project's database):")
+          f"Outbox.apply on the project's database, {STORE_NAMES[store]}; the client's CPU):")
+    setting = "synchronous" if store == "sqlite" else "synchronous_commit"
     for level, c in costs.items():
-        print(f"  synchronous={level:<7}{c['wall_ms']:>8.2f} ms wall{c['cpu_ms']:>8.2f} ms CPU"
+        print(f"  {setting}={level:<7}{c['wall_ms']:>8.2f} ms wall{c['cpu_ms']:>8.2f} ms CPU"
               f" a commit over {c['commits']:,}: at most {width * 1000 / c['wall_ms']:,.0f} "
               "marks/s from one writer")
-    print(f"  FULL / NORMAL: {costs['FULL']['wall_ms'] / costs['NORMAL']['wall_ms']:.1f}x "
-          "the wall time of a commit")
+    if "FULL" in costs:
+        print(f"  FULL / NORMAL: {costs['FULL']['wall_ms'] / costs['NORMAL']['wall_ms']:.1f}x "
+              "the wall time of a commit")
 
 
 # The engine with its mark commits at SQLite's synchronous=NORMAL, as before they were
@@ -300,7 +318,17 @@ def main() -> None:
                              "synchronous=NORMAL, both (four sends: D N N D, then the "
                              "commits alone), or commits (only the status writer's commit, "
                              "timed at both levels: no sends)")
-    parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--postgres", action="store_true",
+                        help="the engine on PostgreSQL (the same as --stores postgresql)")
+    parser.add_argument("--stores", default=None,
+                        help="sqlite, postgresql or both (comma-separated): a project on "
+                             "each, their sends in turn")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="send each store's (and code's) campaign this many times, in "
+                             "turn and reversed at every other pass (2: S P P S)")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="a checkout of the engine to run beside this one "
+                             "(PYTHONPATH=DIR), alternating")
     parser.add_argument("--skip-bare", action="store_true")
     parser.add_argument("--rate", type=float, default=None,
                         help="pace the engine at this many messages/s (default burst) and "
@@ -312,6 +340,15 @@ def main() -> None:
     for c in configurations:
         if c not in ("ed25519", "rsa", "rsa+ed25519"):
             parser.error(f"--dkim {c}: ed25519, rsa or rsa+ed25519")
+    stores = [s.strip() for s in (args.stores or ("postgresql" if args.postgres else
+                                                  "sqlite")).split(",") if s.strip()]
+    if not stores or any(s not in ("sqlite", "postgresql") for s in stores):
+        parser.error("--stores: sqlite, postgresql or both")
+    codes: list[tuple[str, Path | None]] = [("", None)]
+    if args.before is not None:
+        if not (args.before / "mailer" / "__init__.py").exists():
+            parser.error(f"--before {args.before}: not a checkout of the engine")
+        codes.append(("before", args.before.resolve()))
     if not Path(SINK).exists():
         raise SystemExit("smtp-sink not found: apt-get install postfix (the daemon is not "
                          "needed; stop it if the install starts it)")
@@ -319,74 +356,88 @@ def main() -> None:
     port = free_port()
     sink = start_sink(port)
     tmp = Path(tempfile.mkdtemp(prefix="mailer-bench-"))
-    folder = tmp / "project"
     pg = None
     try:
-        db_url = None
-        if args.postgres:
+        urls: dict[str, str | None] = {"sqlite": None}
+        if "postgresql" in stores:
             from tests.support.pgserver import start_postgres
             pg = start_postgres()
-            db_url = pg.create_database("bench")
+            urls["postgresql"] = pg.create_database("bench")
         order = {"durable": ["durable"], "normal": ["normal"], "commits": [],
                  "both": ["durable", "normal", "normal", "durable"]}[args.marks]
         print(f"smtp-sink on 127.0.0.1:{port}; {n:,} recipients; DKIM "
               f"{', '.join(configurations)}; marks {', '.join(order) or 'commits only'}; "
-              f"{'PostgreSQL' if db_url else 'SQLite'}; load average "
-              f"{os.getloadavg()[0]:.1f}", flush=True)
+              f"{', '.join(STORE_NAMES[s] for s in stores)}"
+              f"{'; beside the engine of ' + str(args.before) if args.before else ''}; "
+              f"load average {os.getloadavg()[0]:.1f}", flush=True)
         t = time.perf_counter()
         algorithms = sorted({a for c in configurations for a in c.split("+")})
-        env, keys, records = make_project(folder, n, port, algorithms, db_url)
-        if args.rate:
-            env["MAILER_DELIVERY__RATE"] = str(args.rate)  # the burst: its default
-        if args.render_processes is not None:
-            env["MAILER_DELIVERY__RENDER_PROCESSES"] = str(args.render_processes)
-        runs = []  # (configuration, marks, campaign)
+        projects = {store: (tmp / f"project-{store}",
+                            *make_project(tmp / f"project-{store}", n, port, algorithms,
+                                          urls[store]))
+                    for store in stores}
+        for _, env, _, _ in projects.values():
+            if args.rate:
+                env["MAILER_DELIVERY__RATE"] = str(args.rate)  # the burst: its default
+            if args.render_processes is not None:
+                env["MAILER_DELIVERY__RENDER_PROCESSES"] = str(args.render_processes)
+        variants = [(store, code) for store in stores for code in codes]
+        runs: list[Run] = []
         for dkim in configurations:
-            check_signatures(folder, signing(env, keys, dkim), records, dkim.count("+") + 1)
+            for folder, env, keys, records in projects.values():
+                check_signatures(folder, signing(env, keys, dkim), records,
+                                 dkim.count("+") + 1)
             for marks in order:
-                name = f"bench-{len(runs) + 1}"
-                create_campaign(folder, env, name)
-                runs.append((dkim, marks, name))
-        print(f"(setup: project, import, {len(runs)} campaigns: "
+                for turn in range(args.repeat):
+                    for store, (code, tree) in variants if turn % 2 == 0 else variants[::-1]:
+                        name = f"bench-{len(runs) + 1}"
+                        folder, env, _, _ = projects[store]
+                        create_campaign(folder, env, name)
+                        runs.append(Run(dkim, marks, store, code, tree, name))
+        print(f"(setup: {len(projects)} project(s), import, {len(runs)} campaigns: "
               f"{time.perf_counter() - t:.0f} s)\n", flush=True)
-        results: dict[str, list[tuple[str, str, dict[str, float]]]] = {"A": [], "B": []}
+        bare: dict[str, float] | None = None
         if not args.skip_bare and runs:
-            results["B"].append(("", "", measure(
-                [sys.executable, __file__, "--bare-run", str(port), str(n)])))
-        store = "PostgreSQL" if db_url else "SQLite"
+            bare = measure([sys.executable, __file__, "--bare-run", str(port), str(n)])
         if runs:
-            print(f"{'':<50}{'msgs/s':>10}{'sending':>9}{'CPU s':>9}{'peak RSS':>11}"
+            print(f"{'':<56}{'msgs/s':>10}{'sending':>9}{'CPU s':>9}{'peak RSS':>11}"
                   f"{'largest':>10}")
-        for _, _, r in results["B"]:
-            print_row("B bare aiosmtplib, 16 connections", n, r)
-        for dkim, marks, name in runs:
-            start = [sys.executable, "-c", NORMAL_MARKS] if marks == "normal" \
+        if bare is not None:
+            print_row("B bare aiosmtplib, 16 connections", n, bare)
+        for run in runs:
+            folder, env, keys, _ = projects[run.store]
+            env = signing(env, keys, run.dkim)
+            if run.tree is not None:
+                env["PYTHONPATH"] = str(run.tree)
+            start = [sys.executable, "-c", NORMAL_MARKS] if run.marks == "normal" \
                 else [sys.executable, "-m", "mailer"]
-            a = measure([*start, "campaign", "send", name, "--yes", "--json"],
-                        env=signing(env, keys, dkim), cwd=folder)
+            a = measure([*start, "campaign", "send", run.name, "--yes", "--json"],
+                        env=env, cwd=folder)
             report = json.loads(a["stdout"])  # type: ignore[arg-type]
             if report["sent"] != n:
                 raise SystemExit(f"the engine sent {report['sent']:,} of {n:,}: {report}")
             a["rate"] = report["rate"]  # from its first message to its last
-            results["A"].append((dkim, marks, a))
-            print_row(f"A engine ({dkim}, marks {marks}, {store})", n, a)
+            run.measured = a
+            print_row(f"A engine ({run.label})", n, a)
             if args.rate:
                 print(f"paced at {args.rate:,.0f} msgs/s: the engine sent at "
                       f"{report['rate']:,.1f} msgs/s from its first message to its last "
                       f"({report['rate'] / args.rate:.1%} of the rate)")
         if runs:
-            summarise(results, configurations, n)
-        if args.marks in ("both", "commits") and not db_url:
-            if not runs:  # deliveries to mark: a campaign started, nothing sent
-                subprocess.run([sys.executable, "-m", "mailer", "campaign", "create", "marks",
-                                "--list", "nieuwsbrief", "--template",
-                                "templates/bench.html.j2", "--subject", "Nieuws"],
-                               cwd=folder, env=env, check=True, capture_output=True)
-                subprocess.run([sys.executable, "-c", "import sys; from mailer.cli import "
-                                "main; sys.argv[0] = 'mailer'; main()", "campaign", "send",
-                                "marks", "--yes", "--max-seconds", "0.001"],
-                               cwd=folder, env=env, capture_output=True)
-            print_mark_commits(mark_commits(folder, min(1000, n // 32)))
+            summarise(runs, n, bare)
+        if args.marks in ("both", "commits"):
+            for store, (folder, env, _, _) in projects.items():
+                if not runs:  # deliveries to mark: a campaign started, nothing sent
+                    subprocess.run([sys.executable, "-m", "mailer", "campaign", "create",
+                                    "marks", "--list", "nieuwsbrief", "--template",
+                                    "templates/bench.html.j2", "--subject", "Nieuws"],
+                                   cwd=folder, env=env, check=True, capture_output=True)
+                    subprocess.run([sys.executable, "-c", "import sys; from mailer.cli "
+                                    "import main; sys.argv[0] = 'mailer'; main()", "campaign",
+                                    "send", "marks", "--yes", "--max-seconds", "0.001"],
+                                   cwd=folder, env=env, capture_output=True)
+                url = urls[store] or f"sqlite:///{folder / 'mailer.db'}"
+                print_mark_commits(store, mark_commits(url, min(1000, n // 32)))
         print("peak RSS: the process and its helpers together; largest: one process; "
               f"load average at the end {os.getloadavg()[0]:.1f}")
     finally:
@@ -397,41 +448,69 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+STORE_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+
+@dataclass
+class Run:
+    """One send of the bench: its configuration, and what was measured."""
+    dkim: str
+    marks: str
+    store: str
+    code: str  # "" for this checkout, "before" for --before
+    tree: Path | None
+    name: str
+    measured: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return (f"{self.dkim}, marks {self.marks}, {STORE_NAMES[self.store]}"
+                + (f", {self.code}" if self.code else ""))
+
+
 def print_row(label: str, n: int, r: dict[str, float]) -> None:
     sending = f"{r['rate']:,.0f}" if "rate" in r else ""
-    print(f"{label:<50}{n / r['wall']:>10,.0f}{sending:>9}{r['cpu']:>9,.1f}"
+    print(f"{label:<56}{n / r['wall']:>10,.0f}{sending:>9}{r['cpu']:>9,.1f}"
           f"{r['rss_mb']:>8,.0f} MB{r['max_process_mb']:>7,.0f} MB", flush=True)
 
 
-def summarise(results: dict[str, list[tuple[str, str, dict[str, float]]]],
-              configurations: list[str], n: int) -> None:
-    """Per configuration: the rate over all its sends, durable against NORMAL marks,
-    and against the bare client."""
+def summarise(runs: list[Run], n: int, bare: dict[str, float] | None) -> None:
+    """Per kind of send: the rate over all its sends (N times the sends over their summed
+    wall time), and the ratios of the means: durable against NORMAL marks, PostgreSQL
+    against SQLite, this code against --before; and against the bare client."""
     print()
-    bare = results["B"][0][2]["wall"] if results["B"] else None
-    for dkim in configurations:
-        walls = {m: [r["wall"] for d, mm, r in results["A"] if d == dkim and mm == m]
-                 for m in ("durable", "normal")}
-        cpus = {m: [r["cpu"] for d, mm, r in results["A"] if d == dkim and mm == m]
-                for m in ("durable", "normal")}
-        rates = {m: [r["rate"] for d, mm, r in results["A"] if d == dkim and mm == m]
-                 for m in ("durable", "normal")}
-        for marks, times in walls.items():
-            if times:
-                rate = n * len(times) / sum(times)
-                print(f"{dkim}, marks {marks}: {rate:,.0f} msgs/s over {len(times)} "
-                      f"send(s) ({sum(rates[marks]) / len(times):,.0f} while sending), "
-                      f"{sum(cpus[marks]) / len(times):,.1f} CPU s a send"
-                      + (f"; A/B = {bare / (sum(times) / len(times)):.2f}" if bare else ""))
-        if walls["durable"] and walls["normal"]:
-            ratio = (sum(walls["normal"]) / len(walls["normal"])) / (
-                sum(walls["durable"]) / len(walls["durable"]))
-            cpu = (sum(cpus["durable"]) / len(cpus["durable"])) / (
-                sum(cpus["normal"]) / len(cpus["normal"]))
-            sending = (sum(rates["durable"]) / len(rates["durable"])) / (
-                sum(rates["normal"]) / len(rates["normal"]))
-            print(f"{dkim}: durable marks send at {ratio:.2f}x the rate of NORMAL ones "
-                  f"({sending:.2f}x while sending), at {cpu:.2f}x their CPU")
+
+    def mean(selected: list[Run], key: str) -> float:
+        return sum(r.measured[key] for r in selected) / len(selected)
+
+    groups: dict[tuple[str, str, str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.dkim, run.marks, run.store, run.code), []).append(run)
+    for (_, _, _, _), selected in groups.items():
+        wall = mean(selected, "wall")
+        print(f"{selected[0].label}: {n / wall:,.0f} msgs/s over {len(selected)} send(s) "
+              f"({mean(selected, 'rate'):,.0f} while sending), {mean(selected, 'cpu'):,.1f} "
+              "CPU s a send" + (f"; A/B = {bare['wall'] / wall:.2f}" if bare else ""))
+    # (what differs, the value measured, the value it is measured against)
+    for field_index, name, value, against in ((1, "marks", "durable", "normal"),
+                                              (2, "store", "postgresql", "sqlite"),
+                                              (3, "code", "", "before")):
+        for key, selected in groups.items():
+            if key[field_index] != value:
+                continue
+            other_key = (*key[:field_index], against, *key[field_index + 1:])
+            if other_key not in groups:
+                continue
+            other = groups[other_key]
+            what = {"marks": "durable marks against NORMAL ones",
+                    "store": "PostgreSQL against SQLite",
+                    "code": "this code against --before"}[name]
+            rest = [part for i, part in enumerate(
+                (key[0], f"marks {key[1]}", STORE_NAMES[key[2]], key[3] or "this code"))
+                if i != field_index]
+            print(f"{what} ({', '.join(rest)}): {mean(other, 'wall') / mean(selected, 'wall'):.2f}x"
+                  f" the rate ({mean(selected, 'rate') / mean(other, 'rate'):.2f}x while "
+                  f"sending), {mean(selected, 'cpu') / mean(other, 'cpu'):.2f}x the CPU")
     print("(msgs/s: N over the whole command, process start and template preparation "
           "included; sending: the engine's own rate from its first message to its last)")
 

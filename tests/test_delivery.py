@@ -909,7 +909,8 @@ def test_marks_are_committed_durably_and_nothing_else_pays_for_it(run, project, 
     levels: dict[str, set[str]] = {"mark": set(), "read": set()}
 
     def look(conn, cursor, statement, *_):  # noqa: ANN001, ANN202
-        kind = ("mark" if statement.startswith("UPDATE delivery SET state = 'sending'")
+        # a mark: alone (SQLite) or the first part of the round's statement (PostgreSQL)
+        kind = ("mark" if "UPDATE delivery SET state = 'sending'" in statement
                 else "read" if statement.startswith("SELECT delivery.id") else None)
         if kind:
             levels[kind].add(_sync_level(conn.connection.dbapi_connection))

@@ -275,48 +275,143 @@ class Outbox:
         Returns the ids actually marked: only rows still queued or deferred are, so a
         delivery cancelled meanwhile (or taken by another sender) is not sent.
 
-        This runs for every few messages of a send, so it is plain SQL on the driver
-        (the same on SQLite and PostgreSQL), without building SQLAlchemy statements."""
-        now = utcnow()
+        This runs for every few messages of a send, so it is plain SQL on the driver,
+        without building SQLAlchemy statements. On SQLite each kind of change is one
+        statement (an in-process call each); on PostgreSQL, where each statement is a
+        round trip to the server and runs there, all of them are one statement
+        (`_round_statement`), unless a delivery appears twice in the round."""
+        updates = self.changes(sending, results, skipped, released)
         dialect = self.engine.dialect
-        at = stamp(now, dialect)
-        q = placeholder(dialect)
-        marked: set[int] = set()
         with durable_begin(self.engine) as conn:  # a lost mark would mean a resend
-            run = conn.exec_driver_sql
-            if sending:
-                marked = {row[0] for row in run(
-                    f"UPDATE delivery SET state = 'sending', attempts = attempts + 1, "
-                    f"updated_at = {q} WHERE id IN ({', '.join([q] * len(sending))}) "
-                    f"AND state IN ('queued', 'deferred') RETURNING id",
-                    (at, *sending))}
-            sent = [(r.message_id, r.outcome.reply[:500], at, at, r.id)
-                    for r in results if r.outcome.kind == DeliveryState.SENT]
-            if sent:
-                run(f"UPDATE delivery SET state = 'sent', message_id = {q}, last_reply = {q}, "
-                    f"sent_at = {q}, updated_at = {q}, next_attempt_at = NULL "
-                    f"WHERE id = {q}", sent)
-            others: list[tuple[str, object, str, str | None, object, int]] = []
-            for r in results:
-                if r.outcome.kind != DeliveryState.SENT:
-                    state, retry_at = self.next_state(r.outcome, r.attempts)
-                    others.append((str(state), stamp(retry_at, dialect), r.outcome.reply[:500],
-                                   r.message_id, at, r.id))
-            if others:
-                run(f"UPDATE delivery SET state = {q}, next_attempt_at = {q}, "
-                    f"last_reply = {q}, message_id = {q}, updated_at = {q} WHERE id = {q}",
-                    others)
-            if skipped:
-                run(f"UPDATE delivery SET state = 'skipped', last_reply = {q}, "
-                    f"updated_at = {q} WHERE id = {q}",
-                    [(why[:500], at, i) for i, why in skipped])
-            if released:  # marked, then not sent (the run stopped): as they were
-                run(f"UPDATE delivery SET state = CASE WHEN attempts > 1 THEN 'deferred' "
-                    f"ELSE 'queued' END, attempts = attempts - 1, updated_at = {q} "
-                    f"WHERE id IN ({', '.join([q] * len(released))}) AND state = 'sending'",
-                    (at, *released))
+            if dialect.name == "postgresql" and updates.distinct():
+                marked = _apply_round(conn, updates)
+            else:
+                marked = _apply_each(conn, updates, placeholder(dialect))
         rejected = [(r.id, r.outcome.reply) for r in results
                     if r.outcome.kind == DeliveryState.BOUNCED]
         if rejected and self.on_rejected is not None:
             self.on_rejected(rejected)
         return marked
+
+    def changes(self, sending: list[int], results: list[Result],
+                skipped: list[tuple[int, str]], released: list[int]) -> _Updates:
+        """A round's changes as the driver takes them, stamped now."""
+        dialect = self.engine.dialect
+        sent: list[tuple[int, str | None, str]] = []
+        others: list[tuple[int, str, object, str, str | None]] = []
+        for r in results:
+            if r.outcome.kind == DeliveryState.SENT:
+                sent.append((r.id, r.message_id, r.outcome.reply[:500]))
+            else:
+                state, retry_at = self.next_state(r.outcome, r.attempts)
+                others.append((r.id, str(state), stamp(retry_at, dialect),
+                               r.outcome.reply[:500], r.message_id))
+        return _Updates(at=stamp(utcnow(), dialect), sending=list(sending), sent=sent,
+                        others=others, skipped=[(i, why[:500]) for i, why in skipped],
+                        released=list(released))
+
+
+@dataclass(frozen=True)
+class _Updates:
+    """The changes of one status-writer round, as the driver takes them."""
+    at: object  # the time stamped on every row (driver value)
+    sending: list[int]
+    sent: list[tuple[int, str | None, str]]  # id, message id, reply
+    others: list[tuple[int, str, object, str, str | None]]  # id, state, retry at, reply, mid
+    skipped: list[tuple[int, str]]  # id, reason
+    released: list[int]
+
+    def distinct(self) -> bool:
+        """No delivery twice in the round (always so in the sender: a result is recorded
+        after its mark's commit, a release instead of a result)."""
+        ids = [*self.sending, *(u[0] for u in self.sent), *(u[0] for u in self.others),
+               *(u[0] for u in self.skipped), *self.released]
+        return len(ids) == len(set(ids))
+
+
+def _apply_each(conn: sa.Connection, u: _Updates, q: str) -> set[int]:
+    """The round as one statement per kind of change, in order (executemany for the
+    results and skips)."""
+    run = conn.exec_driver_sql
+    at = u.at
+    marked: set[int] = set()
+    if u.sending:
+        marked = {row[0] for row in run(
+            f"UPDATE delivery SET state = 'sending', attempts = attempts + 1, "
+            f"updated_at = {q} WHERE id IN ({', '.join([q] * len(u.sending))}) "
+            f"AND state IN ('queued', 'deferred') RETURNING id",
+            (at, *u.sending))}
+    if u.sent:
+        run(f"UPDATE delivery SET state = 'sent', message_id = {q}, last_reply = {q}, "
+            f"sent_at = {q}, updated_at = {q}, next_attempt_at = NULL WHERE id = {q}",
+            [(mid, reply, at, at, i) for i, mid, reply in u.sent])
+    if u.others:
+        run(f"UPDATE delivery SET state = {q}, next_attempt_at = {q}, last_reply = {q}, "
+            f"message_id = {q}, updated_at = {q} WHERE id = {q}",
+            [(state, retry_at, reply, mid, at, i)
+             for i, state, retry_at, reply, mid in u.others])
+    if u.skipped:
+        run(f"UPDATE delivery SET state = 'skipped', last_reply = {q}, updated_at = {q} "
+            f"WHERE id = {q}", [(why, at, i) for i, why in u.skipped])
+    if u.released:  # marked, then not sent (the run stopped): as they were
+        run(f"UPDATE delivery SET state = CASE WHEN attempts > 1 THEN 'deferred' "
+            f"ELSE 'queued' END, attempts = attempts - 1, updated_at = {q} "
+            f"WHERE id IN ({', '.join([q] * len(u.released))}) AND state = 'sending'",
+            (at, *u.released))
+    return marked
+
+
+# PostgreSQL: each kind of change of a round is a data-modifying CTE of one statement,
+# its rows passed as arrays (unnest), so a round is one statement whatever its size:
+# one round trip, one parse and plan (psycopg prepares the few shapes that recur). The
+# CTEs see the same snapshot and must not touch a row twice (`_Updates.distinct`); each
+# keeps the condition its own statement had (the marks: still queued or deferred).
+_ROUND_PARTS = {
+    "sending": "UPDATE delivery SET state = 'sending', attempts = attempts + 1, "
+               "updated_at = %(at)s WHERE id = ANY(%(sending)s::int[]) "
+               "AND state IN ('queued', 'deferred') RETURNING id",
+    "sent": "UPDATE delivery AS d SET state = 'sent', message_id = v.mid, "
+            "last_reply = v.reply, sent_at = %(at)s, updated_at = %(at)s, "
+            "next_attempt_at = NULL FROM unnest(%(sent_id)s::int[], %(sent_mid)s::text[], "
+            "%(sent_reply)s::text[]) AS v(id, mid, reply) WHERE d.id = v.id",
+    "others": "UPDATE delivery AS d SET state = v.state, next_attempt_at = v.retry_at, "
+              "last_reply = v.reply, message_id = v.mid, updated_at = %(at)s "
+              "FROM unnest(%(other_id)s::int[], %(other_state)s::text[], "
+              "%(other_retry)s::timestamptz[], %(other_reply)s::text[], "
+              "%(other_mid)s::text[]) AS v(id, state, retry_at, reply, mid) "
+              "WHERE d.id = v.id",
+    "skipped": "UPDATE delivery AS d SET state = 'skipped', last_reply = v.reply, "
+               "updated_at = %(at)s FROM unnest(%(skip_id)s::int[], %(skip_reply)s::text[]) "
+               "AS v(id, reply) WHERE d.id = v.id",
+    "released": "UPDATE delivery SET state = CASE WHEN attempts > 1 THEN 'deferred' "
+                "ELSE 'queued' END, attempts = attempts - 1, updated_at = %(at)s "
+                "WHERE id = ANY(%(released)s::int[]) AND state = 'sending'",
+}
+
+
+def _round_statement(kinds: tuple[str, ...]) -> str:
+    """The one statement of a round that has changes of `kinds`."""
+    ctes = ",\n".join(f"{kind} AS ({_ROUND_PARTS[kind]})" for kind in kinds)
+    last = "SELECT id FROM sending" if "sending" in kinds else "SELECT NULL WHERE false"
+    return f"WITH {ctes}\n{last}"
+
+
+def _apply_round(conn: sa.Connection, u: _Updates) -> set[int]:
+    params: dict[str, object] = {"at": u.at}
+    if u.sending:
+        params["sending"] = u.sending
+    if u.released:
+        params["released"] = u.released
+    for prefix, rows, names in (("sent", u.sent, ("id", "mid", "reply")),
+                                ("other", u.others, ("id", "state", "retry", "reply", "mid")),
+                                ("skip", u.skipped, ("id", "reply"))):
+        if rows:
+            params.update({f"{prefix}_{name}": list(column)
+                           for name, column in zip(names, zip(*rows, strict=True),
+                                                   strict=True)})
+    kinds = tuple(kind for kind, rows in (("sending", u.sending), ("sent", u.sent),
+                                          ("others", u.others), ("skipped", u.skipped),
+                                          ("released", u.released)) if rows)
+    if not kinds:
+        return set()
+    return {row[0] for row in conn.exec_driver_sql(_round_statement(kinds), params)}

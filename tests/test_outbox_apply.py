@@ -1,0 +1,128 @@
+"""The status writer's round (`Outbox.apply`) is one statement on PostgreSQL (issue 17,
+point 3): proven here against the reference it replaces, one statement per kind of change
+in order (`_apply_each`, still SQLite's way), on both back-ends. Two campaigns hold the
+same rows; one gets the round through `apply`, the other through the reference; every
+column of every row must come out the same."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from mailer.clock import TEST_CLOCK
+from mailer.db import durable_begin, make_engine
+from mailer.dbtypes import placeholder
+from mailer.delivery.outbox import Outbox, Result, _apply_each
+from mailer.delivery.transports import Outcome
+from mailer.models import Campaign, Delivery, utcnow
+
+D = Delivery.__table__  # type: ignore[attr-defined]
+COLUMNS = ("state", "attempts", "next_attempt_at", "last_reply", "message_id", "sent_at",
+           "updated_at")
+
+# name: (state, attempts) before the round
+ROWS = {
+    "to_mark": ("queued", 0), "to_mark_again": ("deferred", 1),
+    "mark_cancelled": ("skipped", 0),  # asked to mark, no longer open: not marked
+    "sent": ("sending", 1), "sent_no_id": ("sending", 1), "deferred": ("sending", 1),
+    "deferred_too_often": ("sending", 3), "bounced": ("sending", 1),
+    "unknown": ("sending", 2), "failed": ("sending", 1),
+    "skip": ("queued", 0), "release_first": ("sending", 1),
+    "release_retry": ("sending", 2), "release_gone": ("sent", 1),  # not sending: stays
+}
+
+
+def _round(ids: dict[str, int]) -> tuple[list[int], list[Result], list[tuple[int, str]],
+                                          list[int]]:
+    sending = [ids["to_mark"], ids["to_mark_again"], ids["mark_cancelled"]]
+    results = [
+        Result(ids["sent"], Outcome("sent", "250 2.0.0 Ok: queued as A1"), 1, "<a@x>"),
+        Result(ids["sent_no_id"], Outcome("sent", "250 ok " + "x" * 600), 1),
+        Result(ids["deferred"], Outcome("deferred", "451 4.7.1 try later"), 1, "<d@x>"),
+        Result(ids["deferred_too_often"], Outcome("deferred", "421 busy"), 3, "<e@x>"),
+        Result(ids["bounced"], Outcome("bounced", "550 5.1.1 no such user"), 1, "<b@x>"),
+        Result(ids["unknown"], Outcome("unknown", "connection lost after DATA"), 2),
+        Result(ids["failed"], Outcome("failed", "template: 'city' is undefined"), 3),
+    ]
+    skipped = [(ids["skip"], "no longer subscribed (unsubscribed) " + "y" * 600)]
+    released = [ids["release_first"], ids["release_retry"], ids["release_gone"]]
+    return sending, results, skipped, released
+
+
+def _campaign(engine: sa.Engine, slug: str) -> dict[str, int]:
+    """A campaign with one delivery per entry of ROWS: name -> delivery id."""
+    with engine.begin() as conn:
+        campaign = conn.execute(sa.insert(Campaign.__table__).values(  # type: ignore[attr-defined]
+            slug=slug, title=slug, template="t.html.j2", subject="s", list_ids=[],
+            segment=[], state="sending", kind="campaign", created_at=utcnow(),
+            updated_at=utcnow()).returning(sa.column("id"))).scalar_one()
+        return {name: conn.execute(sa.insert(D).values(
+            campaign_id=campaign, state=state, attempts=attempts, queued_at=utcnow(),
+            updated_at=utcnow()).returning(D.c.id)).scalar_one()
+            for name, (state, attempts) in ROWS.items()}
+
+
+def _rows(engine: sa.Engine, ids: dict[str, int]) -> dict[str, tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return {name: tuple(conn.execute(sa.select(*(D.c[c] for c in COLUMNS)).where(
+            D.c.id == i)).one()) for name, i in ids.items()}
+
+
+@pytest.fixture
+def engine(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv(TEST_CLOCK, "2026-12-03T08:00:00+00:00")  # the same stamps twice
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+def _outbox(engine: sa.Engine, rejected: list[tuple[int, str]]) -> Outbox:
+    return Outbox(engine, None, b"k" * 32, max_attempts=3, retry_after=60,
+                  on_rejected=rejected.extend)
+
+
+def test_a_round_writes_what_one_statement_per_change_writes(engine: sa.Engine) -> None:
+    mine, reference = _campaign(engine, "mine"), _campaign(engine, "reference")
+    rejected: list[tuple[int, str]] = []
+    marked = _outbox(engine, rejected).apply(*_round(mine))
+
+    sending, results, skipped, released = _round(reference)
+    # the reference: the rows as Outbox.apply hands them to the driver, one kind at a time
+    updates = _outbox(engine, []).changes(sending, results, skipped, released)
+    with durable_begin(engine) as conn:
+        expected = _apply_each(conn, updates, placeholder(engine.dialect))
+
+    assert marked == {mine["to_mark"], mine["to_mark_again"]}
+    assert expected == {reference["to_mark"], reference["to_mark_again"]}
+    assert _rows(engine, mine) == _rows(engine, reference)
+    got = _rows(engine, mine)
+    assert got["sent"][0] == "sent" and got["sent_no_id"][3] == "250 ok " + "x" * 493
+    assert got["deferred"][0] == "deferred" and got["deferred"][2] is not None
+    assert got["deferred_too_often"][0] == "failed"
+    assert got["release_first"][:2] == ("queued", 0)
+    assert got["release_retry"][:2] == ("deferred", 1)
+    assert got["release_gone"][:2] == ("sent", 1)
+    assert got["mark_cancelled"][:2] == ("skipped", 0)
+    assert rejected == [(mine["bounced"], "550 5.1.1 no such user")]
+
+
+def test_a_round_with_a_delivery_twice_is_written_in_order(engine: sa.Engine) -> None:
+    """Never so in the sender, but then the kinds are written one after the other, as
+    before: a release after a mark in the same round undoes it."""
+    mine = _campaign(engine, "twice")
+    marked = _outbox(engine, []).apply([mine["to_mark"]], [], [], [mine["to_mark"]])
+    assert marked == {mine["to_mark"]}
+    assert _rows(engine, mine)["to_mark"][:2] == ("queued", 0)
+
+
+def test_a_round_of_final_outcomes_alone_is_written(engine: sa.Engine) -> None:
+    """No retry time among them (an array of NULLs only), no marks."""
+    mine = _campaign(engine, "final")
+    assert _outbox(engine, []).apply([], [
+        Result(mine["bounced"], Outcome("bounced", "550 no"), 1),
+        Result(mine["unknown"], Outcome("unknown", "lost"), 2)], []) == set()
+    got = _rows(engine, mine)
+    assert got["bounced"][:3] == ("bounced", 1, None)
+    assert got["unknown"][:3] == ("unknown", 2, None)
