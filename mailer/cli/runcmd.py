@@ -32,10 +32,11 @@ def run(state: State, max_seconds: float, retry_unknown: bool, quiet: bool,
     """The cron entry point: make the due occurrences of recurring campaigns, start
     scheduled campaigns that are due, send what is due (retries included), stop before
     the next minute. Exits 0 when there is nothing to
-    do, and when another `mailer run` is still busy; 1 when a scheduled campaign that
-    is due cannot start (it says why, and stays scheduled); 130 when SIGTERM (systemd)
-    or Ctrl-C stopped it, at any point, after the work in progress (the messages in
-    flight, the returns read so far), like `campaign send`.
+    do, and when another `mailer run` is still busy (SQLite; on PostgreSQL it sends
+    beside the others, on any machine: docs/scale-out.md); 1 when a scheduled campaign
+    that is due cannot start (it says why, and stays scheduled); 130 when SIGTERM
+    (systemd) or Ctrl-C stopped it, at any point, after the work in progress (the
+    messages in flight, the returns read so far), like `campaign send`.
 
     \b
     Example:
