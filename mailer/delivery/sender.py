@@ -507,6 +507,7 @@ class Sender:
                     raise writer.failed
             if self.outbox.claims is not None:  # what it took and did not send: to others
                 await loop.run_in_executor(db, self.outbox.claims.release)
+                await loop.run_in_executor(db, self.outbox.claims.working_on, None)
             self.report.open_left = await loop.run_in_executor(db, self.outbox.open_count)
         finally:
             await self.transport.close()
