@@ -190,3 +190,44 @@ def test_a_second_worker_on_sqlite_says_in_one_line_that_one_sender_works_at_a_t
     finish([first])
     assert len(received(smtp)) == 20
 
+
+
+@POSTGRESQL
+def test_a_worker_stalled_past_its_lease_sends_nothing_new_and_nobody_twice(
+        run, project, smtp, monkeypatch, database):
+    """SIGSTOP of one of two workers with messages in flight (a frozen machine) for longer
+    than its lease: the other settles its two in flight as unknown and sends the rest of
+    its share. Woken (SIGCONT), the stalled one records the replies it then reads (its two
+    had arrived: sent), finds its lease gone and marks nothing more: nobody twice."""
+    configure(monkeypatch, smtp, rate=1000, connections=2)
+    monkeypatch.setenv("MAILER_DELIVERY__LEASE_SECONDS", LEASE)
+    addresses = people(run, project, 600)
+    create(run)
+    start()
+    smtp.hold_data()
+    procs = [mailer("worker", "--max-seconds", "300") for _ in range(2)]
+    wait_for(lambda: all(alive(p) for p in procs) and len(claimers(database)) == 2
+             and smtp.held == 4, "two workers with two messages in flight each",
+             state=lambda: f"{smtp.held} held, in flight per pid {claimers(database)}")
+    stalled, other = procs
+    with database.connect() as conn:
+        in_flight = set(conn.exec_driver_sql(
+            "SELECT d.id FROM delivery d JOIN sender s ON s.id = d.claimed_by "
+            "WHERE s.pid = %s AND d.state = 'sending'", (stalled.pid,)).scalars())
+    assert len(in_flight) == 2
+    stalled.send_signal(signal.SIGSTOP)
+    try:
+        def settled() -> bool:
+            with database.connect() as conn:
+                return set(conn.exec_driver_sql(
+                    "SELECT id FROM delivery WHERE state = 'unknown'").scalars()) == in_flight
+        wait_for(settled, "the stalled worker's two in flight settled as unknown")
+        smtp.release_data()
+        finish([other])
+    finally:
+        stalled.send_signal(signal.SIGCONT)
+    (_, err), = finish([stalled])
+    assert b"lease ran out" in err, err
+    got = received(smtp)
+    assert sorted(got) == sorted(addresses) and set(got.values()) == {1}
+    assert outbox_states(database) == {"sent": 600}  # the two had arrived: their 250s
