@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -18,12 +20,16 @@ from pathlib import Path
 
 import pytest
 
+from mailer.db import make_engine
 from mailer.delivery.ratelimit import RateLimiter
 from mailer.delivery.runner import limiter_for
 from mailer.delivery.sharedrate import SharedRateLimiter
 from mailer.project import Project
 from tests.support.pgserver import PgServer
 from tests.support.smtpserver import SmtpServer
+from tests.support.waiting import wait_for
+from tests.test_delivery import alive, configure, create, mailer, people
+from tests.test_workers import claimers, finish, start
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -167,8 +173,7 @@ def test_the_upgrade_counts_the_last_hours_sends_towards_the_quota(run, project,
     to the five and five more, sends two and stops on the quota."""
     from alembic import command
 
-    from mailer.db import _alembic_config, make_engine
-    from tests.test_delivery import configure, create, people
+    from mailer.db import _alembic_config
 
     configure(monkeypatch, smtp, hourly=7)
     people(run, project, 5)
@@ -193,3 +198,36 @@ def test_the_upgrade_counts_the_last_hours_sends_towards_the_quota(run, project,
     result = run("campaign", "send", "second", "--yes", "--json")
     assert len(smtp.messages()) == 7, result.output
     assert "quota" in result.output
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_three_workers_sending_one_campaign_keep_one_rate_at_the_server(
+        run, project, smtp, monkeypatch):
+    """End to end: three `mailer worker` processes share one campaign of 900 (claims,
+    tests/test_workers.py) at `rate = 90` (burst 99), held at the server until each has
+    four messages in flight: from then on the server receives 90 a second in all, within
+    2 % (each alone would send 90: without the shared limiter, 270). (Its place
+    is tests/test_workers.py, beside the other worker tests, once both have settled.)"""
+    configure(monkeypatch, smtp, rate=90, connections=4)  # burst 99, the default
+    addresses = people(run, project, 900)
+    create(run)
+    start()
+    smtp.hold_data()  # until all three have messages in flight (tests/test_workers.py)
+    procs = [mailer("worker", "--max-seconds", "300", "--json") for _ in range(3)]
+    database = make_engine(os.environ["MAILER_DATABASE_URL"])
+    try:
+        wait_for(lambda: all(alive(p) for p in procs) and len(claimers(database)) == 3
+                 and smtp.held == 12, "three workers with four messages in flight each",
+                 state=lambda: f"{smtp.held} held, in flight per pid {claimers(database)}")
+    finally:
+        database.dispose()
+    released = time.monotonic()
+    smtp.release_data()
+    outputs = finish(procs)
+    shares = [json.loads(out)["campaigns"]["dec"]["sent"] for out, _ in outputs]
+    assert sum(shares) == 900 and min(shares) > 0, shares
+    got = Counter(r for m in smtp.messages() for r in m.recipients)
+    assert sorted(got) == sorted(addresses) and set(got.values()) == {1}
+    times = sorted(m.at for m in smtp.messages())
+    assert fitted_rate([t for t in times if t >= released + 1]) == pytest.approx(90, rel=0.02)
+

@@ -16,8 +16,9 @@ than the burst (the guard taken off the tolerance), whichever sender holds which
 Round trips. A sender claims what its waiting acquire() calls need, and more ahead for
 the next ones while it uses all it takes: twice as many each time they ran out, up to
 `batch` (about 50 ms of the rate, CLAIM_AHEAD). A slot nobody here takes before it is
-`grace` past (the smaller of an interval and WINDOW_GUARD) is dropped rather than sent
-late, where it could bunch with the next, and the claims take half as many ahead. A
+`grace` past (an interval, at most WINDOW_GUARD; or the guard taken off the tolerance,
+when larger) is dropped rather than sent late, where it could bunch with the next, and
+the claims take half as many ahead. A
 dropped slot, and those a sender holds when it is closed (`close()`, or when collected
 or at exit), are given back to the quotas (with the next claim); the rate they stood for
 is lost (`wasted`). Measured in bench/pacing_bench.py --shared (docs/performance.md).
@@ -117,8 +118,11 @@ class SharedRateLimiter(RateLimiter):
         # the small differences in how long messages take to reach the receiver cannot
         # put more than `burst` into one of its seconds.
         tolerance = (limits.burst - rate) / rate if rate and limits.burst else 0.0
-        self._tolerance = tolerance - min(WINDOW_GUARD, tolerance / 2)
-        self.grace = min(self._interval or WINDOW_GUARD, WINDOW_GUARD)
+        guard = min(WINDOW_GUARD, tolerance / 2)
+        self._tolerance = tolerance - guard
+        # A slot may be used this late: an interval (as RateLimiter keeps a late message's
+        # place), or the guard, which keeps a late one within the burst.
+        self.grace = max(min(self._interval or WINDOW_GUARD, WINDOW_GUARD), guard)
         self._spare: deque[_Slot] = deque()  # slots taken, for the next acquire() calls
         self._refunds: dict[float, int] = {}  # slots dropped: counted at -> how many
         # what closing needs (without this object: it runs when it is collected)
