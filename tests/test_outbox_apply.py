@@ -83,10 +83,20 @@ def _outbox(engine: sa.Engine, rejected: list[tuple[int, str]]) -> Outbox:
                   on_rejected=rejected.extend)
 
 
-def test_a_round_writes_what_one_statement_per_change_writes(engine: sa.Engine) -> None:
+@pytest.mark.parametrize("held", [False, True], ids=["pooled", "held"])
+def test_a_round_writes_what_one_statement_per_change_writes(engine: sa.Engine,
+                                                             held: bool) -> None:
+    """Through the pool (durable_begin), and on the connection the sender's status
+    writer holds for its run (PostgreSQL: autocommit, synchronous_commit on)."""
     mine, reference = _campaign(engine, "mine"), _campaign(engine, "reference")
     rejected: list[tuple[int, str]] = []
-    marked = _outbox(engine, rejected).apply(*_round(mine))
+    outbox = _outbox(engine, rejected)
+    if held:
+        outbox.hold_connection()
+    try:
+        marked = outbox.apply(*_round(mine))
+    finally:
+        outbox.release_connection()
 
     sending, results, skipped, released = _round(reference)
     # the reference: the rows as Outbox.apply hands them to the driver, one kind at a time
@@ -126,3 +136,23 @@ def test_a_round_of_final_outcomes_alone_is_written(engine: sa.Engine) -> None:
     got = _rows(engine, mine)
     assert got["bounced"][:3] == ("bounced", 1, None)
     assert got["unknown"][:3] == ("unknown", 2, None)
+
+
+def test_the_held_connection_commits_durably_and_goes_back_to_no_pool(
+        engine: sa.Engine) -> None:
+    """Every round on it is its own transaction, committed with synchronous_commit on
+    (the test server's default is off); once released, the pool hands out connections
+    at the server's default."""
+    mine = _campaign(engine, "held")
+    outbox = _outbox(engine, [])
+    outbox.hold_connection()
+    assert outbox.apply([mine["to_mark"]], [], []) == {mine["to_mark"]}
+    if engine.dialect.name == "postgresql":
+        held = outbox._held._conn  # type: ignore[union-attr]
+        assert held.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
+    outbox.apply([], [Result(mine["to_mark"], Outcome("sent", "250 ok"), 1, "<m@x>")], [])
+    outbox.release_connection()
+    assert _rows(engine, mine)["to_mark"][:2] == ("sent", 1)
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "off"

@@ -119,10 +119,12 @@ class _NotSent(Exception):
 
 
 class _StatusWriter:
-    """Group commit: marks and results wait for the next round's transaction."""
+    """Group commit: marks and results wait for the next round's transaction (on
+    PostgreSQL on a connection held for the run: `Outbox.hold_connection`)."""
 
     def __init__(self, outbox: Outbox, db: ThreadPoolExecutor) -> None:
         self._outbox, self._db = outbox, db
+        outbox.hold_connection()  # opened by the first round, on the database thread
         self._marks: list[tuple[int, asyncio.Future[bool]]] = []
         self._results: list[tuple[Result, None]] = []
         self._flushes: list[asyncio.Future[None]] = []
@@ -211,7 +213,11 @@ class _StatusWriter:
     async def close(self) -> None:
         self._closing = True
         self._wake.set()
-        await self._task
+        try:
+            await self._task
+        finally:
+            await asyncio.get_running_loop().run_in_executor(
+                self._db, self._outbox.release_connection)
 
 
 class _Lanes:
