@@ -36,9 +36,7 @@ def worker(state: State, max_seconds: float | None, quiet: bool, as_json: bool) 
         mailer worker --max-seconds 3600
         MAILER_DATABASE_URL=postgresql+psycopg://mailer@db/news mailer worker -q
     """
-    from mailer.delivery.lock import LockBusy
     from mailer.delivery.stopping import Interrupt, stop_signals
-    from mailer.errors import MailerError
 
     signals = Interrupt("mailer worker", at_once="Interrupted ({name}): nothing done; "
                                                  "`mailer worker` continues.")
@@ -46,12 +44,9 @@ def worker(state: State, max_seconds: float | None, quiet: bool, as_json: bool) 
     project = state.project
     from mailer.delivery.runner import run_due
 
-    try:
-        result = run_due(project, max_seconds=max_seconds, signals=signals,
-                         housekeeping=False, until_done=True)
-    except LockBusy as exc:  # SQLite: one sender at a time
-        raise MailerError(f"{exc} On SQLite one sender works at a time; several workers "
-                          "need PostgreSQL (docs/scale-out.md).") from None
+    # SQLite: a second sender fails here with one line (LockBusy, lock.py), exit 1
+    result = run_due(project, max_seconds=max_seconds, signals=signals,
+                     housekeeping=False, until_done=True)
     from mailer.cli.runcmd import _report
 
     _report(project, result, quiet, as_json, command="mailer worker")

@@ -93,9 +93,10 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            # one line (issue 17, point 1): who holds it, and why there is only one
             raise LockBusy(f"Another mailer process (pid {holder or '?'}) is sending for "
-                           "this project.", hint="Wait for it, or look at `mailer campaign "
-                                                 "show`.") from None
+                           "this project. On SQLite one sender works at a time; several "
+                           "workers need PostgreSQL (docs/scale-out.md).") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
