@@ -150,19 +150,26 @@ def test_a_limited_domain_keeps_its_own_rate_across_senders(pg_url, smtp):
     assert slow[-1] - slow[0] >= (24 - 2) / 4 * 0.98  # 2 %: the way to the server
 
 
-def test_the_runner_shares_the_rate_on_postgresql_only(project):
-    """`limiter_for` (mailer run, campaign send, the web app's sender): the shared limiter
-    on PostgreSQL, the in-process one on SQLite (one sender there)."""
-    loaded = Project.load()
-    try:
-        limiter = limiter_for(loaded)
-        shared = loaded.engine.dialect.name == "postgresql"
-        assert isinstance(limiter, SharedRateLimiter) is shared
-        assert isinstance(limiter, RateLimiter)
-        if shared:
-            limiter.close()
-    finally:
-        loaded.close()
+def test_the_runner_shares_the_rate_on_postgresql_only(project, monkeypatch):
+    """`limiter_for` (mailer run, campaign send, mailer worker, the web app's sender): the
+    shared limiter on PostgreSQL, the in-process one on SQLite (one sender there); with
+    no limit at all the in-process one everywhere (nothing to share, no round trip a
+    message)."""
+    for rate, shared in (("10", project_is_postgresql()), ("0", False)):
+        monkeypatch.setenv("MAILER_DELIVERY__RATE", rate)
+        loaded = Project.load()
+        try:
+            limiter = limiter_for(loaded)
+            assert isinstance(limiter, RateLimiter)
+            assert isinstance(limiter, SharedRateLimiter) is shared, rate
+            if shared:
+                limiter.close()
+        finally:
+            loaded.close()
+
+
+def project_is_postgresql() -> bool:
+    return os.environ["MAILER_DATABASE_URL"].startswith("postgresql")
 
 
 def test_the_upgrade_counts_the_last_hours_sends_towards_the_quota(run, project, smtp,

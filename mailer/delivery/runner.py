@@ -103,12 +103,15 @@ def default_burst(rate: float) -> int | None:
 def limiter_for(project: Project) -> RateLimiter:
     """The project's rate limits: on PostgreSQL for every sender of the database together
     (their state in it, delivery/sharedrate.py); on SQLite (one sender) in this process,
-    with the last day's sends for the quotas."""
-    if project.engine.dialect.name == "postgresql":
+    with the last day's sends for the quotas. No limit at all: nothing to share, and no
+    round trip a message."""
+    limits = _limits(project)
+    if project.engine.dialect.name == "postgresql" and (
+            limits.rate or limits.hourly or limits.daily or limits.per_domain):
         from mailer.delivery.sharedrate import SharedRateLimiter
 
-        return SharedRateLimiter(_limits(project), project.engine)
-    return RateLimiter(_limits(project), history=_history(project))
+        return SharedRateLimiter(limits, project.engine)
+    return RateLimiter(limits, history=_history(project))
 
 
 def _history(project: Project) -> list[float]:

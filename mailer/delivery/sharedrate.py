@@ -15,13 +15,14 @@ than the burst (the guard taken off the tolerance), whichever sender holds which
 
 Round trips. A sender claims what its waiting acquire() calls need, and more ahead for
 the next ones while it uses all it takes: twice as many each time they ran out, up to
-`batch` (about 50 ms of the rate, CLAIM_AHEAD). A slot nobody here takes before it is
-`grace` past (an interval, at most WINDOW_GUARD; or the guard taken off the tolerance,
-when larger) is dropped rather than sent late, where it could bunch with the next, and
-the claims take half as many ahead. A
-dropped slot, and those a sender holds when it is closed (`close()`, or when collected
-or at exit), are given back to the quotas (with the next claim); the rate they stood for
-is lost (`wasted`). Measured in bench/pacing_bench.py --shared (docs/performance.md).
+`batch` (about 50 ms of the rate, CLAIM_AHEAD; UNPACED with quotas and no rate). A slot
+nobody here takes before it is `grace` past (an interval, at most WINDOW_GUARD; or the
+guard taken off the tolerance, when larger) is dropped rather than sent late, where it
+could bunch with the next, and the claims take half as many ahead. A dropped slot, and
+those a sender holds when it is closed (`close()`, or when collected or at exit), are
+given back to the quotas (with the next claim); the rate they stood for is lost
+(`wasted`). Measured in bench/pacing_bench.py --shared (docs/performance.md). With no
+limit at all the runner does not use this class (nothing to share, no round trip).
 
 Clocks. Slots are database times; each sender maps them onto its monotonic clock with the
 offset of the quickest of its last OFFSETS round trips (the server's clock read half-way),
@@ -77,6 +78,8 @@ from mailer.errors import DatabaseError
 __all__ = ["SharedRateLimiter"]
 
 CLAIM_AHEAD = 0.05  # the most a claim takes at once: this many seconds of the rate
+UNPACED = 1  # with quotas and no rate: slots taken ahead are "now", and held by one
+# sender they could stop the others short of the quota (measured: 25 of 30 with 16)
 OFFSETS = 16  # round trips whose quickest gives the clock offset
 CLAIM = "SELECT * FROM mailer_rate_claim(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
@@ -109,7 +112,7 @@ class SharedRateLimiter(RateLimiter):
         super().__init__(limits, clock=clock)
         self._engine = engine
         rate = limits.rate
-        self.batch = batch or (max(1, math.ceil(rate * CLAIM_AHEAD)) if rate else 1)
+        self.batch = batch or (max(1, math.ceil(rate * CLAIM_AHEAD)) if rate else UNPACED)
         self._ahead = 1  # slots the next claim takes at least: grows to `batch` while
         # they are all used, halves when one is dropped
         self._interval = 1.0 / rate if rate else None
