@@ -263,6 +263,7 @@ def mark_commits(url: str, rounds: int, width: int = 16) -> dict[str, dict[str, 
         conn.exec_driver_sql(f"UPDATE delivery SET state = 'queued' WHERE id IN "
                              f"({', '.join(map(str, ids))})")
     outbox = Outbox(engine, campaign, b"k" * 32, max_attempts=3, retry_after=60)
+    outbox.hold_connection()  # as the sender's status writer does (PostgreSQL)
     sqlite = engine.dialect.name == "sqlite"
     taken: dict[str, list[tuple[float, float]]] = \
         {"FULL": [], "NORMAL": []} if sqlite else {"on": []}
@@ -280,6 +281,7 @@ def mark_commits(url: str, rounds: int, width: int = 16) -> dict[str, dict[str, 
         taken[level].append((time.perf_counter() - wall, time.process_time() - cpu))
         previous = batch
     mailer.db.DURABLE = "FULL"
+    outbox.release_connection()
     engine.dispose()
     return {level: {"wall_ms": 1000 * sum(w for w, _ in t) / len(t),
                     "cpu_ms": 1000 * sum(c for _, c in t) / len(t), "commits": len(t)}
@@ -307,6 +309,8 @@ NORMAL_MARKS = ("import sys, mailer.db; mailer.db.DURABLE = 'NORMAL'; "
 
 
 def main() -> None:
+    from bench.import_bench import server_cpu
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--dkim", default="ed25519",
@@ -400,8 +404,8 @@ def main() -> None:
         if not args.skip_bare and runs:
             bare = measure([sys.executable, __file__, "--bare-run", str(port), str(n)])
         if runs:
-            print(f"{'':<56}{'msgs/s':>10}{'sending':>9}{'CPU s':>9}{'peak RSS':>11}"
-                  f"{'largest':>10}")
+            print(f"{'':<56}{'msgs/s':>10}{'sending':>9}{'CPU s':>9}{'server':>8}"
+                  f"{'peak RSS':>11}{'largest':>10}")
         if bare is not None:
             print_row("B bare aiosmtplib, 16 connections", n, bare)
         for run in runs:
@@ -411,8 +415,11 @@ def main() -> None:
                 env["PYTHONPATH"] = str(run.tree)
             start = [sys.executable, "-c", NORMAL_MARKS] if run.marks == "normal" \
                 else [sys.executable, "-m", "mailer"]
+            used = server_cpu(pg if run.store == "postgresql" else None)
             a = measure([*start, "campaign", "send", run.name, "--yes", "--json"],
                         env=env, cwd=folder)
+            if run.store == "postgresql":  # the server's share, beside the engine's
+                a["server_cpu"] = server_cpu(pg) - used
             report = json.loads(a["stdout"])  # type: ignore[arg-type]
             if report["sent"] != n:
                 raise SystemExit(f"the engine sent {report['sent']:,} of {n:,}: {report}")
@@ -470,7 +477,8 @@ class Run:
 
 def print_row(label: str, n: int, r: dict[str, float]) -> None:
     sending = f"{r['rate']:,.0f}" if "rate" in r else ""
-    print(f"{label:<56}{n / r['wall']:>10,.0f}{sending:>9}{r['cpu']:>9,.1f}"
+    server = f"{r['server_cpu']:,.1f}" if "server_cpu" in r else ""
+    print(f"{label:<56}{n / r['wall']:>10,.0f}{sending:>9}{r['cpu']:>9,.1f}{server:>8}"
           f"{r['rss_mb']:>8,.0f} MB{r['max_process_mb']:>7,.0f} MB", flush=True)
 
 
@@ -488,9 +496,12 @@ def summarise(runs: list[Run], n: int, bare: dict[str, float] | None) -> None:
         groups.setdefault((run.dkim, run.marks, run.store, run.code), []).append(run)
     for (_, _, _, _), selected in groups.items():
         wall = mean(selected, "wall")
+        cpu = mean(selected, "cpu") + (mean(selected, "server_cpu")
+                                       if "server_cpu" in selected[0].measured else 0.0)
         print(f"{selected[0].label}: {n / wall:,.0f} msgs/s over {len(selected)} send(s) "
               f"({mean(selected, 'rate'):,.0f} while sending), {mean(selected, 'cpu'):,.1f} "
-              "CPU s a send" + (f"; A/B = {bare['wall'] / wall:.2f}" if bare else ""))
+              f"CPU s a send, {1000 * cpu / n:.2f} ms CPU a message with the database "
+              "server's" + (f"; A/B = {bare['wall'] / wall:.2f}" if bare else ""))
     # (what differs, the value measured, the value it is measured against)
     for field_index, name, value, against in ((1, "marks", "durable", "normal"),
                                               (2, "store", "postgresql", "sqlite"),
@@ -512,7 +523,8 @@ def summarise(runs: list[Run], n: int, bare: dict[str, float] | None) -> None:
                   f" the rate ({mean(selected, 'rate') / mean(other, 'rate'):.2f}x while "
                   f"sending), {mean(selected, 'cpu') / mean(other, 'cpu'):.2f}x the CPU")
     print("(msgs/s: N over the whole command, process start and template preparation "
-          "included; sending: the engine's own rate from its first message to its last)")
+          "included; sending: the engine's own rate from its first message to its last; "
+          "server: the CPU seconds of PostgreSQL's processes during the send)")
 
 
 if __name__ == "__main__":

@@ -290,9 +290,14 @@ class _Writer:
         self._insert_events = Insert(conn, EVENT, (
             "subscriber_id", "list_id", "action", "at", "source", "consent", "confirmed"))
         self._timestamp = processor(conn, SUB.c.created_at)
+        self._add_new = _NewPeople(conn, list_id, self.status, self.confirmed, source,
+                                   options.consent) \
+            if conn.dialect.name == "postgresql" else None
 
     def close(self) -> None:
         self.conn.execute(text("DROP TABLE IF EXISTS mailer_import_seen"))
+        if self._add_new is not None:
+            self._add_new.close()
         if self.conn.dialect.name == "sqlite":
             self.conn.exec_driver_sql("PRAGMA cache_size=-2000")
 
@@ -320,7 +325,17 @@ class _Writer:
             suppressed = self._all_suppressed
         else:
             suppressed = {h for (h,) in self._suppressed([r.email_hash for r in rows])}
-        existing = {r.email: r for r in self._existing(emails)}
+        now = utcnow()
+        stamp = self._timestamp(now)
+        created: list[int] = []
+        if self._add_new is not None:
+            # PostgreSQL: the people not in the database yet go in now, with their
+            # membership and consent event; only the others are read
+            created, taken = self._add_new(
+                [r for r in rows if r.email_hash not in suppressed], stamp)
+            existing = {r.email: r for r in self._existing(taken)}
+        else:
+            existing = {r.email: r for r in self._existing(emails)}
         # People who existed before this import and are met for the first time in it.
         known = {old.id: in_batch[email] for email, old in existing.items()
                  if old.id not in self._created}
@@ -371,14 +386,17 @@ class _Writer:
                 report.smtputf8 += 1
                 if len(report.smtputf8_lines) < SHOWN_REJECTS:
                     report.smtputf8_lines.append(row.line)
-        now = utcnow()
-        stamp = self._timestamp(now)
+        unwritten = join_ids  # joiners whose membership and consent event are to write
         if new_people:
-            active = GlobalStatus.ACTIVE.value
-            # The new ids, in any order: each new subscriber gets the same membership.
-            ids = [i for (i,) in self._insert_people([
-                (r.email, r.first_name, r.infix, r.last_name, r.language, r.attributes,
-                 active, stamp, stamp) for r in new_people])]
+            if self._add_new is not None:  # in already, with membership and event
+                ids = created
+                unwritten = list(join_ids)
+            else:
+                active = GlobalStatus.ACTIVE.value
+                # The new ids, in any order: each new subscriber gets the same membership.
+                ids = [i for (i,) in self._insert_people([
+                    (r.email, r.first_name, r.infix, r.last_name, r.language, r.attributes,
+                     active, stamp, stamp) for r in new_people])]
             report.added += len(ids)
             self._created.add(ids)
             join_ids.extend(ids)
@@ -386,7 +404,7 @@ class _Writer:
             confirmed_at = stamp if self.confirmed else None
             self._insert_members([
                 (sid, self.list_id, self.status, self.source, stamp, stamp, confirmed_at)
-                for sid in join_ids])
+                for sid in unwritten])
             report.subscribed += len(join_ids)
         if confirm_ids:
             self.conn.execute(update(MEMBER).where(
@@ -399,7 +417,7 @@ class _Writer:
             action, consent = ConsentAction.IMPORT.value, self.options.consent
             self._insert_events([
                 (sid, self.list_id, action, stamp, self.source, consent, self.confirmed)
-                for sid in (*join_ids, *confirm_ids)])
+                for sid in (*unwritten, *confirm_ids)])
             if self.options.start_sequences and self.confirmed:
                 from mailer.automation.sequences import start_members
 
@@ -453,6 +471,76 @@ class _Writer:
             return None
         change["sid"] = old.id
         return change
+
+
+class _NewPeople:
+    """PostgreSQL: the people of a batch not in the database yet, written in one
+    statement with their membership and consent event; those already there are left
+    alone and named.
+
+    Each person costs three rows, their indexes and four foreign-key checks on the
+    server, whatever the client does; what the client can save is its own work and the
+    waits between. The batch is copied (COPY, formatted by psycopg's C code: as array
+    parameters psycopg escaped every string in Python, 40 us a row) into a temporary
+    table, and one statement adds the new people, their memberships and consent events
+    from it: no look-up before, no ids drawn first, no round trip between the three
+    tables. The new ids follow the file's order, as they do on SQLite."""
+
+    TABLE = "mailer_import_batch"
+    COLUMNS = ("line", "email", "first_name", "infix", "last_name", "language", "attributes")
+    SQL = f"""
+WITH added AS (
+    INSERT INTO subscriber (email, first_name, infix, last_name, language, attributes,
+                            status, created_at, updated_at)
+    SELECT email, first_name, infix, last_name, language, attributes, %(active)s, %(at)s,
+           %(at)s
+    FROM {TABLE} ORDER BY line
+    ON CONFLICT (email) DO NOTHING
+    RETURNING id, email),
+members AS (
+    INSERT INTO subscription (subscriber_id, list_id, status, source, created_at,
+                              updated_at, confirmed_at)
+    SELECT id, %(list_id)s, %(status)s, %(source)s, %(at)s, %(at)s, %(confirmed_at)s
+    FROM added),
+events AS (
+    INSERT INTO consent_event (subscriber_id, list_id, action, at, source, consent,
+                               confirmed)
+    SELECT id, %(list_id)s, %(action)s, %(at)s, %(source)s, %(consent)s, %(confirmed)s
+    FROM added)
+SELECT ARRAY(SELECT id FROM added ORDER BY id),
+       ARRAY(SELECT email FROM {TABLE} WHERE email NOT IN (SELECT email FROM added))"""
+
+    def __init__(self, conn: Connection, list_id: int, status: str, confirmed: bool,
+                 source: str, consent: str) -> None:
+        self.conn = conn
+        self.fixed = {"list_id": list_id, "status": status, "source": source,
+                      "consent": consent, "confirmed": confirmed,
+                      "active": GlobalStatus.ACTIVE.value,
+                      "action": ConsentAction.IMPORT.value}
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.TABLE}")
+        conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {self.TABLE} (line integer, "
+                             "email text, first_name text, infix text, last_name text, "
+                             "language text, attributes jsonb)")
+
+    def __call__(self, rows: list[CheckedRow], at: Any) -> tuple[list[int], list[str]]:
+        """(the new people's ids, the addresses already in the database)."""
+        if not rows:
+            return [], []
+        self.conn.exec_driver_sql(f"TRUNCATE {self.TABLE}")
+        raw = self.conn.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cursor, cursor.copy(
+                f"COPY {self.TABLE} ({', '.join(self.COLUMNS)}) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row((r.line, r.email, r.first_name, r.infix, r.last_name,
+                                r.language, r.attributes))
+        confirmed_at = at if self.fixed["confirmed"] else None
+        ids, taken = self.conn.exec_driver_sql(self.SQL, {
+            **self.fixed, "at": at, "confirmed_at": confirmed_at}).one()
+        return ids, taken
+
+    def close(self) -> None:
+        self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS {self.TABLE}")
 
 
 def import_csv(session: Session, hash_key: bytes, path: Path, options: ImportOptions,
