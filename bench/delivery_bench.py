@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -241,12 +242,14 @@ def check_signatures(folder: Path, env: dict[str, str], records: dict[str, bytes
             raise SystemExit(f"DKIM signature {idx} of the bench message does not verify")
 
 
-def mark_commits(url: str, rounds: int, width: int = 16) -> dict[str, dict[str, float]]:
+def mark_commits(url: str, rounds: int, width: int = 16,
+                 server: Callable[[], float] | None = None) -> dict[str, dict[str, float]]:
     """The status writer's transaction alone, as the sender runs it (Outbox.apply: mark
     `width` deliveries "sending", record the previous round's results), `rounds` times
     at each level, in blocks of 50 that alternate FULL, NORMAL, NORMAL, FULL: wall and
     CPU milliseconds per commit, on the project's own database (SQLite: its file, on a
-    real disk; PostgreSQL: one level, its marks commit with synchronous_commit on)."""
+    real disk; PostgreSQL: one level, its marks commit with synchronous_commit on, and
+    `server` tells the server's CPU seconds so far)."""
     import mailer.db
     from mailer.db import make_engine
     from mailer.dbtypes import placeholder
@@ -271,6 +274,7 @@ def mark_commits(url: str, rounds: int, width: int = 16) -> dict[str, dict[str, 
     previous: list[int] = []
     block = 50
     order = ["FULL", "NORMAL", "NORMAL", "FULL"] if sqlite else ["on"]
+    used = 0.0 if sqlite or server is None else server()
     for n, batch in enumerate(batches[:rounds * len(taken)]):
         level = order[(n // block) % len(order)]
         if sqlite:
@@ -283,9 +287,12 @@ def mark_commits(url: str, rounds: int, width: int = 16) -> dict[str, dict[str, 
     mailer.db.DURABLE = "FULL"
     outbox.release_connection()
     engine.dispose()
-    return {level: {"wall_ms": 1000 * sum(w for w, _ in t) / len(t),
-                    "cpu_ms": 1000 * sum(c for _, c in t) / len(t), "commits": len(t)}
-            for level, t in taken.items()}
+    costs = {level: {"wall_ms": 1000 * sum(w for w, _ in t) / len(t),
+                     "cpu_ms": 1000 * sum(c for _, c in t) / len(t), "commits": len(t)}
+             for level, t in taken.items()}
+    if not sqlite and server is not None:
+        costs["on"]["server_ms"] = 1000 * (server() - used) / len(taken["on"])
+    return costs
 
 
 def print_mark_commits(store: str, costs: dict[str, dict[str, float]],
@@ -294,9 +301,10 @@ def print_mark_commits(store: str, costs: dict[str, dict[str, float]],
           f"Outbox.apply on the project's database, {STORE_NAMES[store]}; the client's CPU):")
     setting = "synchronous" if store == "sqlite" else "synchronous_commit"
     for level, c in costs.items():
+        server = f" (+{c['server_ms']:.2f} ms the server's)" if "server_ms" in c else ""
         print(f"  {setting}={level:<7}{c['wall_ms']:>8.2f} ms wall{c['cpu_ms']:>8.2f} ms CPU"
-              f" a commit over {c['commits']:,}: at most {width * 1000 / c['wall_ms']:,.0f} "
-              "marks/s from one writer")
+              f"{server} a commit over {c['commits']:,}: at most "
+              f"{width * 1000 / c['wall_ms']:,.0f} marks/s from one writer")
     if "FULL" in costs:
         print(f"  FULL / NORMAL: {costs['FULL']['wall_ms'] / costs['NORMAL']['wall_ms']:.1f}x "
               "the wall time of a commit")
@@ -444,7 +452,8 @@ def main() -> None:
                                     "send", "marks", "--yes", "--max-seconds", "0.001"],
                                    cwd=folder, env=env, capture_output=True)
                 url = urls[store] or f"sqlite:///{folder / 'mailer.db'}"
-                print_mark_commits(store, mark_commits(url, min(1000, n // 32)))
+                print_mark_commits(store, mark_commits(
+                    url, min(1000, n // 32), server=lambda: server_cpu(pg)))
         print("peak RSS: the process and its helpers together; largest: one process; "
               f"load average at the end {os.getloadavg()[0]:.1f}")
     finally:
