@@ -231,3 +231,31 @@ def test_a_worker_stalled_past_its_lease_sends_nothing_new_and_nobody_twice(
     got = received(smtp)
     assert sorted(got) == sorted(addresses) and set(got.values()) == {1}
     assert outbox_states(database) == {"sent": 600}  # the two had arrived: their 250s
+
+
+@POSTGRESQL
+def test_mailer_run_that_finds_the_start_lock_taken_only_sends(run, project, smtp,
+                                                               monkeypatch, database):
+    """Another process starting campaigns (the start lock held, here by the test): a
+    `mailer run` on PostgreSQL starts nothing, and still sends what is sending."""
+    import hashlib
+
+    configure(monkeypatch, smtp, rate=1000, connections=2)
+    addresses = people(run, project, 20)
+    create(run, "now")
+    start("now")
+    create(run, "later")
+    assert run("campaign", "schedule", "later", "--at", "2020-01-01 09:00",
+               "--yes").exit_code == 0
+    key = int.from_bytes(hashlib.sha256(b"mailer run lock").digest()[:8], "big",
+                         signed=True)
+    with database.connect() as holder:
+        assert holder.exec_driver_sql("SELECT pg_try_advisory_lock(%s)", (key,)).scalar()
+        result = run("run", "--json")
+        holder.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (key,))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["started"] == [] and summary["finished"] == ["now"]
+    assert sorted(received(smtp)) == sorted(addresses)
+    assert json.loads(run("campaign", "show", "later", "--json").stdout)["state"] == \
+        "scheduled"
