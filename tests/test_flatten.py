@@ -431,6 +431,8 @@ def outcome(render: Any) -> str:
         return render()
     except TemplateError as exc:  # StrictUndefined, no parent block, …: Jinja fails too
         return f"error {type(exc).__name__}"
+    except RecursionError:  # a block that reaches itself again through super(): Jinja
+        return "error RecursionError"  # never finishes it; flatten refuses it
 
 
 @settings(max_examples=300, deadline=None,
@@ -457,3 +459,20 @@ def test_generated_templates_render_the_same_both_ways(tmp_path, files, flag):
         return
     got = outcome(lambda: from_source(make_environment(), flat, "child.html.j2").render(data))
     assert got == jinja, (files, flat)
+
+
+def test_a_block_that_reaches_itself_through_super_in_another_block_is_refused(tmp_path):
+    """Found by the property test above: b0 holds b1, the child's b1 holds b0 calling
+    super(), so each renders the other forever (Jinja: RecursionError). flatten refuses
+    it in one line, naming the block."""
+    write(tmp_path, {
+        "base.html.j2": "{% block b0 %}{% for i in items %}{{ i }}{% block b1 %}"
+                        "{% endblock %}{% endfor %}{% endblock %}",
+        "middle.html.j2": '{% extends "base.html.j2" %}',
+        "child.html.j2": '{% extends "middle.html.j2" %}{% block b1 %}{% for i in items %}'
+                         "{% block b0 %}{{ super() }}{% endblock %}{% endfor %}{% endblock %}",
+        "p.html.j2": "", "p.txt.j2": "<{{ v }}>"})
+    assert outcome(lambda: make_environment(tmp_path).get_template("child.html.j2")
+                   .render(CONTEXT)) == "error RecursionError"
+    with pytest.raises(TemplateProblem, match="block 'b0' contains itself"):
+        flatten(tmp_path, "child.html.j2")
