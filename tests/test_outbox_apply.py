@@ -150,9 +150,44 @@ def test_the_held_connection_commits_durably_and_goes_back_to_no_pool(
     if engine.dialect.name == "postgresql":
         held = outbox._held._conn  # type: ignore[union-attr]
         assert held.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
+        assert held.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == \
+            "force_generic_plan"
     outbox.apply([], [Result(mine["to_mark"], Outcome("sent", "250 ok"), 1, "<m@x>")], [])
     outbox.release_connection()
     assert _rows(engine, mine)["to_mark"][:2] == ("sent", 1)
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "off"
+            assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == "auto"
+
+
+def test_rounds_past_the_driver_s_prepare_threshold_write_the_same(engine: sa.Engine) -> None:
+    """The held connection plans a round's statement once (PostgreSQL: a generic plan,
+    prepared by psycopg from the fifth round of a shape on): twelve rounds, each marking
+    a row and recording the previous one's result, write what the pool's rounds write."""
+    with engine.begin() as conn:
+        campaigns = [conn.execute(sa.insert(Campaign.__table__).values(  # type: ignore[attr-defined]
+            slug=slug, title=slug, template="t.html.j2", subject="s", list_ids=[],
+            segment=[], state="sending", kind="campaign", created_at=utcnow(),
+            updated_at=utcnow()).returning(sa.column("id"))).scalar_one()
+            for slug in ("rounds", "pooled")]
+        ids = [[conn.execute(sa.insert(D).values(
+            campaign_id=campaign, state="queued", attempts=0, queued_at=utcnow(),
+            updated_at=utcnow()).returning(D.c.id)).scalar_one() for _ in range(12)]
+            for campaign in campaigns]
+    held, pooled = _outbox(engine, []), _outbox(engine, [])
+    held.hold_connection()
+    try:
+        for rows, outbox in zip(ids, (held, pooled), strict=True):
+            previous: list[tuple[int, int]] = []
+            for n, i in enumerate([*rows, None]):
+                batch = [i] if i is not None else []
+                assert outbox.apply(batch, [Result(p, Outcome("sent", "250 ok"), 1, f"<{k}@x>")
+                                            for k, p in previous], []) == set(batch)
+                previous = [(n, i)] if i is not None else []
+    finally:
+        held.release_connection()
+    got = [list(_rows(engine, dict(enumerate(rows))).values()) for rows in ids]
+    assert got[0] == got[1]
+    assert {row[:2] for row in got[0]} == {("sent", 1)}
+    assert [row[4] for row in got[0]] == [f"<{k}@x>" for k in range(12)]
