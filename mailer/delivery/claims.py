@@ -186,6 +186,14 @@ class Claims:
                       no_live_claim(D.c.claimed_by))
         rows = sa.select(D.c.id).where(*where, mine).order_by(D.c.id).limit(limit) \
             .with_for_update(skip_locked=True).correlate(None)
+        # The walk this statement wants: the primary key from the cursor, stopping after
+        # `limit`. With statistics that miss the new campaign's rows, or that an
+        # autoanalyze took mid-send, the planner would rather collect every queued row
+        # of the campaign through (campaign_id, state) in a bitmap and sort them, at
+        # each claim: quadratic in the campaign (the claims of a fourth 50,000-recipient
+        # send in a database took 2.0 s of server CPU against 0.6 s). Not in this
+        # transaction: the walk, or (campaign_id, state) in an index scan.
+        conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
         ids = sorted(conn.execute(D.update().where(D.c.id.in_(rows))
                                   .values(claimed_by=self.id).returning(D.c.id)).scalars())
         conn.commit()
