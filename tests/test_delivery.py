@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -887,20 +888,16 @@ def test_pacing_measured_at_the_receiving_server(sqlite_project, smtp, monkeypat
     assert windows(to_others) > 20  # not held to gmail's pace
 
 
-def _sync_level(dbapi_connection) -> str:  # noqa: ANN001
-    """How durable a commit on this driver connection is now: SQLite's synchronous
-    (1 NORMAL, 2 FULL), PostgreSQL's synchronous_commit."""
-    query = "PRAGMA synchronous" if hasattr(dbapi_connection, "create_function") \
-        else "SHOW synchronous_commit"
-    return str(dbapi_connection.execute(query).fetchone()[0])
-
-
 def test_marks_are_committed_durably_and_nothing_else_pays_for_it(run, project, smtp,
                                                                   monkeypatch, db_url):
     """A "sending" mark undone by a power cut puts its delivery back in the queue: sent
     twice after the restart. Every mark is written at synchronous=FULL on SQLite (the WAL
     synced before the commit returns), with synchronous_commit on with PostgreSQL, and
-    the SQLite connection is back at NORMAL for the reads that follow."""
+    the SQLite connections the reads use stay at NORMAL.
+
+    SQLite: the status writer runs its rounds on the driver (outbox._HeldConnection),
+    past SQLAlchemy's events, so every connection's statements are traced by SQLite
+    itself from its opening on, and its level followed through its PRAGMAs."""
     from sqlalchemy import Engine, event
 
     configure(monkeypatch, smtp)
@@ -908,22 +905,42 @@ def test_marks_are_committed_durably_and_nothing_else_pays_for_it(run, project, 
     create(run)
     levels: dict[str, set[str]] = {"mark": set(), "read": set()}
 
-    def look(conn, cursor, statement, *_):  # noqa: ANN001, ANN202
+    def kind(statement: str) -> str | None:
         # a mark: alone (SQLite) or the first part of the round's statement (PostgreSQL)
-        kind = ("mark" if "UPDATE delivery SET state = 'sending'" in statement
+        return ("mark" if "UPDATE delivery SET state = 'sending'" in statement
                 else "read" if statement.startswith("SELECT delivery.id") else None)
-        if kind:
-            levels[kind].add(_sync_level(conn.connection.dbapi_connection))
 
-    event.listen(Engine, "before_cursor_execute", look)
+    def look(conn, cursor, statement, *_):  # noqa: ANN001, ANN202
+        if (found := kind(statement)) is not None:
+            levels[found].add(str(conn.connection.dbapi_connection.execute(
+                "SHOW synchronous_commit").fetchone()[0]))
+
+    def trace(dbapi_connection, _record):  # noqa: ANN001, ANN202
+        level = ["FULL"]  # SQLite's default, until the engine's own PRAGMAs (after this)
+
+        def each(statement: str) -> None:
+            if (m := re.fullmatch(r"PRAGMA synchronous=(\w+)", statement.strip())):
+                level[0] = m.group(1).upper()
+            elif (found := kind(statement)) is not None:
+                levels[found].add(level[0])
+        dbapi_connection.set_trace_callback(each)
+
+    sqlite = db_url.startswith("sqlite")
+    if sqlite:
+        event.listen(Engine, "connect", trace)
+    else:
+        event.listen(Engine, "before_cursor_execute", look)
     try:
         result = run("campaign", "send", "dec", "--yes", "--json")
     finally:
-        event.remove(Engine, "before_cursor_execute", look)
+        if sqlite:
+            event.remove(Engine, "connect", trace)
+        else:
+            event.remove(Engine, "before_cursor_execute", look)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["sent"] == 12
-    if db_url.startswith("sqlite"):
-        assert levels == {"mark": {"2"}, "read": {"1"}}
+    if sqlite:
+        assert levels == {"mark": {"FULL"}, "read": {"NORMAL"}}
     else:  # on for the marks even though the test server's default is off
         assert levels["mark"] == {"on"}
 

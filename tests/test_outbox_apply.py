@@ -140,9 +140,10 @@ def test_a_round_of_final_outcomes_alone_is_written(engine: sa.Engine) -> None:
 
 def test_the_held_connection_commits_durably_and_goes_back_to_no_pool(
         engine: sa.Engine) -> None:
-    """Every round on it is its own transaction, committed with synchronous_commit on
-    (the test server's default is off); once released, the pool hands out connections
-    at the server's default."""
+    """Every round on it is its own transaction, committed durably: with
+    synchronous_commit on (the test server's default is off), or SQLite's
+    synchronous=FULL (the engine's default is NORMAL); once released, the pool hands
+    out connections at the default."""
     mine = _campaign(engine, "held")
     outbox = _outbox(engine, [])
     outbox.hold_connection()
@@ -152,6 +153,10 @@ def test_the_held_connection_commits_durably_and_goes_back_to_no_pool(
         assert held.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
         assert held.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == \
             "force_generic_plan"
+    else:
+        driver = outbox._held._conn.connection.driver_connection  # type: ignore[union-attr]
+        assert driver.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert not driver.in_transaction  # committed, nothing held between rounds
     outbox.apply([], [Result(mine["to_mark"], Outcome("sent", "250 ok"), 1, "<m@x>")], [])
     outbox.release_connection()
     assert _rows(engine, mine)["to_mark"][:2] == ("sent", 1)
@@ -159,6 +164,9 @@ def test_the_held_connection_commits_durably_and_goes_back_to_no_pool(
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "off"
             assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == "auto"
+    else:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 1  # NORMAL
 
 
 def test_rounds_past_the_driver_s_prepare_threshold_write_the_same(engine: sa.Engine) -> None:
@@ -191,3 +199,43 @@ def test_rounds_past_the_driver_s_prepare_threshold_write_the_same(engine: sa.En
     assert got[0] == got[1]
     assert {row[:2] for row in got[0]} == {("sent", 1)}
     assert [row[4] for row in got[0]] == [f"<{k}@x>" for k in range(12)]
+
+
+def test_a_round_that_fails_is_written_not_at_all_and_the_next_goes_on(
+        engine: sa.Engine) -> None:
+    """A round's marks and results are one transaction on the held connection: when one
+    of its changes fails (here a trigger refuses a result), its mark is not written
+    either; the connection is dropped, and the next round opens another."""
+    mine = _campaign(engine, "fails")
+    refuse = mine["sent"]
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER refuse BEFORE UPDATE OF state ON delivery "
+                f"WHEN OLD.id = {refuse} AND NEW.state = 'sent' "
+                f"BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        else:
+            conn.exec_driver_sql(
+                f"CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF OLD.id = {refuse} AND NEW.state = 'sent' THEN "
+                f"RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$")
+            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE UPDATE ON delivery "
+                                 "FOR EACH ROW EXECUTE FUNCTION refuse()")
+    outbox = _outbox(engine, [])
+    outbox.hold_connection()
+    try:
+        with pytest.raises(sa.exc.DBAPIError, match="refused"):
+            outbox.apply([mine["to_mark"]],
+                         [Result(refuse, Outcome("sent", "250 ok"), 1, "<r@x>")], [])
+        assert _rows(engine, mine)["to_mark"][:2] == ("queued", 0)  # nothing of it
+        assert outbox._held is not None and outbox._held._conn is None  # dropped
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER refuse" if engine.dialect.name == "sqlite"
+                                 else "DROP TRIGGER refuse ON delivery")
+        assert outbox.apply([mine["to_mark"]],
+                            [Result(refuse, Outcome("sent", "250 ok"), 1, "<r@x>")], []) \
+            == {mine["to_mark"]}
+    finally:
+        outbox.release_connection()
+    got = _rows(engine, mine)
+    assert got["to_mark"][:2] == ("sending", 1) and got["sent"][:2] == ("sent", 1)

@@ -19,9 +19,10 @@ whose lease ran out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -287,7 +288,8 @@ class Outbox:
         statement (an in-process call each); on PostgreSQL, where each statement is a
         round trip to the server and runs there, all of them are one statement
         (`_round_statement`), unless a delivery appears twice in the round; on the
-        connection the sender holds (`hold_connection`), one round trip in all."""
+        connection the sender holds (`hold_connection`), one round trip in all, and on
+        SQLite the statements and the commit on the driver alone."""
         updates = self.changes(sending, results, skipped, released)
         dialect = self.engine.dialect
         if self._held is not None and updates.distinct():
@@ -308,9 +310,9 @@ class Outbox:
 
     def hold_connection(self) -> None:
         """From now on until `release_connection`, `apply` writes its rounds on one
-        connection of its own (PostgreSQL; nothing changes on SQLite): the sender's
-        status writer, a round every few messages, holds one for its run."""
-        if self.engine.dialect.name == "postgresql" and self._held is None:
+        connection of its own: the sender's status writer, a round every few messages,
+        holds one for its run."""
+        if self._held is None:
             self._held = _HeldConnection(self.engine)
 
     def release_connection(self) -> None:
@@ -354,10 +356,11 @@ class _Updates:
         return len(ids) == len(set(ids))
 
 
-def _apply_each(conn: sa.Connection, u: _Updates, q: str) -> set[int]:
+def _apply_each(conn: sa.Connection | Callable[[str, Any], Iterable[Any]], u: _Updates,
+                q: str) -> set[int]:
     """The round as one statement per kind of change, in order (executemany for the
-    results and skips)."""
-    run = conn.exec_driver_sql
+    results and skips), on a connection or through `run(sql, parameters)`."""
+    run = conn.exec_driver_sql if isinstance(conn, sa.Connection) else conn
     at = u.at
     marked: set[int] = set()
     if u.sending:
@@ -451,36 +454,70 @@ def _apply_round(conn: sa.Connection, u: _Updates) -> set[int]:
 
 
 class _HeldConnection:
-    """The status writer's own connection (PostgreSQL), held for a run: a round is then
-    one round trip to the server, where through the pool it was five (the pool's ping,
-    which begins a transaction; SET LOCAL; the statement; COMMIT).
+    """The status writer's own connection, held for a run.
 
-    The connection is in autocommit mode, so the round's one statement is a transaction
-    of its own, whole or not at all, and has `synchronous_commit` on for its session:
-    every commit on it is durable, as `durable_begin` makes the marks elsewhere. Its
-    statements take a generic plan (`plan_cache_mode`): a round's few shapes, prepared
-    by psycopg, are planned once, where a custom plan for each round cost the server
-    ~105 us (17 us a message, a third of its work for the round). After an error it is
-    closed, and the next round opens another."""
+    PostgreSQL: a round is then one round trip to the server, where through the pool it
+    was five (the pool's ping, which begins a transaction; SET LOCAL; the statement;
+    COMMIT). The connection is in autocommit mode, so the round's one statement is a
+    transaction of its own, whole or not at all, and has `synchronous_commit` on for its
+    session: every commit on it is durable, as `durable_begin` makes the marks elsewhere.
+    Its statements take a generic plan (`plan_cache_mode`): a round's few shapes,
+    prepared by psycopg, are planned once, where a custom plan for each round cost the
+    server ~105 us (17 us a message, a third of its work for the round).
+
+    SQLite: the connection is at `synchronous=FULL` for its session (durable, as
+    `durable_begin` sets it for one transaction), and a round is its statements and the
+    commit on the driver: through the pool and SQLAlchemy it was eight calls more (the
+    checkout, the level set and set back, each with a commit, the reset on return),
+    ~0.2 ms of the database thread's CPU a round, which the event loop waited for (one
+    lock for Python's threads).
+
+    After an error it is closed (its transaction rolled back), and the next round opens
+    another; it never goes back to the pool with its settings."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._conn: sa.Connection | None = None
+        self._sqlite = engine.dialect.name == "sqlite"
 
-    def apply(self, u: _Updates) -> set[int]:
-        statement = _round_parameters(u)
-        if statement is None:
-            return set()
-        if self._conn is None:
-            conn = self.engine.connect()
-            driver = conn.connection.driver_connection
-            driver.rollback()  # the pool's ping began a transaction
+    def _open(self) -> sa.Connection:
+        from mailer import db
+
+        conn = self.engine.connect()
+        driver = conn.connection.driver_connection
+        driver.rollback()  # PostgreSQL: the pool's ping began a transaction
+        if self._sqlite:  # no transaction is open: the level can change
+            driver.execute(f"PRAGMA synchronous={db.DURABLE}")
+        else:
             driver.autocommit = True
             conn.exec_driver_sql("SET synchronous_commit = on")
             conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
-            self._conn = conn
+        self._conn = conn
+        return conn
+
+    def apply(self, u: _Updates) -> set[int]:
+        conn = self._conn if self._conn is not None else self._open()
         try:
-            return {row[0] for row in self._conn.exec_driver_sql(*statement)}
+            if self._sqlite:
+                driver = conn.connection.driver_connection
+                cursor = driver.cursor()
+
+                def run(sql: str, params: Any) -> Iterable[Any]:
+                    if isinstance(params, list):
+                        return cursor.executemany(sql, params)
+                    return cursor.execute(sql, params).fetchall()
+
+                error = self.engine.dialect.loaded_dbapi.Error
+                try:
+                    marked = _apply_each(run, u, "?")  # the first UPDATE began it
+                    driver.commit()
+                except error as exc:  # as SQLAlchemy's, which the CLI says in one line
+                    raise sa.exc.DBAPIError.instance(None, None, exc, error) from None
+                return marked
+            statement = _round_parameters(u)
+            if statement is None:
+                return set()
+            return {row[0] for row in conn.exec_driver_sql(*statement)}
         except BaseException:
             self.close()
             raise
