@@ -165,11 +165,14 @@ class Batch:
         if self._conn is None:
             conn = self._conn = self.session.connection()
             # Python's sqlite3 begins a transaction at the first write only: a SAVEPOINT
-            # before that would begin it, and its RELEASE commit it. Begun here instead.
+            # before that would begin it, and its RELEASE commit it. Begun here instead,
+            # IMMEDIATE: it reads before it writes, and a deferred one that another
+            # connection wrote past meanwhile (the sender pausing its campaign) fails at
+            # its first write with "database is locked" at once, the busy timeout unused.
             if conn.dialect.name == "sqlite":
                 raw = conn.connection.dbapi_connection
                 if raw is not None and not raw.in_transaction:
-                    conn.exec_driver_sql("BEGIN")
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
             self._cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         return self._conn
 
