@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from mailer.db import make_engine
+from mailer.delivery.sender import MARK_AHEAD
 from tests.support.smtpserver import SmtpServer
 from tests.support.waiting import wait_for
 
@@ -495,28 +496,31 @@ def test_pause_and_resume_while_sending_gives_no_duplicate_and_no_gap(run, proje
 
 def test_a_killed_then_cancelled_campaign_settles_its_in_flight_rows_as_unknown(
         run, project, smtp, monkeypatch, database):
-    """SIGKILL while deliveries are in flight (held at the server, asserted "sending" in
-    the database), then cancel: those become unknown, nothing stays "sending", `campaign
+    """SIGKILL while deliveries are in flight (2 held at the server, 2 more marked and
+    waiting for a connection: 4 asserted "sending" in the database), then cancel: those
+    become unknown (nothing says which had started), nothing stays "sending", `campaign
     show` gives no ETA, and no later run sends anything of it."""
     configure(monkeypatch, smtp, rate=100, connections=2)
     people(run, project, 30)
     create(run)
     smtp.hold_data()
     sender = mailer("campaign", "send", "dec", "--yes", "--json")
+    marked = 2 * MARK_AHEAD
     wait_for(lambda: alive(sender) and smtp.held == 2
-             and outbox_states(database)["sending"] == 2,
-             "2 deliveries in flight", state=lambda: f"{smtp.held} held, "
+             and outbox_states(database)["sending"] == marked,
+             f"2 deliveries in flight, {marked} marked", state=lambda: f"{smtp.held} held, "
              f"{outbox_states(database)}")
     sender.kill()
     sender.wait(timeout=60)
-    assert outbox_states(database)["sending"] == 2
+    assert outbox_states(database)["sending"] == marked
     assert run("campaign", "cancel", "dec").exit_code == 0
     smtp.release_data()
     after = outbox_states(database)
-    assert after["sending"] == 0 and after["unknown"] == 2 and after["skipped"] == 28
+    assert after["sending"] == 0 and after["unknown"] == marked
+    assert after["skipped"] == 30 - marked
     shown = json.loads(run("campaign", "show", "dec", "--json").stdout)
     assert shown["state"] == "cancelled" and shown["eta_seconds"] is None
-    assert shown["counts"] == {"unknown": 2, "skipped": 28}
+    assert shown["counts"] == {"unknown": marked, "skipped": 30 - marked}
     text = run("campaign", "show", "dec")
     assert "to go" not in text.output and "unknown" in text.output
     assert run("run", "--json").exit_code == 0
@@ -556,7 +560,8 @@ def test_render_helpers_end_when_the_sender_is_killed(run, project, smtp, monkey
     smtp.hold_data()
     sender = mailer("campaign", "send", "dec", "--yes", "--json")
     helpers = wait_for(
-        lambda: alive(sender) and smtp.held == 2 and outbox_states(database)["sending"] == 2
+        lambda: alive(sender) and smtp.held == 2
+        and outbox_states(database)["sending"] == 2 * MARK_AHEAD
         and len(living_children(sender.pid)) >= 2 and living_children(sender.pid),
         "deliveries in flight and 2 render helpers",
         state=lambda: f"{smtp.held} held, children {living_children(sender.pid)}")
@@ -647,7 +652,8 @@ def test_sigkill_at_random_moments_never_doubles_and_never_drops(run, project, s
     """10 kills -9 of the sending process, each while deliveries are in flight
     (`kill_mid_send`). After each, `mailer run` picks up. Every delivery ends sent
     (received exactly once) or unknown (received at most once): exactly those a kill
-    left "sending", between 1 and `connections` per kill."""
+    left "sending", between 1 and MARK_AHEAD x `connections` per kill (a connection's
+    message in flight and the next one, marked, waiting for it)."""
     connections, kills = 4, 10
     # 20 a second, evenly: a kill comes a few messages in, however slow the machine, and
     # the 400 outlast the 10 runs by far
@@ -662,7 +668,8 @@ def test_sigkill_at_random_moments_never_doubles_and_never_drops(run, project, s
     for kill in range(1, kills + 1):
         kill_mid_send(smtp, rng, kill)
         left = new_in_flight(database, counted)
-        assert 1 <= len(left) <= connections, f"kill {kill}: {left} deliveries were in flight"
+        assert 1 <= len(left) <= connections * MARK_AHEAD, \
+            f"kill {kill}: {left} deliveries were in flight"
         in_flight.append(len(left))
     wait_for_leases(database)  # the last kill's claims free before the last run
     out, _ = run_out("run", "--json", "--max-seconds", "300", MAILER_DELIVERY__RATE="500",
@@ -771,11 +778,12 @@ def test_mailer_run_starts_due_campaigns_and_is_quiet_with_nothing_to_do(run, pr
     assert result.exit_code == 1 and "Cannot read the time" in result.output
 
 
-def test_the_sending_rows_never_exceed_the_connections(run, project, smtp, monkeypatch,
-                                                       database):
-    """Hold every message in DATA at the server: with all 3 connections busy, exactly 3
+def test_the_sending_rows_never_exceed_twice_the_connections(run, project, smtp,
+                                                             monkeypatch, database):
+    """Hold every message in DATA at the server: with all 3 connections busy, exactly 6
     deliveries are marked sending in the database (each marked before its SMTP
-    transaction, and no more), and so again each time one more message is let through."""
+    transaction: 3 in it, 3 marked ahead and waiting for a connection; no more), and so
+    again each time one more message is let through."""
     configure(monkeypatch, smtp, connections=3, rate=1000)
     people(run, project, 20)
     create(run)
@@ -786,7 +794,7 @@ def test_the_sending_rows_never_exceed_the_connections(run, project, smtp, monke
                  and len(smtp.messages()) == through,
                  f"3 messages held in DATA, {through} through",
                  state=lambda: f"{smtp.held} held, {len(smtp.messages())} through")
-        assert outbox_states(database)["sending"] == 3
+        assert outbox_states(database)["sending"] == 3 * MARK_AHEAD
         smtp.release_data(1)
     smtp.release_data()
     out, err = sender.communicate(timeout=120)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from mailer.delivery.sender import MARK_AHEAD
 from tests import test_delivery
 from tests.support.notices import NOTICE
 from tests.support.smtpserver import SmtpServer
@@ -54,10 +55,11 @@ def delivered(pid: int) -> bool:
 
 
 def in_flight(proc: subprocess.Popen[bytes], smtp: SmtpServer, database, n: int) -> int:  # noqa: ANN001
-    """Wait until `n` messages are held unanswered at the server and marked sending, with
-    some sent before and some still queued; returns how many were sent before."""
+    """Wait until `n` messages are held unanswered at the server, and as many more are
+    marked sending and wait for their connections (sender.MARK_AHEAD), with some sent
+    before and some still queued; returns how many were sent before."""
     wait_for(lambda: alive(proc) and smtp.held == n
-             and outbox_states(database)["sending"] == n,
+             and outbox_states(database)["sending"] == n * MARK_AHEAD,
              f"{n} deliveries in flight", state=lambda: f"{smtp.held} held, "
              f"{outbox_states(database)}")
     before = len(smtp.messages())
@@ -199,9 +201,11 @@ def test_a_signal_before_the_sends_stops_mailer_run_after_the_mail_in_flight(
     addresses = before_the_sends(run, project, smtp, monkeypatch, database)
     smtp.hold_data()
     runner = start("run", "--max-seconds", "600")
-    # the confirmation mails go through the campaigns' sender: one per connection
+    # the confirmation mails go through the campaigns' sender: one per connection, and
+    # one more marked for each, waiting for it (put back at the signal: never started)
     wait_for(lambda: alive(runner) and smtp.held == 2
-             and notice_states(database)["sending"] == 2, "2 confirmation mails in flight",
+             and notice_states(database)["sending"] == 2 * MARK_AHEAD,
+             "2 confirmation mails in flight",
              state=lambda: f"{smtp.held} held, {notice_states(database)}")
     if sig == "SIGINT":
         os.killpg(runner.pid, signal.SIGINT)  # Ctrl-C: the whole process group
@@ -228,9 +232,11 @@ def test_a_second_ctrl_c_before_the_sends_stops_mailer_run_at_once(
     before_the_sends(run, project, smtp, monkeypatch, database)
     smtp.hold_data()
     runner = start("run", "--max-seconds", "600")
-    # the confirmation mails go through the campaigns' sender: one per connection
+    # the confirmation mails go through the campaigns' sender: one per connection, and
+    # one more marked for each, waiting for it (put back at the signal: never started)
     wait_for(lambda: alive(runner) and smtp.held == 2
-             and notice_states(database)["sending"] == 2, "2 confirmation mails in flight",
+             and notice_states(database)["sending"] == 2 * MARK_AHEAD,
+             "2 confirmation mails in flight",
              state=lambda: f"{smtp.held} held, {notice_states(database)}")
     os.killpg(runner.pid, signal.SIGINT)
     wait_for(lambda: delivered(runner.pid), "the first SIGINT delivered")

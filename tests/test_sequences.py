@@ -28,6 +28,7 @@ from mailer.audience.selfservice import confirm_member, sign_up
 from mailer.audience.subscribers import unsubscribe
 from mailer.automation.sequences import next_window, queue_due
 from mailer.db import session_scope
+from mailer.delivery.sender import MARK_AHEAD
 from mailer.models import TEST_CLOCK, MailingList, Subscriber
 from mailer.project import Project
 from tests.support.smtpserver import SmtpServer
@@ -546,7 +547,8 @@ def test_a_killed_sender_never_sends_a_step_twice(run, project, smtp, monkeypatc
     for kill in range(1, 4):
         kill_mid_send(smtp, rng, kill)
         left = len(new_in_flight(database, counted))
-        assert 1 <= left <= connections, f"kill {kill}: {left} steps were in flight"
+        assert 1 <= left <= connections * MARK_AHEAD, \
+            f"kill {kill}: {left} steps were in flight"
         in_flight.append(left)
     wait_for_leases(database)  # the last kill's claims free
     for _ in range(2):  # to the end, and a second: nothing more
@@ -674,8 +676,11 @@ def test_sigterm_lets_the_steps_and_notices_in_flight_finish_and_the_next_run_go
     assert result.exit_code == 0, result.output
     smtp.hold_data()
     runner = start("run", "--max-seconds", "600")
+    # two in flight, two more marked and waiting for the connections (put back at the
+    # signal: they had not started)
     wait_for(lambda: alive(runner) and smtp.held == 2 and Counter(
-        kinds(engine()).values())["sending"] == 2, "2 steps or notices in flight",
+        kinds(engine()).values())["sending"] == 2 * MARK_AHEAD,
+        "2 steps or notices in flight, 2 more marked",
         state=lambda: f"{smtp.held} held, {Counter(kinds(engine()).values())}")
     runner.send_signal(signal.SIGTERM)
     wait_for(lambda: delivered(runner.pid), "SIGTERM delivered")
