@@ -396,6 +396,8 @@ def test_a_header_line_over_998_characters_fails_and_never_blames_the_address(
     assert "bounced" not in final.values()
     rows = {r["email"]: r["last_reply"] for r in json.loads(run(
         "campaign", "deliveries", "dec", "--state", "failed", "--json").stdout)}
+    # checked where it was rendered (delivery/wire.py), said as the SMTP session says it
+    assert rows[addresses[1]].startswith("not sent: a line in the header Subject is 2,")
     assert "over SMTP's 998" in rows[addresses[1]]
     assert "the message is at fault, not the address" in rows[addresses[1]]
     assert rows[addresses[4]].startswith("500 5.5.2")

@@ -5,6 +5,8 @@ and hang-up is reported."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 
 import aiosmtplib
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from mailer.content.compose import ascii_address
 from mailer.content.mailing import Message
 from mailer.delivery.smtpsession import ReplyLost, Session, Unsendable
+from mailer.delivery.wire import checked
 from tests.support.smtpserver import SmtpServer
 from tests.support.waiting import until
 
@@ -161,6 +164,13 @@ def test_a_message_that_cannot_go_out_as_it_is_is_refused_before_a_byte_is_writt
     for reason, (_, expected) in zip(reasons, bad, strict=True):
         assert expected in reason
     assert all("not the address" in r for r in reasons[3:])
+    # the same check where a message is rendered (delivery/wire.py): the same reasons,
+    # and a message that passed it is marked so, its bytes unchanged
+    for refused, expected in bad:
+        with pytest.raises(Unsendable, match=re.escape(expected)):
+            checked(refused)
+    good = message()
+    assert checked(good) == dataclasses.replace(good, checked=True) and not good.checked
 
 
 @pytest.mark.parametrize("address, wire", [

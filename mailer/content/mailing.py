@@ -123,6 +123,8 @@ class Message:
     recipient: str
     message_id: str
     smtputf8: bool
+    # passed delivery.wire.check where it was rendered: the SMTP session need not again
+    checked: bool = False
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from mailer.content.mailing import (
     TemplateSources,
 )
 from mailer.delivery.orphans import exit_with_parent
+from mailer.delivery.wire import Unsendable, checked
 from mailer.tokens import Signer as TokenSigner
 
 if TYPE_CHECKING:
@@ -175,13 +176,19 @@ class Renderer(Protocol):
 
 
 def _render(mailing_for: Callable[[int], Mailing], chunk: list[Due]) -> list[Rendered]:
+    """Each delivery's message, checked for the wire here (in a helper process, off the
+    sender's event loop), or why it cannot go: the template's error, or what makes the
+    message unsendable, as the SMTP session would have said it."""
     out: list[Rendered] = []
     for due in chunk:
         assert due.recipient is not None
         try:
-            out.append((due, mailing_for(due.list_id).message(due.recipient), None))
+            out.append((due, checked(mailing_for(due.list_id).message(due.recipient)),
+                        None))
         except TemplateProblem as exc:
             out.append((due, None, f"template: {exc}"))
+        except Unsendable as exc:
+            out.append((due, None, f"not sent: {exc}"))
     return out
 
 

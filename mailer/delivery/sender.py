@@ -687,7 +687,8 @@ class Sender:
                        writer: _StatusWriter, lanes: _Lanes) -> None:
         assert due.recipient is not None
         if message is None:
-            # The same template renders for everyone else: this person's data breaks it.
+            # The same template renders for everyone else: this person's data breaks it
+            # (the template fails, or makes a message the wire refuses: wire.check).
             if await writer.mark(due.id):
                 writer.record(Result(due.id, Outcome("failed", error or "template"),
                                      self.outbox.max_attempts))
