@@ -170,7 +170,7 @@ class Delivery(_Section):
     hourly: int = 0  # sliding-window quotas; 0: none
     daily: int = 0
     per_domain: dict[str, list[float]] = Field(default_factory=dict)  # {"gmail.com": [20, 20]}
-    connections: int = 4  # SMTP connections at once (and messages in flight)
+    connections: int = 4  # SMTP connections at once (messages in flight: sender.worker_count)
     messages_per_connection: int = 100  # then the connection is closed and a new one opened
     timeout: float = 60.0  # seconds per SMTP command
     max_attempts: int = 5  # deferrals before a delivery fails

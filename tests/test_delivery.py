@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mailer.db import make_engine
-from mailer.delivery.sender import MARK_AHEAD
+from mailer.delivery.sender import MARK_AHEAD, worker_count
 from tests.support.smtpserver import SmtpServer
 from tests.support.waiting import wait_for
 
@@ -498,16 +498,17 @@ def test_pause_and_resume_while_sending_gives_no_duplicate_and_no_gap(run, proje
 
 def test_a_killed_then_cancelled_campaign_settles_its_in_flight_rows_as_unknown(
         run, project, smtp, monkeypatch, database):
-    """SIGKILL while deliveries are in flight (2 held at the server, 2 more marked and
-    waiting for a connection: 4 asserted "sending" in the database), then cancel: those
-    become unknown (nothing says which had started), nothing stays "sending", `campaign
-    show` gives no ETA, and no later run sends anything of it."""
+    """SIGKILL while deliveries are in flight (held at the server, asserted "sending" in
+    the database: at 100 a second on 2 connections one worker each, no more marked),
+    then cancel: those become unknown, nothing stays "sending", `campaign show` gives
+    no ETA, and no later run sends anything of it."""
     configure(monkeypatch, smtp, rate=100, connections=2)
     people(run, project, 30)
     create(run)
     smtp.hold_data()
     sender = mailer("campaign", "send", "dec", "--yes", "--json")
-    marked = 2 * MARK_AHEAD
+    marked = worker_count(2, 100)
+    assert marked == 2
     wait_for(lambda: alive(sender) and smtp.held == 2
              and outbox_states(database)["sending"] == marked,
              f"2 deliveries in flight, {marked} marked", state=lambda: f"{smtp.held} held, "
@@ -654,8 +655,8 @@ def test_sigkill_at_random_moments_never_doubles_and_never_drops(run, project, s
     """10 kills -9 of the sending process, each while deliveries are in flight
     (`kill_mid_send`). After each, `mailer run` picks up. Every delivery ends sent
     (received exactly once) or unknown (received at most once): exactly those a kill
-    left "sending", between 1 and MARK_AHEAD x `connections` per kill (a connection's
-    message in flight and the next one, marked, waiting for it)."""
+    left "sending", between 1 and `connections` per kill (at 20 a second, one worker a
+    connection: `sender.worker_count`)."""
     connections, kills = 4, 10
     # 20 a second, evenly: a kill comes a few messages in, however slow the machine, and
     # the 400 outlast the 10 runs by far
@@ -670,7 +671,7 @@ def test_sigkill_at_random_moments_never_doubles_and_never_drops(run, project, s
     for kill in range(1, kills + 1):
         kill_mid_send(smtp, rng, kill)
         left = new_in_flight(database, counted)
-        assert 1 <= len(left) <= connections * MARK_AHEAD, \
+        assert 1 <= len(left) <= worker_count(connections, 20) == connections, \
             f"kill {kill}: {left} deliveries were in flight"
         in_flight.append(len(left))
     wait_for_leases(database)  # the last kill's claims free before the last run
@@ -778,6 +779,20 @@ def test_mailer_run_starts_due_campaigns_and_is_quiet_with_nothing_to_do(run, pr
     assert shown["state"] == "scheduled" and shown["scheduled_at"].startswith("2099-01-01T08")
     result = run("campaign", "schedule", "later", "--at", "tomorrow")
     assert result.exit_code == 1 and "Cannot read the time" in result.output
+
+
+@pytest.mark.parametrize("connections, rate, workers", [
+    (4, None, 8),  # no rate: the connections wait for nothing but commits
+    (4, 10.0, 4),  # the default pace: a turn every 0.4 s a connection, commits hidden
+    (4, 200.0, 4),  # a turn every 20 ms: still one worker each
+    (4, 201.0, 8),  # faster: the next delivery marked while a message is in SMTP
+    (0, None, 2),  # at least one connection
+])
+def test_deliveries_are_marked_ahead_only_where_commits_would_hold_the_connections_up(
+        connections: int, rate: float | None, workers: int) -> None:
+    """The sender's workers, and so the most deliveries a crash can leave "sending"."""
+    assert worker_count(connections, rate) == workers
+    assert workers in (max(1, connections), max(1, connections) * MARK_AHEAD)
 
 
 def test_the_sending_rows_never_exceed_twice_the_connections(run, project, smtp,

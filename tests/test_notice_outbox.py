@@ -18,7 +18,7 @@ from mailer.audience.selfservice import sign_up
 from mailer.audience.subscribers import unsubscribe_member
 from mailer.dbtypes import Timestamp
 from mailer.delivery.notices import queue
-from mailer.delivery.sender import MARK_AHEAD
+from mailer.delivery.sender import worker_count
 from mailer.models import MailingList, NoticeKind, Subscriber
 from mailer.project import Project
 from tests import test_delivery
@@ -195,8 +195,8 @@ def test_sigkill_mid_send_never_sends_a_notice_twice(run, project, smtp, monkeyp
                                                      database):
     """Kills -9 of `mailer run` while confirmation mails are in flight, at random points;
     after each, the next run goes on. Every notice ends sent (received exactly once) or
-    unknown (at most once): exactly those a kill left "sending" (in flight, or marked
-    and waiting for a connection: at most MARK_AHEAD x connections)."""
+    unknown (at most once): exactly those a kill left "sending" (at 20 a second, at most
+    one a connection: `sender.worker_count`)."""
     connections, kills = 4, 4
     configure(monkeypatch, smtp, rate=20, burst=20, connections=connections,
               lease_seconds=1)  # PostgreSQL: a killed run's claims hold this long
@@ -212,7 +212,7 @@ def test_sigkill_mid_send_never_sends_a_notice_twice(run, project, smtp, monkeyp
     for kill in range(1, kills + 1):
         kill_mid_send(smtp, rng, kill)
         left = len(test_delivery.new_in_flight(database, counted))
-        assert 1 <= left <= connections * MARK_AHEAD, \
+        assert 1 <= left <= worker_count(connections, 20) == connections, \
             f"kill {kill}: {left} notices were in flight"
         in_flight.append(left)
     test_delivery.wait_for_leases(database)  # the last kill's claims free

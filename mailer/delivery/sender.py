@@ -1,6 +1,6 @@
 """Sending one campaign: the outbox drained at a controlled pace, exactly once.
 
-    producer ── due deliveries, in id order ──▶ lanes ──▶ 2 x N workers, each:
+    producer ── due deliveries, in id order ──▶ lanes ──▶ N or 2 x N workers, each:
         render + sign ─▶ mark "sending" (committed) ─▶ wait for one of the N connections
         ─▶ wait for the rate limiter ─▶ SMTP ─▶ record the outcome (committed with the
         worker's next mark) ─▶ next
@@ -13,7 +13,8 @@ The promises, and what keeps them:
   rows still "sending" are the only ones that may or may not have arrived: they become
   "unknown" and are not resent unless asked (`--retry-unknown`). A worker's result is
   written in the same transaction as its next mark, or an earlier one, so at most
-  MARK_AHEAD x `connections` rows can ever be "sending" (below).
+  one row a worker can ever be "sending" (`worker_count`: `connections`, or twice that
+  when marking ahead, below).
   The same holds when a relay's reply to the end of a message is lost (the connection
   drops, the relay falls silent): that delivery becomes "unknown" at once.
 - **Never skipped.** A delivery leaves the outbox only with an outcome: sent, bounced,
@@ -28,12 +29,15 @@ The promises, and what keeps them:
   the queue. Render helpers ignore both signals and end with the sender (orphans.py).
 - **Cheap commits.** Marks and results of all workers are written together, one
   transaction per round ("group commit"), on the sender's database thread.
-- **Marked ahead.** There are MARK_AHEAD (2) workers per connection: while one worker's
-  message is in its SMTP transaction, the other's mark is being committed, and it then
-  waits for that connection (the transport's pool) with its delivery marked. A
-  connection never waits for a commit, and a round commits the marks of more workers
-  at once. The price: a crash can leave up to twice `connections` rows "sending", half
-  of which had not started (they become "unknown" all the same: nothing says which).
+- **Marked ahead.** When the pace keeps the connections busy (no rate, or over 50
+  messages a second a connection: `worker_count`) there are MARK_AHEAD (2) workers per
+  connection: while one worker's message is in its SMTP transaction, the other's mark
+  is being committed, and it then waits for that connection (the transport's pool)
+  with its delivery marked. A connection never waits for a commit, and a round commits
+  the marks of more workers at once. The price: a crash can leave up to twice
+  `connections` rows "sending", half of which had not started (they become "unknown"
+  all the same: nothing says which). At a slower pace (the default 10 a second) a
+  connection waits for its turn longer than a commit takes: one worker a connection.
   A stop, a time limit or a second Ctrl-C puts a marked delivery that had not started
   its SMTP transaction back in the queue.
 - **Notices and steps first.** The engine's own mails (confirmation, welcome and export
@@ -94,11 +98,25 @@ URGENT_POLL = 1.0  # seconds between looks for due notices and steps while a cam
 # At 4 connections (20,000 recipients, a local relay) 1 -> 2 took the send from 11.9 s
 # to 9.3 s (the connections waited for commits; docs/performance.md).
 MARK_AHEAD = 2
+# ... when the pace lets a connection send more often than every this many seconds (or
+# there is no rate): slower, a connection waits for its turn longer than a commit takes,
+# and marks ahead would only leave more deliveries "unknown" after a crash.
+MARK_AHEAD_UNDER = 0.02
 # The automatic pause: a campaign pauses itself when more than `pause_failure_rate` of
 # FAILURE_WINDOW deliveries, among its last FAILURE_WINDOW, did not go out (41 at 0.2: a
 # relay that refuses everything pauses it after 41 failures; 11 bad addresses among the
 # first 50 do not).
 FAILURE_WINDOW = 200
+
+
+def worker_count(connections: int, rate: float | None) -> int:
+    """The sender's workers: MARK_AHEAD a connection when commits would hold the
+    connections up (no rate, or one over 50 messages a second a connection), else one.
+    So also the most deliveries a crash can leave "sending"."""
+    connections = max(1, connections)
+    if rate is None or connections / rate < MARK_AHEAD_UNDER:
+        return connections * MARK_AHEAD
+    return connections
 
 
 @dataclass
@@ -496,8 +514,8 @@ class Sender:
             writer = _StatusWriter(self.outbox, db)
             lanes = self._lanes = _Lanes(self.limiter, max(self.connections * 4, CHUNK),
                                          lambda: self._stop is not None)
-            workers = [loop.create_task(self._worker(lanes, writer))
-                       for _ in range(self.connections * MARK_AHEAD)]
+            workers = [loop.create_task(self._worker(lanes, writer)) for _ in range(
+                worker_count(self.connections, self.limiter.limits.rate))]
             watcher = loop.create_task(self._watch(db))
             urgent = None
             if self.urgent_renderer is not None:
