@@ -922,23 +922,21 @@ def test_marks_are_committed_durably_and_nothing_else_pays_for_it(run, project, 
 
     SQLite: the status writer runs its rounds on the driver (outbox._HeldConnection),
     past SQLAlchemy's events, so every connection's statements are traced by SQLite
-    itself from its opening on, and its level followed through its PRAGMAs."""
+    itself from its opening on, and its level followed through its PRAGMAs.
+    PostgreSQL: the level a mark's commit runs at, noted by a deferred trigger (it runs
+    at the commit), whatever the session says (the round sets it for itself)."""
     from sqlalchemy import Engine, event
 
     configure(monkeypatch, smtp)
     people(run, project, 12)
     create(run)
     levels: dict[str, set[str]] = {"mark": set(), "read": set()}
+    sqlite = db_url.startswith("sqlite")
+    database = make_engine(db_url)
 
     def kind(statement: str) -> str | None:
-        # a mark: alone (SQLite) or the first part of the round's statement (PostgreSQL)
         return ("mark" if "UPDATE delivery SET state = 'sending'" in statement
                 else "read" if statement.startswith("SELECT delivery.id") else None)
-
-    def look(conn, cursor, statement, *_):  # noqa: ANN001, ANN202
-        if (found := kind(statement)) is not None:
-            levels[found].add(str(conn.connection.dbapi_connection.execute(
-                "SHOW synchronous_commit").fetchone()[0]))
 
     def trace(dbapi_connection, _record):  # noqa: ANN001, ANN202
         level = ["FULL"]  # SQLite's default, until the engine's own PRAGMAs (after this)
@@ -950,24 +948,35 @@ def test_marks_are_committed_durably_and_nothing_else_pays_for_it(run, project, 
                 levels[found].add(level[0])
         dbapi_connection.set_trace_callback(each)
 
-    sqlite = db_url.startswith("sqlite")
     if sqlite:
         event.listen(Engine, "connect", trace)
     else:
-        event.listen(Engine, "before_cursor_execute", look)
+        with database.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE mark_level (level text)")
+            conn.exec_driver_sql(
+                "CREATE FUNCTION note_mark() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.state = 'sending' AND OLD.state <> 'sending' THEN "
+                "INSERT INTO mark_level VALUES (current_setting('synchronous_commit')); "
+                "END IF; RETURN NULL; END $$")
+            conn.exec_driver_sql(
+                "CREATE CONSTRAINT TRIGGER note_mark AFTER UPDATE ON delivery "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION note_mark()")
     try:
         result = run("campaign", "send", "dec", "--yes", "--json")
     finally:
         if sqlite:
             event.remove(Engine, "connect", trace)
-        else:
-            event.remove(Engine, "before_cursor_execute", look)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["sent"] == 12
     if sqlite:
         assert levels == {"mark": {"FULL"}, "read": {"NORMAL"}}
     else:  # on for the marks even though the test server's default is off
-        assert levels["mark"] == {"on"}
+        with database.begin() as conn:
+            noted = conn.exec_driver_sql("SELECT level FROM mark_level").scalars().all()
+            conn.exec_driver_sql("DROP TRIGGER note_mark ON delivery")
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "off"
+        assert len(noted) == 12 and set(noted) == {"on"}
+    database.dispose()
 
 
 def test_a_schedule_in_the_past_is_refused_unless_said(run, project, smtp, monkeypatch):

@@ -143,24 +143,48 @@ def test_the_held_connection_commits_durably_and_goes_back_to_no_pool(
     """Every round on it is its own transaction, committed durably: with
     synchronous_commit on (the test server's default is off), or SQLite's
     synchronous=FULL (the engine's default is NORMAL); once released, the pool hands
-    out connections at the default."""
+    out connections at the default.
+
+    PostgreSQL: the round's statement turns synchronous_commit on for its own
+    transaction, not the session (through PgBouncer in transaction mode a session's SET
+    lands elsewhere): a deferred trigger, which runs at the commit, notes the level the
+    commit runs at, for a round with marks and for one of results alone; the session
+    itself stays at the server's default."""
     mine = _campaign(engine, "held")
+    postgresql = engine.dialect.name == "postgresql"
+    if postgresql:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE commit_level (level text)")
+            conn.exec_driver_sql(
+                "CREATE FUNCTION note_level() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "INSERT INTO commit_level VALUES (current_setting('synchronous_commit')); "
+                "RETURN NULL; END $$")
+            conn.exec_driver_sql(
+                "CREATE CONSTRAINT TRIGGER note_level AFTER UPDATE ON delivery "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION note_level()")
     outbox = _outbox(engine, [])
     outbox.hold_connection()
-    assert outbox.apply([mine["to_mark"]], [], []) == {mine["to_mark"]}
-    if engine.dialect.name == "postgresql":
-        held = outbox._held._conn  # type: ignore[union-attr]
-        assert held.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
-        assert held.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == \
-            "force_generic_plan"
-    else:
-        driver = outbox._held._conn.connection.driver_connection  # type: ignore[union-attr]
-        assert driver.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-        assert not driver.in_transaction  # committed, nothing held between rounds
-    outbox.apply([], [Result(mine["to_mark"], Outcome("sent", "250 ok"), 1, "<m@x>")], [])
-    outbox.release_connection()
+    try:
+        assert outbox.apply([mine["to_mark"]], [], []) == {mine["to_mark"]}
+        if postgresql:
+            held = outbox._held._conn  # type: ignore[union-attr]
+            assert held.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "off"
+            assert held.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == \
+                "force_generic_plan"
+        else:
+            driver = outbox._held._conn.connection.driver_connection  # type: ignore[union-attr]
+            assert driver.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+            assert not driver.in_transaction  # committed, nothing held between rounds
+        assert outbox.apply([], [Result(mine["to_mark"], Outcome("sent", "250 ok"), 1,
+                                        "<m@x>")], []) == set()
+    finally:
+        outbox.release_connection()
     assert _rows(engine, mine)["to_mark"][:2] == ("sent", 1)
-    if engine.dialect.name == "postgresql":
+    if postgresql:
+        with engine.begin() as conn:
+            levels = conn.exec_driver_sql("SELECT level FROM commit_level").scalars().all()
+            conn.exec_driver_sql("DROP TRIGGER note_level ON delivery")
+        assert levels == ["on", "on"]  # the mark's commit, the result's
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "off"
             assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == "auto"

@@ -420,10 +420,15 @@ _ROUND_PARTS = {
 
 
 def _round_statement(kinds: tuple[str, ...]) -> str:
-    """The one statement of a round that has changes of `kinds`."""
+    """The one statement of a round that has changes of `kinds`: the ids it marked, and
+    one row more (id NULL) that makes its own commit durable, `synchronous_commit` on
+    for this transaction alone, whatever the server's default. Said in the statement,
+    not with a SET on the session: through PgBouncer in transaction mode a session's
+    SET lands on some server connection, not necessarily the next statement's."""
     ctes = ",\n".join(f"{kind} AS ({_ROUND_PARTS[kind]})" for kind in kinds)
-    last = "SELECT id FROM sending" if "sending" in kinds else "SELECT NULL WHERE false"
-    return f"WITH {ctes}\n{last}"
+    durable = "SELECT NULL::int AS id, set_config('synchronous_commit', 'on', true)"
+    marks = "\nUNION ALL SELECT id, NULL FROM sending" if "sending" in kinds else ""
+    return f"WITH {ctes}\n{durable}{marks}"
 
 
 def _round_parameters(u: _Updates) -> tuple[str, dict[str, object]] | None:
@@ -450,7 +455,7 @@ def _apply_round(conn: sa.Connection, u: _Updates) -> set[int]:
     statement = _round_parameters(u)
     if statement is None:
         return set()
-    return {row[0] for row in conn.exec_driver_sql(*statement)}
+    return {row[0] for row in conn.exec_driver_sql(*statement) if row[0] is not None}
 
 
 class _HeldConnection:
@@ -459,11 +464,12 @@ class _HeldConnection:
     PostgreSQL: a round is then one round trip to the server, where through the pool it
     was five (the pool's ping, which begins a transaction; SET LOCAL; the statement;
     COMMIT). The connection is in autocommit mode, so the round's one statement is a
-    transaction of its own, whole or not at all, and has `synchronous_commit` on for its
-    session: every commit on it is durable, as `durable_begin` makes the marks elsewhere.
-    Its statements take a generic plan (`plan_cache_mode`): a round's few shapes,
-    prepared by psycopg, are planned once, where a custom plan for each round cost the
-    server ~105 us (17 us a message, a third of its work for the round).
+    transaction of its own, whole or not at all, and the statement turns
+    `synchronous_commit` on for itself (`_round_statement`): every commit on it is
+    durable, as `durable_begin` makes the marks elsewhere. Its statements take a generic
+    plan (`plan_cache_mode`, for the session): a round's few shapes, prepared by
+    psycopg, are planned once, where a custom plan for each round cost the server
+    ~105 us (17 us a message, a third of its work for the round).
 
     SQLite: the connection is at `synchronous=FULL` for its session (durable, as
     `durable_begin` sets it for one transaction), and a round is its statements and the
@@ -489,8 +495,7 @@ class _HeldConnection:
         if self._sqlite:  # no transaction is open: the level can change
             driver.execute(f"PRAGMA synchronous={db.DURABLE}")
         else:
-            driver.autocommit = True
-            conn.exec_driver_sql("SET synchronous_commit = on")
+            driver.autocommit = True  # each round's statement durable by itself
             conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
         self._conn = conn
         return conn
@@ -517,7 +522,8 @@ class _HeldConnection:
             statement = _round_parameters(u)
             if statement is None:
                 return set()
-            return {row[0] for row in conn.exec_driver_sql(*statement)}
+            return {row[0] for row in conn.exec_driver_sql(*statement)
+                    if row[0] is not None}
         except BaseException:
             self.close()
             raise
