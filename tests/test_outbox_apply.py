@@ -263,3 +263,36 @@ def test_a_round_that_fails_is_written_not_at_all_and_the_next_goes_on(
         outbox.release_connection()
     got = _rows(engine, mine)
     assert got["to_mark"][:2] == ("sending", 1) and got["sent"][:2] == ("sent", 1)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("path", ["held", "pooled", "kind by kind"])
+def test_with_claims_a_sender_marks_only_the_rows_it_still_claims(engine: sa.Engine,
+                                                                  path: str) -> None:
+    """Several senders (PostgreSQL): a sender whose lease ran out while its round was on
+    its way (a stall between its last look at the lease and the database) finds the
+    rows it had read claimed by another since: its round marks none of those, only what
+    is still its own. On each way a round is written: the held connection's statement,
+    the pool's, and kind by kind (a round naming a delivery twice)."""
+    from mailer.delivery.claims import Claims
+
+    rows = _campaign(engine, "fenced")
+    mine, other = Claims(engine, lease=30), Claims(engine, lease=30)
+    with mine, other:
+        with engine.begin() as conn:
+            for name, sender in (("to_mark", mine), ("to_mark_again", other)):
+                conn.execute(D.update().where(D.c.id == rows[name]).values(
+                    claimed_by=sender.id))
+        outbox = Outbox(engine, None, b"k" * 32, max_attempts=3, retry_after=60,
+                        claims=mine)
+        if path == "held":
+            outbox.hold_connection()
+        try:
+            wanted = [rows["to_mark"], rows["to_mark_again"]]
+            released = [rows["to_mark"]] if path == "kind by kind" else []
+            assert outbox.apply(wanted, [], [], released) == {rows["to_mark"]}
+        finally:
+            outbox.release_connection()
+        got = _rows(engine, rows)
+        assert got["to_mark_again"][:2] == ("deferred", 1)  # the other's: untouched
+        assert got["to_mark"][:2] == (("queued", 0) if released else ("sending", 1))

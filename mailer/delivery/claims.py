@@ -19,7 +19,9 @@ What the claims promise, and what keeps each promise:
   one of two senders mark it. A sender also stops marking once its lease is no longer
   surely its own (`fresh`: the last renewal began more than two thirds of a lease ago, or
   the renewal found the row gone): a sender stalled past its lease (a frozen VM) does not
-  send what another has taken since.
+  send what another has taken since. And its marks are fenced: a mark also needs the row
+  to be claimed by it still (`claimed_by = me` in the same UPDATE), so a round that
+  reaches the database late marks nothing another sender has claimed meanwhile.
 - **None skipped.** A dead sender's claims name a sender whose lease has run out (or whose
   row is gone): its queued and deferred rows are due again for everyone after at most one
   lease. A sender that ends in order hands its claims back at once (`release`).

@@ -335,7 +335,8 @@ class Outbox:
                                r.outcome.reply[:500], r.message_id))
         return _Updates(at=stamp(utcnow(), dialect), sending=list(sending), sent=sent,
                         others=others, skipped=[(i, why[:500]) for i, why in skipped],
-                        released=list(released))
+                        released=list(released),
+                        claimer=self.claims.id if self.claims is not None else None)
 
 
 @dataclass(frozen=True)
@@ -347,6 +348,10 @@ class _Updates:
     others: list[tuple[int, str, object, str, str | None]]  # id, state, retry at, reply, mid
     skipped: list[tuple[int, str]]  # id, reason
     released: list[int]
+    # with claims (PostgreSQL): this sender's id. A mark then also needs the row to be
+    # claimed by it still: one whose lease ran out, and whose rows another took, marks
+    # none of them, however late its round reaches the database
+    claimer: int | None = None
 
     def distinct(self) -> bool:
         """No delivery twice in the round (always so in the sender: a result is recorded
@@ -364,11 +369,12 @@ def _apply_each(conn: sa.Connection | Callable[[str, Any], Iterable[Any]], u: _U
     at = u.at
     marked: set[int] = set()
     if u.sending:
+        fence = "" if u.claimer is None else f"AND claimed_by = {q} "
         marked = {row[0] for row in run(
             f"UPDATE delivery SET state = 'sending', attempts = attempts + 1, "
             f"updated_at = {q} WHERE id IN ({', '.join([q] * len(u.sending))}) "
-            f"AND state IN ('queued', 'deferred') RETURNING id",
-            (at, *u.sending))}
+            f"AND state IN ('queued', 'deferred') {fence}RETURNING id",
+            (at, *u.sending, *(() if u.claimer is None else (u.claimer,))))}
     if u.sent:
         run(f"UPDATE delivery SET state = 'sent', message_id = {q}, last_reply = {q}, "
             f"sent_at = {q}, updated_at = {q}, next_attempt_at = NULL WHERE id = {q}",
@@ -393,13 +399,18 @@ def _apply_each(conn: sa.Connection | Callable[[str, Any], Iterable[Any]], u: _U
 # its rows passed as arrays (unnest), so a round is one statement whatever its size:
 # one round trip, one parse and plan (psycopg prepares the few shapes that recur). The
 # CTEs see the same snapshot and must not touch a row twice (`_Updates.distinct`); each
-# keeps the condition its own statement had (the marks: still queued or deferred). The
+# keeps the condition its own statement had (the marks: still queued or deferred, and
+# with claims still claimed by this sender: "sending_fenced"). The
 # arrays go in binary (%(...)b): psycopg escapes each string of a text array in Python,
 # ten times slower (5 against 35-60 us for 16 replies).
 _ROUND_PARTS = {
     "sending": "UPDATE delivery SET state = 'sending', attempts = attempts + 1, "
                "updated_at = %(at)s WHERE id = ANY(%(sending)b::int[]) "
                "AND state IN ('queued', 'deferred') RETURNING id",
+    "sending_fenced": "UPDATE delivery SET state = 'sending', attempts = attempts + 1, "
+                      "updated_at = %(at)s WHERE id = ANY(%(sending)b::int[]) "
+                      "AND state IN ('queued', 'deferred') AND claimed_by = %(claimer)s "
+                      "RETURNING id",
     "sent": "UPDATE delivery AS d SET state = 'sent', message_id = v.mid, "
             "last_reply = v.reply, sent_at = %(at)s, updated_at = %(at)s, "
             "next_attempt_at = NULL FROM unnest(%(sent_id)b::int[], %(sent_mid)b::text[], "
@@ -425,9 +436,11 @@ def _round_statement(kinds: tuple[str, ...]) -> str:
     for this transaction alone, whatever the server's default. Said in the statement,
     not with a SET on the session: through PgBouncer in transaction mode a session's
     SET lands on some server connection, not necessarily the next statement's."""
-    ctes = ",\n".join(f"{kind} AS ({_ROUND_PARTS[kind]})" for kind in kinds)
+    ctes = ",\n".join(f"{kind.removesuffix('_fenced')} AS ({_ROUND_PARTS[kind]})"
+                      for kind in kinds)
     durable = "SELECT NULL::int AS id, set_config('synchronous_commit', 'on', true)"
-    marks = "\nUNION ALL SELECT id, NULL FROM sending" if "sending" in kinds else ""
+    marks = ("\nUNION ALL SELECT id, NULL FROM sending"
+             if {"sending", "sending_fenced"} & set(kinds) else "")
     return f"WITH {ctes}\n{durable}{marks}"
 
 
@@ -436,6 +449,8 @@ def _round_parameters(u: _Updates) -> tuple[str, dict[str, object]] | None:
     params: dict[str, object] = {"at": u.at}
     if u.sending:
         params["sending"] = u.sending
+        if u.claimer is not None:
+            params["claimer"] = u.claimer
     if u.released:
         params["released"] = u.released
     for prefix, rows, names in (("sent", u.sent, ("id", "mid", "reply")),
@@ -445,7 +460,8 @@ def _round_parameters(u: _Updates) -> tuple[str, dict[str, object]] | None:
             params.update({f"{prefix}_{name}": list(column)
                            for name, column in zip(names, zip(*rows, strict=True),
                                                    strict=True)})
-    kinds = tuple(kind for kind, rows in (("sending", u.sending), ("sent", u.sent),
+    marking = "sending" if u.claimer is None else "sending_fenced"
+    kinds = tuple(kind for kind, rows in ((marking, u.sending), ("sent", u.sent),
                                           ("others", u.others), ("skipped", u.skipped),
                                           ("released", u.released)) if rows)
     return (_round_statement(kinds), params) if kinds else None
