@@ -39,20 +39,26 @@ async def session_with(server: SmtpServer) -> Session:
 
 @MODES
 def test_messages_arrive_whole_with_lines_that_start_with_a_dot(pipelining):
+    """Each body as a message built anywhere, and as one checked where it was rendered
+    (wire.checked: `plain` when nothing needs dot-stuffing, and the session then writes
+    its data as it is)."""
     bodies = [b"Dag An\r\n", b".\r\n..twee\r\n.drie", b".begin\r\nmidden\r\n.\r\n"]
+    sent = [m for body in bodies for m in (message(body=body), checked(message(body=body)))]
+    assert [m.plain for m in sent] == [False, True, False, False, False, False]
 
     async def go(server: SmtpServer) -> list[str]:
         session = await session_with(server)
         assert (session._replies is not None) is pipelining
-        replies = [(await session.send(message(body=body))).code for body in bodies]
+        replies = [(await session.send(m)).code for m in sent]
         await session.quit()
         return replies
 
     with SmtpServer(pipelining=pipelining) as server:
-        assert asyncio.run(go(server)) == [250, 250, 250]
+        assert asyncio.run(go(server)) == [250] * 6
         received = [m.data.split(b"\r\n\r\n", 1)[1] for m in server.messages()]
     # DATA ends a message with CRLF (RFC 5321 4.5.2): the one without gets it
-    assert received == [b"Dag An\r\n", b".\r\n..twee\r\n.drie\r\n", bodies[2]]
+    expected = [b"Dag An\r\n", b".\r\n..twee\r\n.drie\r\n", bodies[2]]
+    assert received == [body for body in expected for _ in range(2)]
     assert all(m.envelope_from == "bounces+x@example.be" for m in server.messages())
 
 
@@ -170,7 +176,8 @@ def test_a_message_that_cannot_go_out_as_it_is_is_refused_before_a_byte_is_writt
         with pytest.raises(Unsendable, match=re.escape(expected)):
             checked(refused)
     good = message()
-    assert checked(good) == dataclasses.replace(good, checked=True) and not good.checked
+    assert checked(good) == dataclasses.replace(good, checked=True, plain=True)
+    assert not good.checked and not good.plain
 
 
 @pytest.mark.parametrize("address, wire", [

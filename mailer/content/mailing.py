@@ -125,6 +125,9 @@ class Message:
     smtputf8: bool
     # passed delivery.wire.check where it was rendered: the SMTP session need not again
     checked: bool = False
+    # ... and its data goes out after DATA as it is: no line begins with a dot (nothing
+    # to dot-stuff), it ends with CRLF (wire.checked finds out, in the render helper)
+    plain: bool = False
 
 
 @dataclass(frozen=True)

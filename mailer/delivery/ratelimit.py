@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
 from collections import deque
@@ -77,7 +78,12 @@ BUCKETS = 3600  # per quota window: the hour in seconds, the day in 24-second st
 def domain_key(address_or_domain: str) -> str:
     """The domain as the per-domain limits name it: after the last '@', lower-case, no
     trailing dot, international names in their ASCII (xn--) form."""
-    domain = address_or_domain.rpartition("@")[2].strip().rstrip(".").lower()
+    return _domain_key(address_or_domain.rpartition("@")[2])
+
+
+@functools.lru_cache(maxsize=65536)  # a send asks ~3 times a message, of few domains
+def _domain_key(domain: str) -> str:
+    domain = domain.strip().rstrip(".").lower()
     with contextlib.suppress(ValueError):  # not a valid name: matched as written
         domain = ascii_domain(domain)  # as on the envelope (an@straße.de: not strasse.de)
     return domain

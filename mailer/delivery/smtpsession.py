@@ -78,7 +78,7 @@ class Session:
         if message.smtputf8:
             mail += b" SMTPUTF8"
         rcpt = b"RCPT TO:<" + envelope(message, message.recipient).encode(encoding) + b">"
-        data = _dot_stuffed(message.data)
+        data = message.data if message.plain else _dot_stuffed(message.data)
         if self._replies is None:
             return await self._one_at_a_time(message, mail, rcpt, data)
         replies = self._replies

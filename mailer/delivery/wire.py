@@ -83,6 +83,10 @@ def envelope(message: Message, address: str) -> str:
 
 
 def checked(message: Message) -> Message:
-    """The message, checked (`check`: raises `Unsendable`) and marked so."""
+    """The message, checked (`check`: raises `Unsendable`) and marked so; `plain` when
+    its data needs no dot-stuffing for DATA (RFC 5321 4.5.2): almost every message
+    (headers, base64 and MIME boundaries never begin a line with a dot)."""
     check(message)
-    return dataclasses.replace(message, checked=True)
+    data = message.data
+    plain = not data.startswith(b".") and b"\n." not in data and data.endswith(b"\r\n")
+    return dataclasses.replace(message, checked=True, plain=plain)
