@@ -64,6 +64,7 @@ def in_flight(proc: subprocess.Popen[bytes], smtp: SmtpServer, database, n: int)
              f"{outbox_states(database)}")
     before = len(smtp.messages())
     assert outbox_states(database)["queued"] > 0
+    assert before == 3  # the three let through (a fast sender ran on past a late hold)
     return before
 
 
@@ -85,6 +86,8 @@ def test_ctrl_c_lets_the_messages_in_flight_finish_and_says_how_to_go_on(
     configure(monkeypatch, smtp, rate=200, connections=2, render_processes=helpers)
     addresses = people(run, project, 40)
     create(run)
+    smtp.hold_data()
+    smtp.release_data(3)  # three go through, then each message waits at the server
     sender = start("campaign", "send", "dec", "--yes")
     wait_for(lambda: alive(sender) and len(smtp.messages()) >= 3, "3 messages at the server")
     if helpers:  # Ctrl-C reaches the helpers too: they ignore it (and the sender ends them)
@@ -92,7 +95,6 @@ def test_ctrl_c_lets_the_messages_in_flight_finish_and_says_how_to_go_on(
                                        if status(p, "SigIgn") & (1 << (signal.SIGINT - 1))])
                  >= helpers and ready, "render helpers that ignore SIGINT",
                  state=lambda: living_children(sender.pid))
-    smtp.hold_data()
     before = in_flight(sender, smtp, database, 2)
     os.killpg(sender.pid, signal.SIGINT)
     wait_for(lambda: delivered(sender.pid), "SIGINT delivered")
@@ -119,9 +121,10 @@ def test_sigterm_stops_mailer_run_the_same_way(run, project, smtp, monkeypatch, 
     result = run("campaign", "send", "dec", "--yes", "--max-seconds", "0.001", "--json")
     assert result.exit_code == 0, result.output
     assert outbox_states(database) == {"queued": 40}
+    smtp.hold_data()
+    smtp.release_data(3)  # three go through, then each message waits at the server
     runner = start("run", "--max-seconds", "600")
     wait_for(lambda: alive(runner) and len(smtp.messages()) >= 3, "3 messages at the server")
-    smtp.hold_data()
     before = in_flight(runner, smtp, database, 2)
     runner.send_signal(signal.SIGTERM)  # as systemd stops a unit
     wait_for(lambda: delivered(runner.pid), "SIGTERM delivered")
@@ -143,9 +146,10 @@ def test_a_second_ctrl_c_stops_at_once_and_the_messages_in_flight_are_unknown(
     configure(monkeypatch, smtp, rate=200, connections=2)
     addresses = people(run, project, 30)
     create(run)
+    smtp.hold_data()
+    smtp.release_data(3)  # three go through, then each message waits at the server
     sender = start("campaign", "send", "dec", "--yes", "--json")
     wait_for(lambda: alive(sender) and len(smtp.messages()) >= 3, "3 messages at the server")
-    smtp.hold_data()
     before = in_flight(sender, smtp, database, 2)
     os.killpg(sender.pid, signal.SIGINT)
     wait_for(lambda: delivered(sender.pid), "the first SIGINT delivered")
