@@ -407,10 +407,6 @@ _ROUND_PARTS = {
     "sending": "UPDATE delivery SET state = 'sending', attempts = attempts + 1, "
                "updated_at = %(at)s WHERE id = ANY(%(sending)b::int[]) "
                "AND state IN ('queued', 'deferred') RETURNING id",
-    "sending_fenced": "UPDATE delivery SET state = 'sending', attempts = attempts + 1, "
-                      "updated_at = %(at)s WHERE id = ANY(%(sending)b::int[]) "
-                      "AND state IN ('queued', 'deferred') AND claimed_by = %(claimer)s "
-                      "RETURNING id",
     "sent": "UPDATE delivery AS d SET state = 'sent', message_id = v.mid, "
             "last_reply = v.reply, sent_at = %(at)s, updated_at = %(at)s, "
             "next_attempt_at = NULL FROM unnest(%(sent_id)b::int[], %(sent_mid)b::text[], "
@@ -428,6 +424,10 @@ _ROUND_PARTS = {
                 "ELSE 'queued' END, attempts = attempts - 1, updated_at = %(at)s "
                 "WHERE id = ANY(%(released)b::int[]) AND state = 'sending'",
 }
+
+
+_ROUND_PARTS["sending_fenced"] = _ROUND_PARTS["sending"].replace(
+    " RETURNING id", " AND claimed_by = %(claimer)s RETURNING id")
 
 
 def _round_statement(kinds: tuple[str, ...]) -> str:

@@ -714,9 +714,7 @@ class Sender:
                             urgent=due.id in self._urgent_ids)
             return
         claims = self.outbox.claims
-        if claims is not None and not claims.fresh() and self._stop is None:
-            # stalled past its lease: another sender may have taken its rows meanwhile
-            self.stop("this sender's lease ran out (it was stalled); the others go on")
+        self._stop_if_stalled()
         if self._stop is not None or not await writer.mark(due.id):
             return
         # The pace is taken after the mark is committed and once a connection is open,
@@ -734,9 +732,7 @@ class Sender:
                 self.stop("the hourly or daily quota is used up")
             finally:
                 lanes.passed(due)
-            if claims is not None and not claims.fresh() and self._stop is None:
-                # marked ahead, then stalled: another sender may have settled it meanwhile
-                self.stop("this sender's lease ran out (it was stalled); the others go on")
+            self._stop_if_stalled()  # marked ahead, then stalled: settled by another?
             if self._stop is not None:
                 raise _NotSent
             started = True
@@ -780,6 +776,13 @@ class Sender:
         state, _ = self.outbox.next_state(outcome, attempts)
         self._count(state, failed=outcome.kind != DeliveryState.SENT, reply=outcome.reply,
                     urgent=urgent)
+
+    def _stop_if_stalled(self) -> None:
+        """Stop when this sender's lease is no longer surely its own (claims): stalled
+        past it, another sender may have taken or settled its rows meanwhile."""
+        claims = self.outbox.claims
+        if claims is not None and not claims.fresh() and self._stop is None:
+            self.stop("this sender's lease ran out (it was stalled); the others go on")
 
     def _count(self, state: str, *, failed: bool, reply: str = "",
                urgent: bool = False) -> None:

@@ -35,7 +35,7 @@ import aiosmtplib
 from aiosmtplib import SMTPResponse
 
 from mailer.content.mailing import Message
-from mailer.delivery.wire import Unsendable, check, envelope
+from mailer.delivery.wire import Unsendable, check, dot_stuffed, envelope
 
 __all__ = ["ReplyLost", "Session", "Unsendable", "check", "envelope"]
 
@@ -78,7 +78,7 @@ class Session:
         if message.smtputf8:
             mail += b" SMTPUTF8"
         rcpt = b"RCPT TO:<" + envelope(message, message.recipient).encode(encoding) + b">"
-        data = message.data if message.plain else _dot_stuffed(message.data)
+        data = message.data if message.plain else dot_stuffed(message.data)
         if self._replies is None:
             return await self._one_at_a_time(message, mail, rcpt, data)
         replies = self._replies
@@ -186,18 +186,6 @@ def _refusal(replies: list[SMTPResponse],
 
 def _what(exc: BaseException) -> str:
     return " ".join((str(exc) or type(exc).__name__).split())
-
-
-def _dot_stuffed(data: bytes) -> bytes:
-    """The message as DATA sends it: a line starting with "." gets another, and the
-    message ends with CRLF (RFC 5321 4.5.2)."""
-    if data.startswith(b"."):
-        data = b"." + data
-    if b"\n." in data:
-        data = data.replace(b"\n.", b"\n..")
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return data
 
 
 class _Replies(asyncio.Protocol):

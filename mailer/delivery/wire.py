@@ -15,7 +15,7 @@ import re
 from mailer.content.compose import ascii_address
 from mailer.content.mailing import Message
 
-__all__ = ["MAX_LINE", "Unsendable", "check", "checked", "envelope"]
+__all__ = ["MAX_LINE", "Unsendable", "check", "checked", "dot_stuffed", "envelope"]
 
 
 class Unsendable(ValueError):
@@ -82,11 +82,22 @@ def envelope(message: Message, address: str) -> str:
     return address if message.smtputf8 else ascii_address(address)
 
 
+def dot_stuffed(data: bytes) -> bytes:
+    """The message as DATA sends it: a line starting with "." gets another, and the
+    message ends with CRLF (RFC 5321 4.5.2). The same object when nothing changes."""
+    if data.startswith(b"."):
+        data = b"." + data
+    if b"\n." in data:
+        data = data.replace(b"\n.", b"\n..")
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data
+
+
 def checked(message: Message) -> Message:
     """The message, checked (`check`: raises `Unsendable`) and marked so; `plain` when
     its data needs no dot-stuffing for DATA (RFC 5321 4.5.2): almost every message
     (headers, base64 and MIME boundaries never begin a line with a dot)."""
     check(message)
-    data = message.data
-    plain = not data.startswith(b".") and b"\n." not in data and data.endswith(b"\r\n")
-    return dataclasses.replace(message, checked=True, plain=plain)
+    return dataclasses.replace(message, checked=True,
+                               plain=dot_stuffed(message.data) is message.data)
