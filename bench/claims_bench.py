@@ -83,6 +83,7 @@ def main() -> None:
                         claims.claim(conn, D.c.campaign_id == 1,
                                      D.c.id > i * CLAIM_BATCH, D.c.state == "queued",
                                      limit=CLAIM_BATCH)
+                        conn.commit()
                 figures["the claim alone"].append(
                     (time.perf_counter() - started) / (args.batches * CLAIM_BATCH))
         print(f"{args.rows:,} queued deliveries, {args.batches} batches of {CLAIM_BATCH}, "
