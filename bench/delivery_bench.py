@@ -21,12 +21,17 @@ measured with wait4), and the ratio A/B.
     .venv/bin/python bench/delivery_bench.py --postgres           # the engine on PostgreSQL
     .venv/bin/python bench/delivery_bench.py --stores sqlite,postgresql --repeat 2
     .venv/bin/python bench/delivery_bench.py --stores sqlite,postgresql --before /tmp/old
+    .venv/bin/python bench/delivery_bench.py --stores sqlite,postgresql --repeat 2 --server-core
 
 `--stores sqlite,postgresql` sends the same campaign from a SQLite project and from a
 PostgreSQL one (the server started by the bench, on the same machine), in turn: with
 `--repeat 2` in the order S P P S, so both see the machine alike; it prints PostgreSQL's
 rate over SQLite's. `--before DIR` also runs every send with the engine of another
 checkout (PYTHONPATH=DIR; e.g. a clone at an earlier commit), alternating with this one.
+
+`--server-core` gives PostgreSQL's server a CPU of its own (the last) and runs all else
+on the others, for either store: the sender's machine alike for both, the database
+server apart (as docs/scale-out.md recommends), instead of all sharing every core.
 
 `--marks both` sends each configuration four times, each a fresh campaign to the same
 people: with durable marks, with the marks at SQLite's synchronous=NORMAL (as before
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -52,6 +58,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -347,6 +354,11 @@ def main() -> None:
                              "report the rate it achieved (default: unlimited)")
     parser.add_argument("--render-processes", type=int, default=None,
                         help="[delivery] render_processes for the engine (default: automatic)")
+    parser.add_argument("--server-core", action="store_true",
+                        help="PostgreSQL's server on a core of its own (the last one), "
+                             "everything else (the engine on either store, the sink, the "
+                             "bare client) on the others: a database server of its own, "
+                             "as docs/scale-out.md recommends")
     args = parser.parse_args()
     configurations = [c.strip() for c in args.dkim.split(",") if c.strip()]
     for c in configurations:
@@ -375,6 +387,10 @@ def main() -> None:
             from tests.support.pgserver import start_postgres
             pg = start_postgres()
             urls["postgresql"] = pg.create_database("bench")
+        if args.server_core:
+            cores = pin_server(pg, sink)
+            print(f"the database server on CPU {cores[1]}, the rest on CPU "
+                  f"{', '.join(map(str, cores[0]))}", flush=True)
         order = {"durable": ["durable"], "normal": ["normal"], "commits": [],
                  "both": ["durable", "normal", "normal", "durable"]}[args.marks]
         print(f"smtp-sink on 127.0.0.1:{port}; {n:,} recipients; DKIM "
@@ -465,6 +481,25 @@ def main() -> None:
 
 
 STORE_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+
+def pin_server(pg: Any, sink: subprocess.Popen[bytes]) -> tuple[list[int], int]:
+    """`--server-core`: PostgreSQL's processes (the postmaster, whose new backends
+    inherit it, and those running) on the last CPU; this process (so every command it
+    starts from now on) and the sink on the others. Returns (the others, the last)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--server-core needs two CPUs or more")
+    rest, last = cpus[:-1], cpus[-1]
+    if pg is not None:
+        postmaster = int((pg.datadir / "postmaster.pid").read_text().split()[0])
+        children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+        for pid in [postmaster, *map(int, children)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(pid, {last})
+    os.sched_setaffinity(sink.pid, rest)
+    os.sched_setaffinity(0, rest)
+    return rest, last
 
 
 @dataclass
