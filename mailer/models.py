@@ -318,6 +318,10 @@ class SenderLease(SQLModel, table=True):
     sent: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     rate: float = Field(default=0.0, sa_column=Column(Float, nullable=False,
                                                       server_default="0"))
+    # Where `pid` means something: the kernel's boot and the pid namespace
+    # (claims.machine). A sender on the same one sees at once that this one's process
+    # is gone. None: unknown (no /proc), its lease decides alone.
+    machine: str | None = Field(default=None, sa_column=Column(String(64)))
 
 
 class NoticeKind(enum.StrEnum):

@@ -4,6 +4,9 @@ statistics say, and a walk that stays within the campaign's own ids."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -11,15 +14,24 @@ import pytest
 import sqlalchemy as sa
 
 from mailer.db import make_engine
-from mailer.delivery.claims import Claims
+from mailer.delivery.claims import Claims, machine
 from mailer.delivery.outbox import Outbox
-from mailer.models import Campaign, Delivery, MailingList, Subscriber, Subscription, utcnow
+from mailer.models import (
+    Campaign,
+    Delivery,
+    MailingList,
+    SenderLease,
+    Subscriber,
+    Subscription,
+    utcnow,
+)
 
 D = Delivery.__table__  # type: ignore[attr-defined]
 C = Campaign.__table__  # type: ignore[attr-defined]
 P = Subscriber.__table__  # type: ignore[attr-defined]
 L = MailingList.__table__  # type: ignore[attr-defined]
 S = Subscription.__table__  # type: ignore[attr-defined]
+W = SenderLease.__table__  # type: ignore[attr-defined]
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
@@ -152,3 +164,26 @@ def test_the_walk_stays_within_the_campaign_s_ids_and_finds_every_due_row(
     # every walk: from the campaign's first id (or the cursor) to its last, whatever the
     # ids of the campaigns before and after it
     assert bounds and all(ours[0] - 1 <= low and high == ours[-1] for low, high in bounds)
+
+
+def test_a_sender_gone_from_this_machine_is_removed_and_no_other(engine: sa.Engine) -> None:
+    """A starting sender removes the rows of senders on its machine (the same boot and
+    pid namespace) whose process is gone, so their claims are due at once; a sender of
+    another machine with the same pid, and a live process of this one, keep their lease
+    (their pids are not this process's to look up, or are there)."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid names no process now
+    here = machine()
+    assert here is not None and len(here) == 32
+    rows = {"gone here": (gone.pid, here), "gone elsewhere": (gone.pid, "another-machine"),
+            "alive here": (os.getppid(), here), "unknown machine": (gone.pid, None)}
+    with engine.begin() as conn:
+        ids = {name: conn.execute(W.insert().values(
+            host="h", pid=pid, machine=where, started_at=sa.func.now(),
+            lease_until=sa.func.now() + sa.text("interval '10 minutes'"), sent=0, rate=0)
+            .returning(W.c.id)).scalar_one() for name, (pid, where) in rows.items()}
+    claims = Claims(engine, lease=30)
+    with claims, engine.connect() as conn:
+        left = set(conn.execute(sa.select(W.c.id)).scalars())
+    assert left == {claims.id, ids["gone elsewhere"], ids["alive here"],
+                    ids["unknown machine"]}

@@ -146,6 +146,47 @@ def test_a_killed_worker_s_share_is_sent_by_the_others_after_its_lease(
 
 
 @POSTGRESQL
+def test_a_worker_killed_on_this_machine_is_taken_over_at_once_not_a_lease_later(
+        run, project, smtp, monkeypatch, database):
+    """The one worker SIGKILLed with messages in flight, its lease ten minutes long: the
+    worker started after it on the same machine sees its process gone (same boot, same
+    pid namespace), ends its lease and sends everything it had claimed and not sent,
+    at once; the killed one's marked become "unknown". A worker that waited for the
+    lease would still be waiting when its time budget (60 s) ran out."""
+    configure(monkeypatch, smtp, rate=1000, connections=2)
+    monkeypatch.setenv("MAILER_DELIVERY__LEASE_SECONDS", "600")
+    addresses = people(run, project, 300)
+    create(run)
+    start()
+    smtp.hold_data()
+    victim = mailer("worker", "--max-seconds", "300")
+    wait_for(lambda: alive(victim) and smtp.held == 2
+             and claimers(database) == {victim.pid: 2 * MARK_AHEAD},
+             "the worker with two messages in flight, and two more marked",
+             state=lambda: f"{smtp.held} held, marked per pid {claimers(database)}")
+    with database.connect() as conn:
+        in_flight = set(conn.exec_driver_sql(
+            "SELECT id FROM delivery WHERE state = 'sending'").scalars())
+        claimed = conn.exec_driver_sql(
+            "SELECT count(*) FROM delivery WHERE state = 'queued' AND claimed_by IS NOT "
+            "NULL").scalar_one()
+    assert len(in_flight) == 2 * MARK_AHEAD and claimed > 0  # more claimed than in flight
+    victim.kill()
+    victim.wait(timeout=60)
+    smtp.release_data()
+    finish([mailer("worker", "--max-seconds", "60")])
+    assert outbox_states(database) == {"sent": len(addresses) - len(in_flight),
+                                       "unknown": len(in_flight)}
+    with database.connect() as conn:
+        assert set(conn.exec_driver_sql(
+            "SELECT id FROM delivery WHERE state = 'unknown'").scalars()) == in_flight
+        assert conn.exec_driver_sql("SELECT count(*) FROM sender").scalar_one() == 0
+    got = received(smtp)
+    assert set(got.values()) == {1} and len(got) >= len(addresses) - len(in_flight)
+    assert json.loads(run("campaign", "show", "dec", "--json").stdout)["state"] == "sent"
+
+
+@POSTGRESQL
 def test_sigterm_lets_a_worker_finish_its_messages_in_flight_and_hand_back_its_claims(
         run, project, smtp, monkeypatch, database):
     """SIGTERM to a worker with messages in flight: they finish (sent), its other claims

@@ -25,7 +25,10 @@ What the claims promise, and what keeps each promise:
   reaches the database late marks nothing another sender has claimed meanwhile.
 - **None skipped.** A dead sender's claims name a sender whose lease has run out (or whose
   row is gone): its queued and deferred rows are due again for everyone after at most one
-  lease. A sender that ends in order hands its claims back at once (`release`).
+  lease. A sender that ends in order hands its claims back at once (`release`). And a
+  sender on the same machine (the same boot and pid namespace: `machine`) sees at once
+  that another's process is gone and ends its lease now (`reap`, at each send's start and
+  renewal): after a crash, the restarted worker or the next cron run goes on at once.
 - **In flight means unknown, decided safely.** A dead sender's "sending" rows may have
   arrived: they become "unknown" (`reap`, by any live sender: each renewal, and each
   send's start), never resent silently. Only rows whose claim names no live sender, by the
@@ -38,6 +41,7 @@ SQLite keeps one sender per project (the run lock, lock.py): there `claims_for` 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -45,6 +49,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +68,30 @@ W = SenderLease.__table__  # type: ignore[attr-defined]
 C = Campaign.__table__  # type: ignore[attr-defined]
 RATE_WINDOW = 60.0  # seconds: the rate a sender shows is its sends over the last minute
 IN_FLIGHT = "in flight when the sender stopped: it may have arrived"
+
+
+def machine() -> str | None:
+    """Where this process's pid means something: the kernel's boot and its pid namespace
+    (None where /proc does not say). Two senders with the same one see each other's
+    processes; different containers on one host, or hosts, never share it."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        space = os.stat("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return hashlib.sha256(f"{boot}:{space.st_dev}:{space.st_ino}".encode()).hexdigest()[:32]
+
+
+def _gone(pid: int) -> bool:
+    """Whether no process has this pid (in this pid namespace). A process of another
+    user, or a zombie, counts as there: its lease decides."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _until(seconds: float) -> sa.ColumnElement[object]:
@@ -94,6 +123,7 @@ class Claims:
         self._samples: deque[tuple[float, int]] = deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._machine = machine()
 
     # --- the lease ---------------------------------------------------------------------
 
@@ -114,8 +144,9 @@ class Claims:
         with self.engine.begin() as conn:
             self.id = int(conn.execute(W.insert().values(
                 host=socket.gethostname()[:255], pid=os.getpid(), started_at=sa.func.now(),
-                lease_until=_until(self.lease), sent=0, rate=0.0).returning(W.c.id))
-                .scalar_one())
+                lease_until=_until(self.lease), sent=0, rate=0.0, machine=self._machine)
+                .returning(W.c.id)).scalar_one())
+            self._end_gone_neighbours(conn)  # before this sender's first look at the rows
         self._renewed, self.lost = started, False
         self._stop.clear()
         self._thread = threading.Thread(target=self._renew_loop, name="mailer-lease",
@@ -230,8 +261,10 @@ class Claims:
 
     def reap(self) -> int:
         """A dead sender's deliveries in flight become "unknown" (they may have arrived),
-        in the campaigns still sending or paused; its row goes. Returns how many."""
+        in the campaigns still sending or paused; its row goes. Returns how many. Dead:
+        its lease ran out, or its process is gone from this machine (`machine`)."""
         with self.engine.begin() as conn:
+            self._end_gone_neighbours(conn)
             found = conn.execute(D.update().where(
                 D.c.campaign_id.in_(sa.select(C.c.id).where(
                     C.c.state.in_(["sending", "paused"]))),
@@ -240,6 +273,24 @@ class Claims:
                         updated_at=sa.func.now())).rowcount
             conn.execute(W.delete().where(W.c.lease_until < sa.func.now()))
         return int(found)
+
+
+    def _end_gone_neighbours(self, conn: sa.Connection) -> None:
+        """Remove every sender on this machine whose process is gone (a SIGKILL, the OOM
+        killer, a crash): its claims are due again and its deliveries in flight settled
+        (`reap`, `Outbox.recover`) at once, not a lease later. Only on the same boot and
+        pid namespace, where its pid is this process's to look up; a live process, even
+        stalled, keeps its lease."""
+        if self._machine is None:
+            return
+        neighbours = conn.execute(sa.select(W.c.id, W.c.pid).where(
+            W.c.machine == self._machine, W.c.id != self.id,
+            W.c.lease_until > sa.func.now())).all()
+        gone = [row.id for row in neighbours if row.pid != os.getpid() and _gone(row.pid)]
+        if gone:  # a claim naming no sender is no claim (no_live_claim)
+            conn.execute(W.delete().where(W.c.id.in_(gone), W.c.machine == self._machine))
+            log.info("senders %s on this machine are gone: their claims are due again",
+                     ", ".join(map(str, gone)))
 
 
 def live_senders(engine: Engine, campaign_id: int | None = None) -> list[dict[str, object]]:
