@@ -55,6 +55,7 @@ INVENTORY: dict[str, dict[str, Kind]] = {
     "sender": {  # a sender at work and its lease (delivery/claims.py): no person
         "id": "none", "host": "none", "pid": "none", "started_at": "none",
         "lease_until": "none", "campaign_id": "none", "sent": "none", "rate": "none",
+        "machine": "none",  # a hash of the kernel's boot id and the pid namespace
     },
     "suppression": {  # a keyed hash: proves "suppressed" without the address
         "id": "none", "email_hash": "none", "reason": "none", "note": "none",
