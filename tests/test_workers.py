@@ -187,6 +187,45 @@ def test_a_worker_killed_on_this_machine_is_taken_over_at_once_not_a_lease_later
 
 
 @POSTGRESQL
+def test_a_worker_whose_database_goes_away_mid_send_ends_at_once_with_one_line(
+        run, project, smtp, monkeypatch, database):
+    """The database ends the worker's connections while it has messages in flight (a
+    failover, an administrator): the status writer cannot record their outcomes, and
+    the worker ends, exit 1 with one line naming the database, instead of its producer
+    waiting for workers that were gone (it did: past --max-seconds, for ever). What it
+    had in flight stays "sending", for the next sender to settle as unknown."""
+    configure(monkeypatch, smtp, rate=1000, connections=2)
+    people(run, project, 300)
+    create(run)
+    start()
+    smtp.hold_data()
+    proc = mailer("worker", "--max-seconds", "600")
+    try:
+        wait_for(lambda: alive(proc) and smtp.held == 2
+                 and sum(claimers(database).values()) == 2 * MARK_AHEAD,
+                 "the worker with two messages in flight, and two more marked",
+                 state=lambda: f"{smtp.held} held, marked per pid {claimers(database)}")
+        with database.connect() as conn:
+            ended = conn.exec_driver_sql(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM "
+                "pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")\
+                .scalar_one()
+        assert ended >= 1
+        smtp.release_data()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = err.decode()
+    assert proc.returncode == 1, text
+    assert "Traceback" not in text and len(text.strip().splitlines()) == 1, text
+    assert "database" in text.lower(), text
+    assert outbox_states(database)["sending"] >= 1  # unknown once another sender looks
+
+
+@POSTGRESQL
 def test_sigterm_lets_a_worker_finish_its_messages_in_flight_and_hand_back_its_claims(
         run, project, smtp, monkeypatch, database):
     """SIGTERM to a worker with messages in flight: they finish (sent), its other claims

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections import Counter, deque
@@ -84,6 +85,8 @@ from mailer.errors import MailerError
 from mailer.models import DeliveryState
 
 __all__ = ["SendReport", "Sender"]
+
+log = logging.getLogger("mailer.delivery")
 
 BATCH = 500  # deliveries read from the outbox at a time
 # ... when claimed (PostgreSQL, several senders): fewer, so a sender holds little more
@@ -525,12 +528,13 @@ class Sender:
                     lanes, writer, db, until_idle=self.outbox.campaign_id is None))
             try:
                 if self.outbox.campaign_id is not None:
-                    await self._produce(lanes, writer, db)
+                    await self._while_workers_live(
+                        loop.create_task(self._produce(lanes, writer, db)), workers)
                 if urgent is not None:
                     if self.outbox.campaign_id is not None:
                         urgent.cancel()  # the campaign is done: `mailer run` looks again
                     with contextlib.suppress(asyncio.CancelledError):
-                        await urgent
+                        await self._while_workers_live(urgent, workers)
             finally:
                 if urgent is not None and not urgent.done():
                     urgent.cancel()
@@ -557,6 +561,36 @@ class Sender:
             self.report.seconds = time.monotonic() - started
             self.report.stopped = self._stop
         return self.report
+
+    async def _while_workers_live(self, task: asyncio.Task[None],
+                                  workers: list[asyncio.Task[None]]) -> None:
+        """Await `task` (the producer, or the feed of the engine's own mails), but stop
+        it when a worker ends with an error (the status writer lost its database, say):
+        nobody would take what it gives out, and it would wait for them for ever, past
+        any time limit. `_run` then raises the worker's error."""
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def ended(worker: asyncio.Task[None]) -> None:
+            if not worker.cancelled() and worker.exception() is not None \
+                    and not failed.done():
+                failed.set_result(None)
+
+        for worker in workers:
+            worker.add_done_callback(ended)
+            if worker.done():
+                ended(worker)
+        try:
+            await asyncio.wait([task, failed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for worker in workers:
+                worker.remove_done_callback(ended)
+            if not task.done():
+                self.stop("a worker ended with an error")
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if not task.cancelled():
+            task.result()  # its own error, if it had one
 
     async def _produce(self, lanes: _Lanes, writer: _StatusWriter,
                        db: ThreadPoolExecutor) -> None:
@@ -688,7 +722,12 @@ class Sender:
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 self.stop("time limit reached")
             if self.campaign_state is not None:
-                state = await loop.run_in_executor(db, self.campaign_state)
+                try:
+                    state = await loop.run_in_executor(db, self.campaign_state)
+                except Exception:  # noqa: BLE001 - a failed look (the database away for a
+                    # moment) must not end the watch: the time limit is checked here too
+                    log.warning("could not read the campaign's state", exc_info=True)
+                    continue
                 if state != "sending":
                     self.stop(f"the campaign was set to {state}")
             if self.progress is not None:
