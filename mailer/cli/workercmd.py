@@ -26,10 +26,11 @@ def worker(state: State, max_seconds: float | None, quiet: bool, as_json: bool) 
     claims batches of deliveries, under a lease it renews while it lives
     ([delivery] lease_seconds); when one dies, the others take its unsent deliveries
     after the lease (a worker on the same machine at once), and its messages in flight
-    become "unknown" (never resent silently). On SQLite one sender works at a time: a second one says so and exits 1.
-    SIGTERM (systemd) or Ctrl-C: the messages in flight finish, the claims are handed
-    back, exit 130 with one line; a second signal stops at once. `mailer campaign show`
-    lists the workers sending a campaign. See docs/scale-out.md.
+    become "unknown" (never resent silently). On SQLite one sender works at a time: a
+    second one says so and exits 1. SIGTERM (systemd) or Ctrl-C: the messages in
+    flight finish, the claims are handed back, exit 130 with one line; a second signal
+    stops at once. `mailer campaign show` lists the workers sending a campaign. See
+    docs/scale-out.md.
 
     \b
     Example:
