@@ -27,7 +27,7 @@ What the claims promise, and what keeps each promise:
   row is gone): its queued and deferred rows are due again for everyone after at most one
   lease. A sender that ends in order hands its claims back at once (`release`). And a
   sender on the same machine (the same boot and pid namespace: `machine`) sees at once
-  that another's process is gone and ends its lease now (`reap`, at each send's start and
+  that another's process is gone and removes its row (as it registers, and at each
   renewal): after a crash, the restarted worker or the next cron run goes on at once.
 - **In flight means unknown, decided safely.** A dead sender's "sending" rows may have
   arrived: they become "unknown" (`reap`, by any live sender: each renewal, and each
@@ -243,7 +243,7 @@ class Claims:
             .returning(*D.c).cte("claimed")
         query = read(claimed) if read is not None else \
             sa.select(claimed.c.id).order_by(claimed.c.id)
-        return list(conn.execute(query).all())
+        return list(conn.execute(query).all())  # fetchall, not a fetch per row
 
     def holds(self, campaign_id: int) -> None:
         """It may hold claims on this campaign's deliveries (for `release`)."""
@@ -273,7 +273,6 @@ class Claims:
                         updated_at=sa.func.now())).rowcount
             conn.execute(W.delete().where(W.c.lease_until < sa.func.now()))
         return int(found)
-
 
     def _end_gone_neighbours(self, conn: sa.Connection) -> None:
         """Remove every sender on this machine whose process is gone (a SIGKILL, the OOM
