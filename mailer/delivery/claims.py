@@ -164,8 +164,9 @@ class Claims:
             try:
                 self.renew()
                 self.reap()
-            except Exception:  # noqa: BLE001 - the next round tries again; meanwhile
-                log.exception("renewing the sender's lease failed")  # fresh() runs out
+            except Exception as exc:  # noqa: BLE001 - the next round tries again;
+                # meanwhile fresh() runs out. One line, never a traceback on stderr.
+                log.warning("renewing the sender's lease failed: %s", " ".join(str(exc).split()))
 
     def renew(self) -> bool:
         """Extend the lease by one `lease` from now, if it is still ours; with what the
@@ -207,8 +208,9 @@ class Claims:
             self.release()
             with self.engine.begin() as conn:
                 conn.execute(W.delete().where(W.c.id == self.id))
-        except Exception:  # noqa: BLE001 - the lease runs out by itself
-            log.exception("handing back the claims of sender %s failed", self.id)
+        except Exception as exc:  # noqa: BLE001 - the lease runs out by itself
+            log.warning("handing back the claims of sender %s failed: %s", self.id,
+                        " ".join(str(exc).split()))
 
     # --- the claims --------------------------------------------------------------------
 

@@ -585,7 +585,7 @@ class Sender:
             for worker in workers:
                 worker.remove_done_callback(ended)
             if not task.done():
-                self.stop("a worker ended with an error")
+                self.stop("a worker ended with an error" if failed.done() else "cancelled")
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -724,9 +724,10 @@ class Sender:
             if self.campaign_state is not None:
                 try:
                     state = await loop.run_in_executor(db, self.campaign_state)
-                except Exception:  # noqa: BLE001 - a failed look (the database away for a
-                    # moment) must not end the watch: the time limit is checked here too
-                    log.warning("could not read the campaign's state", exc_info=True)
+                except Exception as exc:  # noqa: BLE001 - a failed look (the database away
+                    # for a moment) must not end the watch: the time limit is checked here
+                    log.warning("could not read the campaign's state: %s",
+                                " ".join(str(exc).split()))
                     continue
                 if state != "sending":
                     self.stop(f"the campaign was set to {state}")
