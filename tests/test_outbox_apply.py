@@ -2,10 +2,16 @@
 point 3): proven here against the reference it replaces, one statement per kind of change
 in order (`_apply_each`, still SQLite's way), on both back-ends. Two campaigns hold the
 same rows; one gets the round through `apply`, the other through the reference; every
-column of every row must come out the same."""
+column of every row must come out the same.
+
+The sender's status writer writes its rounds with `apply_async` on a connection it holds
+for its run (`hold_connection`): SQLite's on the database thread, PostgreSQL's on the
+event loop (psycopg's asyncio connection); the tests of the held connection go that way."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -70,6 +76,25 @@ def _rows(engine: sa.Engine, ids: dict[str, int]) -> dict[str, tuple[Any, ...]]:
             D.c.id == i)).one()) for name, i in ids.items()}
 
 
+def _held(outbox: Outbox, *rounds: tuple[Any, ...]) -> list[set[int]]:
+    """`rounds` as the sender's status writer writes them: on the connection it holds,
+    awaited on an event loop; what each marked."""
+    async def write() -> list[set[int]]:
+        return [await outbox.apply_async(*r) for r in rounds]
+    return _holding(outbox, write)
+
+
+def _holding(outbox: Outbox, scenario: Callable[[], Awaitable[Any]]) -> Any:
+    """Run `scenario` on an event loop with `outbox` holding its connection."""
+    async def run() -> Any:
+        outbox.hold_connection()
+        try:
+            return await scenario()
+        finally:
+            await outbox.release_connection_async()
+    return asyncio.run(run())
+
+
 @pytest.fixture
 def engine(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv(TEST_CLOCK, "2026-12-03T08:00:00+00:00")  # the same stamps twice
@@ -91,12 +116,7 @@ def test_a_round_writes_what_one_statement_per_change_writes(engine: sa.Engine,
     mine, reference = _campaign(engine, "mine"), _campaign(engine, "reference")
     rejected: list[tuple[int, str]] = []
     outbox = _outbox(engine, rejected)
-    if held:
-        outbox.hold_connection()
-    try:
-        marked = outbox.apply(*_round(mine))
-    finally:
-        outbox.release_connection()
+    marked = _held(outbox, _round(mine))[0] if held else outbox.apply(*_round(mine))
 
     sending, results, skipped, released = _round(reference)
     # the reference: the rows as Outbox.apply hands them to the driver, one kind at a time
@@ -149,7 +169,8 @@ def test_the_held_connection_commits_durably_and_goes_back_to_no_pool(
     transaction, not the session (through PgBouncer in transaction mode a session's SET
     lands elsewhere): a deferred trigger, which runs at the commit, notes the level the
     commit runs at, for a round with marks and for one of results alone; the session
-    itself stays at the server's default."""
+    itself stays at the server's default. Its connection is not the pool's: the engine
+    hands out none while the rounds run."""
     mine = _campaign(engine, "held")
     postgresql = engine.dialect.name == "postgresql"
     if postgresql:
@@ -163,22 +184,26 @@ def test_the_held_connection_commits_durably_and_goes_back_to_no_pool(
                 "CREATE CONSTRAINT TRIGGER note_level AFTER UPDATE ON delivery "
                 "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION note_level()")
     outbox = _outbox(engine, [])
-    outbox.hold_connection()
-    try:
-        assert outbox.apply([mine["to_mark"]], [], []) == {mine["to_mark"]}
+    checked_out = engine.pool.checkedout()
+
+    async def rounds() -> None:
+        assert await outbox.apply_async([mine["to_mark"]], [], []) == {mine["to_mark"]}
         if postgresql:
-            held = outbox._held._conn  # type: ignore[union-attr]
-            assert held.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "off"
-            assert held.exec_driver_sql("SHOW plan_cache_mode").scalar_one() == \
-                "force_generic_plan"
+            held = outbox._rounds._conn  # type: ignore[union-attr]
+            for name, value in (("synchronous_commit", "off"),
+                                ("plan_cache_mode", "force_generic_plan")):
+                cursor = await held.execute(f"SHOW {name}")
+                assert (await cursor.fetchone())[0] == value
+            assert held.autocommit and engine.pool.checkedout() == checked_out
         else:
             driver = outbox._held._conn.connection.driver_connection  # type: ignore[union-attr]
             assert driver.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
             assert not driver.in_transaction  # committed, nothing held between rounds
-        assert outbox.apply([], [Result(mine["to_mark"], Outcome("sent", "250 ok"), 1,
-                                        "<m@x>")], []) == set()
-    finally:
-        outbox.release_connection()
+        assert await outbox.apply_async([], [Result(mine["to_mark"], Outcome("sent", "250 ok"),
+                                                    1, "<m@x>")], []) == set()
+
+    _holding(outbox, rounds)
+    assert outbox._rounds is None and outbox._held is None
     assert _rows(engine, mine)["to_mark"][:2] == ("sent", 1)
     if postgresql:
         with engine.begin() as conn:
@@ -207,18 +232,16 @@ def test_rounds_past_the_driver_s_prepare_threshold_write_the_same(engine: sa.En
             campaign_id=campaign, state="queued", attempts=0, queued_at=utcnow(),
             updated_at=utcnow()).returning(D.c.id)).scalar_one() for _ in range(12)]
             for campaign in campaigns]
+
+    def rounds(rows: list[int]) -> list[tuple[Any, ...]]:
+        return [([i] if i is not None else [],
+                 [Result(p, Outcome("sent", "250 ok"), 1, f"<{n - 1}@x>")
+                  for p in ([rows[n - 1]] if n else [])], [])
+                for n, i in enumerate([*rows, None])]
+
     held, pooled = _outbox(engine, []), _outbox(engine, [])
-    held.hold_connection()
-    try:
-        for rows, outbox in zip(ids, (held, pooled), strict=True):
-            previous: list[tuple[int, int]] = []
-            for n, i in enumerate([*rows, None]):
-                batch = [i] if i is not None else []
-                assert outbox.apply(batch, [Result(p, Outcome("sent", "250 ok"), 1, f"<{k}@x>")
-                                            for k, p in previous], []) == set(batch)
-                previous = [(n, i)] if i is not None else []
-    finally:
-        held.release_connection()
+    assert _held(held, *rounds(ids[0])) == [set(r[0]) for r in rounds(ids[0])]
+    assert [pooled.apply(*r) for r in rounds(ids[1])] == [set(r[0]) for r in rounds(ids[1])]
     got = [list(_rows(engine, dict(enumerate(rows))).values()) for rows in ids]
     assert got[0] == got[1]
     assert {row[:2] for row in got[0]} == {("sent", 1)}
@@ -229,7 +252,8 @@ def test_a_round_that_fails_is_written_not_at_all_and_the_next_goes_on(
         engine: sa.Engine) -> None:
     """A round's marks and results are one transaction on the held connection: when one
     of its changes fails (here a trigger refuses a result), its mark is not written
-    either; the connection is dropped, and the next round opens another."""
+    either; the error is SQLAlchemy's (the CLI says it in one line), the connection is
+    dropped, and the next round opens another."""
     mine = _campaign(engine, "fails")
     refuse = mine["sent"]
     with engine.begin() as conn:
@@ -246,21 +270,20 @@ def test_a_round_that_fails_is_written_not_at_all_and_the_next_goes_on(
             conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE UPDATE ON delivery "
                                  "FOR EACH ROW EXECUTE FUNCTION refuse()")
     outbox = _outbox(engine, [])
-    outbox.hold_connection()
-    try:
+    round_ = ([mine["to_mark"]], [Result(refuse, Outcome("sent", "250 ok"), 1, "<r@x>")], [])
+
+    async def rounds() -> set[int]:
         with pytest.raises(sa.exc.DBAPIError, match="refused"):
-            outbox.apply([mine["to_mark"]],
-                         [Result(refuse, Outcome("sent", "250 ok"), 1, "<r@x>")], [])
+            await outbox.apply_async(*round_)
         assert _rows(engine, mine)["to_mark"][:2] == ("queued", 0)  # nothing of it
-        assert outbox._held is not None and outbox._held._conn is None  # dropped
+        held = outbox._rounds if engine.dialect.name == "postgresql" else outbox._held
+        assert held is not None and held._conn is None  # dropped
         with engine.begin() as conn:
             conn.exec_driver_sql("DROP TRIGGER refuse" if engine.dialect.name == "sqlite"
                                  else "DROP TRIGGER refuse ON delivery")
-        assert outbox.apply([mine["to_mark"]],
-                            [Result(refuse, Outcome("sent", "250 ok"), 1, "<r@x>")], []) \
-            == {mine["to_mark"]}
-    finally:
-        outbox.release_connection()
+        return await outbox.apply_async(*round_)
+
+    assert _holding(outbox, rounds) == {mine["to_mark"]}
     got = _rows(engine, mine)
     assert got["to_mark"][:2] == ("sending", 1) and got["sent"][:2] == ("sent", 1)
 
@@ -285,14 +308,12 @@ def test_with_claims_a_sender_marks_only_the_rows_it_still_claims(engine: sa.Eng
                     claimed_by=sender.id))
         outbox = Outbox(engine, None, b"k" * 32, max_attempts=3, retry_after=60,
                         claims=mine)
+        wanted = [rows["to_mark"], rows["to_mark_again"]]
+        released = [rows["to_mark"]] if path == "kind by kind" else []
         if path == "held":
-            outbox.hold_connection()
-        try:
-            wanted = [rows["to_mark"], rows["to_mark_again"]]
-            released = [rows["to_mark"]] if path == "kind by kind" else []
+            assert _held(outbox, (wanted, [], [], released)) == [{rows["to_mark"]}]
+        else:
             assert outbox.apply(wanted, [], [], released) == {rows["to_mark"]}
-        finally:
-            outbox.release_connection()
         got = _rows(engine, rows)
         assert got["to_mark_again"][:2] == ("deferred", 1)  # the other's: untouched
         assert got["to_mark"][:2] == (("queued", 0) if released else ("sending", 1))

@@ -28,7 +28,8 @@ The promises, and what keeps them:
   their SMTP transaction become "unknown" (they may have arrived), the others go back to
   the queue. Render helpers ignore both signals and end with the sender (orphans.py).
 - **Cheap commits.** Marks and results of all workers are written together, one
-  transaction per round ("group commit"), on the sender's database thread.
+  transaction per round ("group commit"): on SQLite on the sender's database thread,
+  on PostgreSQL from the event loop (one round trip, no thread in between).
 - **Marked ahead.** When the pace keeps the connections busy (no rate, or over 50
   messages a second a connection: `worker_count`) there are MARK_AHEAD (2) workers per
   connection: while one worker's message is in its SMTP transaction, the other's mark
@@ -156,12 +157,13 @@ class _NotSent(Exception):
 
 
 class _StatusWriter:
-    """Group commit: marks and results wait for the next round's transaction (on
-    PostgreSQL on a connection held for the run: `Outbox.hold_connection`)."""
+    """Group commit: marks and results wait for the next round's transaction, on a
+    connection held for the run (`Outbox.hold_connection`): SQLite's on the database
+    thread, PostgreSQL's on the event loop (`Outbox.apply_async`)."""
 
     def __init__(self, outbox: Outbox, db: ThreadPoolExecutor) -> None:
         self._outbox, self._db = outbox, db
-        outbox.hold_connection()  # opened by the first round, on the database thread
+        outbox.hold_connection()  # opened by the first round
         self._marks: list[tuple[int, asyncio.Future[bool]]] = []
         self._results: list[tuple[Result, None]] = []
         self._flushes: list[asyncio.Future[None]] = []
@@ -208,7 +210,6 @@ class _StatusWriter:
         return future
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self._closing:
                 await self._wake.wait()
@@ -229,10 +230,9 @@ class _StatusWriter:
                     return
                 continue
             try:
-                marked = await loop.run_in_executor(
-                    self._db, self._outbox.apply, [i for i, _ in marks],
-                    [r for r, _ in results], [(i, why) for i, why, _ in skips],
-                    [i for i, _ in releases])
+                marked = await self._outbox.apply_async(
+                    [i for i, _ in marks], [r for r, _ in results],
+                    [(i, why) for i, why, _ in skips], [i for i, _ in releases], db=self._db)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting worker
                 self.failed = exc
                 for future in [*(f for _, f in marks), *(f for _, _, f in skips),
@@ -253,8 +253,7 @@ class _StatusWriter:
         try:
             await self._task
         finally:
-            await asyncio.get_running_loop().run_in_executor(
-                self._db, self._outbox.release_connection)
+            await self._outbox.release_connection_async(self._db)
 
 
 class _Lanes:
