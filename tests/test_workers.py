@@ -359,32 +359,11 @@ def test_mailer_run_that_finds_the_start_lock_taken_only_sends(run, project, smt
 
 
 @POSTGRESQL
-def test_a_start_gives_postgresql_the_statistics_of_its_new_rows(run, project, monkeypatch,
+def test_a_vacuum_that_holds_the_outbox_does_not_hold_up_a_start(run, project,
                                                                  database):
-    """A start that queues many rows analyzes the outbox in its own transaction (issue
-    17, point 3): the planner then knows the campaign's rows and a claim walks the
-    primary key from its cursor, where it collected and sorted every queued row."""
-    import mailer.delivery.campaigns
-
-    monkeypatch.setattr(mailer.delivery.campaigns, "ANALYZE_FROM", 30)
-    people(run, project, 40)
-    create(run)
-    start()
-    with database.connect() as conn:
-        assert conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE relname = "
-                                    "'delivery'").scalar_one() == 40
-        assert conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "0"
-    assert outbox_states(database) == {"queued": 40}
-
-
-@POSTGRESQL
-def test_a_vacuum_that_holds_the_outbox_does_not_hold_up_a_start(run, project, monkeypatch,
-                                                                 database):
-    """ANALYZE waits for a vacuum's lock (one against wraparound does not yield) at most
-    2 s: then the start goes on without it, its rows queued all the same."""
-    import mailer.delivery.campaigns
-
-    monkeypatch.setattr(mailer.delivery.campaigns, "ANALYZE_FROM", 30)
+    """A vacuum's lock on the outbox (one against wraparound does not yield) does not
+    hold a start up: it takes no lock a vacuum's conflicts with (a start analyzed the
+    outbox once, and waited at most 2 s for that lock; claims no longer need it)."""
     people(run, project, 40)
     create(run)
     with database.connect() as holder:

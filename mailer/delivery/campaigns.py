@@ -291,30 +291,6 @@ def audience_count(session: Session, campaign: Campaign) -> int:
     return int(session.connection().execute(query).scalar_one())
 
 
-# PostgreSQL: a start that queues this many rows or more analyzes the outbox at once.
-ANALYZE_FROM = 1000
-
-
-def analyze_outbox(conn: sa.Connection) -> bool:
-    """Refresh PostgreSQL's statistics of `delivery` in the start's transaction (which
-    counts its own new rows: they are sampled). Without them the planner takes the new
-    campaign's rows for one (autoanalyze comes up to a minute later, and none while a
-    send of that minute runs): each claim of 128 (delivery/claims.py) then collected and
-    sorted every queued row of the campaign, 45 us a message at 30,000 recipients and
-    growing with the campaign; with them it walks the primary key from its cursor and
-    stops after 128 (12 us). A lock held by a vacuum that does not yield (wraparound)
-    does not hold the start up: after 2 s it goes on without (False)."""
-    try:
-        with conn.begin_nested():
-            was = conn.exec_driver_sql("SHOW lock_timeout").scalar_one()
-            conn.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
-            conn.exec_driver_sql("ANALYZE delivery")
-            conn.exec_driver_sql("SELECT set_config('lock_timeout', %s, true)", (was,))
-    except sa.exc.OperationalError:
-        return False
-    return True
-
-
 def start_campaign(session: Session, campaign: Campaign, sources: TemplateSources) -> int:
     """Freeze template and subject, fill the outbox, and set the campaign sending.
     Returns the number of deliveries queued. One transaction with the caller's, which
@@ -351,8 +327,6 @@ def start_campaign(session: Session, campaign: Campaign, sources: TemplateSource
                 table.c.campaign_id == campaign.id)).scalar_one()
     if not queued:
         raise _nobody(session, campaign)
-    if queued >= ANALYZE_FROM and conn.dialect.name == "postgresql":
-        analyze_outbox(conn)
     session.add(campaign)
     session.add(AuditLog(actor=current_actor(), action="campaign.start", detail={
         "campaign": campaign.id, "slug": campaign.slug, "lists": campaign.list_ids,

@@ -231,7 +231,8 @@ class Claims:
         # of the campaign through (campaign_id, state) in a bitmap and sort them, at
         # each claim: quadratic in the campaign (the claims of a fourth 50,000-recipient
         # send in a database took 2.0 s of server CPU against 0.6 s). Not in this
-        # transaction: the walk, or (campaign_id, state) in an index scan. Nor JIT
+        # transaction: a bitmap; and `Outbox.due` names the campaign as
+        # `campaign_id + 0`, which no index has, so the walk is the one way. Nor JIT
         # compilation (on by default since PostgreSQL 12): the walk's estimate is the
         # whole index, over `jit_above_cost` once the table holds ~200,000 rows, and
         # each claim of 128 then spent ~12 ms compiling what runs in 0.5 ms. And what

@@ -197,13 +197,17 @@ class Outbox:
             # The claim walks the primary key (claims.Claims.claim): from the cursor, and
             # within the campaign's ids. From 0 each pass began by walking every older
             # campaign's rows, and the pass that finds nothing walked the whole table
-            # (112 ms a pass at 600,000 rows, growing with the table).
+            # (112 ms a pass at 600,000 rows, growing with the table). The walk is the
+            # only way the planner is given: `campaign_id + 0` is in no index. Given
+            # (campaign_id, state), with statistics taken before the campaign's rows
+            # existed (a big table, autoanalyze not yet round) it fetched every queued
+            # row of the campaign and sorted them, at each claim: quadratic.
             if after_id == 0 or self._span is None:
                 self._span = self._id_span()
             if self._span is None:
                 return []
             first, last = self._span
-            where = [D.c.campaign_id == self.campaign_id,
+            where = [D.c.campaign_id + sa.literal_column("0") == self.campaign_id,
                      D.c.id > max(after_id, first - 1), D.c.id <= last]
         return self._claimed(where, limit, now,
                              rules={self.campaign_id: CampaignKind.CAMPAIGN.value})
@@ -242,8 +246,8 @@ class Outbox:
         (its UPDATE ... RETURNING joined to the people): one transaction of one claim,
         one read and the suppression list, where claiming, then reading back took two
         and 9 round trips, on the thread that also commits the marks. (PostgreSQL walks
-        the primary key from the cursor and stops after `limit`, given the statistics
-        that the start takes (campaigns.analyze_outbox), so the OR costs nothing here;
+        the primary key from the cursor and stops after `limit`, the only way `due`
+        leaves it, so the OR costs nothing here;
         the two reads of `_read` are for SQLite's planner.)"""
         if self.claims is None:
             return self._read(*where, limit=limit, now=now, rules=rules)
