@@ -543,13 +543,17 @@ def summarise(runs: list[Run], n: int, bare: dict[str, float] | None) -> None:
     def mean(selected: list[Run], key: str) -> float:
         return sum(r.measured[key] for r in selected) / len(selected)
 
+    def total(selected: list[Run]) -> float:
+        """CPU seconds a send, the database server's with the engine's."""
+        return mean(selected, "cpu") + (mean(selected, "server_cpu")
+                                        if "server_cpu" in selected[0].measured else 0.0)
+
     groups: dict[tuple[str, str, str, str], list[Run]] = {}
     for run in runs:
         groups.setdefault((run.dkim, run.marks, run.store, run.code), []).append(run)
     for (_, _, _, _), selected in groups.items():
         wall = mean(selected, "wall")
-        cpu = mean(selected, "cpu") + (mean(selected, "server_cpu")
-                                       if "server_cpu" in selected[0].measured else 0.0)
+        cpu = total(selected)
         print(f"{selected[0].label}: {n / wall:,.0f} msgs/s over {len(selected)} send(s) "
               f"({mean(selected, 'rate'):,.0f} while sending), {mean(selected, 'cpu'):,.1f} "
               f"CPU s a send, {1000 * cpu / n:.2f} ms CPU a message with the database "
@@ -573,7 +577,8 @@ def summarise(runs: list[Run], n: int, bare: dict[str, float] | None) -> None:
                 if i != field_index]
             print(f"{what} ({', '.join(rest)}): {mean(other, 'wall') / mean(selected, 'wall'):.2f}x"
                   f" the rate ({mean(selected, 'rate') / mean(other, 'rate'):.2f}x while "
-                  f"sending), {mean(selected, 'cpu') / mean(other, 'cpu'):.2f}x the CPU")
+                  f"sending), {mean(selected, 'cpu') / mean(other, 'cpu'):.2f}x the engine's "
+                  f"CPU, {total(selected) / total(other):.2f}x with the database server's")
     print("(msgs/s: N over the whole command, process start and template preparation "
           "included; sending: the engine's own rate from its first message to its last; "
           "server: the CPU seconds of PostgreSQL's processes during the send)")
