@@ -11,7 +11,10 @@ event loop (psycopg's asyncio connection); the tests of the held connection go t
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -138,13 +141,98 @@ def test_a_round_writes_what_one_statement_per_change_writes(engine: sa.Engine,
     assert rejected == [(mine["bounced"], "550 5.1.1 no such user")]
 
 
-def test_a_round_with_a_delivery_twice_is_written_in_order(engine: sa.Engine) -> None:
+@pytest.mark.parametrize("held", [False, True], ids=["pooled", "held"])
+def test_a_round_with_a_delivery_twice_is_written_in_order(engine: sa.Engine,
+                                                          held: bool) -> None:
     """Never so in the sender, but then the kinds are written one after the other, as
-    before: a release after a mark in the same round undoes it."""
+    before: a release after a mark in the same round undoes it (on PostgreSQL one
+    statement would write the row twice from one snapshot: the mark would stay)."""
     mine = _campaign(engine, "twice")
-    marked = _outbox(engine, []).apply([mine["to_mark"]], [], [], [mine["to_mark"]])
+    round_ = ([mine["to_mark"]], [], [], [mine["to_mark"]])
+    outbox = _outbox(engine, [])
+    marked = _held(outbox, round_)[0] if held else outbox.apply(*round_)
     assert marked == {mine["to_mark"]}
     assert _rows(engine, mine)["to_mark"][:2] == ("queued", 0)
+
+
+def test_a_round_begun_is_written_whole_when_the_writer_is_cancelled(
+        engine: sa.Engine) -> None:
+    """A round on its way when the run is cancelled (a web app stopping its sender, the
+    event loop closing) is written all the same, its result included: cut off, a sent
+    message would be "unknown" (and resent by --retry-unknown). PostgreSQL: the round's
+    statement is running on the server (a trigger holds it there) when the cancel comes;
+    SQLite: the round waits for the database thread (busy) when it comes."""
+    mine = _campaign(engine, "cancelled")
+    postgresql = engine.dialect.name == "postgresql"
+    busy = threading.Event()
+    db = ThreadPoolExecutor(max_workers=1)
+    if postgresql:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "PERFORM pg_sleep(1); RETURN NEW; END $$")
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER hold BEFORE UPDATE ON delivery FOR EACH ROW "
+                f"WHEN (OLD.id = {mine['sent']}) EXECUTE FUNCTION hold()")
+    else:
+        db.submit(busy.wait, 60)
+    outbox = _outbox(engine, [])
+    round_ = ([mine["to_mark"]], [Result(mine["sent"], Outcome("sent", "250 ok"), 1, "<c@x>")],
+              [])
+
+    async def cancelled() -> None:
+        task = asyncio.get_running_loop().create_task(outbox.apply_async(*round_, db=db))
+        if postgresql:  # the statement is in the trigger on the server
+            with engine.connect() as conn:
+                while not conn.exec_driver_sql(
+                        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                        "'%%UPDATE delivery%%' AND wait_event = 'PgSleep'").scalar_one():
+                    conn.rollback()  # the statistics are a snapshot per transaction
+                    await asyncio.sleep(0.01)
+                    assert not task.done()
+        else:
+            await asyncio.sleep(0)  # the round is queued behind the busy thread
+            asyncio.get_running_loop().call_later(0.05, busy.set)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        _holding(outbox, cancelled)
+    finally:
+        busy.set()
+        db.shutdown(wait=True)
+    got = _rows(engine, mine)
+    assert got["sent"][:2] == ("sent", 1) and got["to_mark"][:2] == ("sending", 1)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_the_rounds_connection_is_made_as_the_engine_makes_its_own(db_url: str) -> None:
+    """The status writer's asyncio connection takes the database URL's options (here
+    application_name; sslmode and the like the same way), and a server that cannot be
+    reached is SQLAlchemy's OperationalError, which the CLI says in one line; released,
+    the connection is closed."""
+    engine = make_engine(db_url + "?application_name=mailer-rounds")
+    outbox = _outbox(engine, [])
+
+    async def rounds() -> Any:
+        assert await outbox.apply_async([], [], [(_campaign(engine, "named")["skip"],
+                                                  "no longer subscribed")]) == set()
+        conn = outbox._rounds._conn  # type: ignore[union-attr]
+        cursor = await conn.execute("SHOW application_name")
+        assert (await cursor.fetchone())[0] == "mailer-rounds"
+        return conn
+
+    try:
+        assert _holding(outbox, rounds).closed
+    finally:
+        engine.dispose()
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    nowhere = make_engine(f"postgresql+psycopg://mailer@127.0.0.1:{port}/none")
+    with pytest.raises(sa.exc.OperationalError):
+        _held(_outbox(nowhere, []), ([1], [], []))
 
 
 def test_a_round_of_final_outcomes_alone_is_written(engine: sa.Engine) -> None:
@@ -185,11 +273,13 @@ def test_the_held_connection_commits_durably_and_goes_back_to_no_pool(
                 "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION note_level()")
     outbox = _outbox(engine, [])
     checked_out = engine.pool.checkedout()
+    made: list[Any] = []
 
     async def rounds() -> None:
         assert await outbox.apply_async([mine["to_mark"]], [], []) == {mine["to_mark"]}
         if postgresql:
             held = outbox._rounds._conn  # type: ignore[union-attr]
+            made.append(held)
             for name, value in (("synchronous_commit", "off"),
                                 ("plan_cache_mode", "force_generic_plan")):
                 cursor = await held.execute(f"SHOW {name}")
@@ -204,6 +294,7 @@ def test_the_held_connection_commits_durably_and_goes_back_to_no_pool(
 
     _holding(outbox, rounds)
     assert outbox._rounds is None and outbox._held is None
+    assert all(conn.closed for conn in made)  # released: closed, not only let go
     assert _rows(engine, mine)["to_mark"][:2] == ("sent", 1)
     if postgresql:
         with engine.begin() as conn:

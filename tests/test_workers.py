@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -366,9 +367,12 @@ def test_a_vacuum_that_holds_the_outbox_does_not_hold_up_a_start(run, project,
     outbox once, and waited at most 2 s for that lock; claims no longer need it)."""
     people(run, project, 40)
     create(run)
-    with database.connect() as holder:
+    with database.connect() as holder, ThreadPoolExecutor(max_workers=1) as pool:
         holder.exec_driver_sql("LOCK TABLE delivery IN SHARE UPDATE EXCLUSIVE MODE")
-        start()
-        holder.rollback()
+        started = pool.submit(start)
+        try:
+            started.result(timeout=60)  # held up, it would wait for the holder
+        finally:
+            holder.rollback()
     assert outbox_states(database) == {"queued": 40}
     assert json.loads(run("campaign", "show", "dec", "--json").stdout)["state"] == "sending"

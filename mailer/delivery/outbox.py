@@ -22,6 +22,8 @@ whose lease ran out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -55,6 +57,8 @@ from mailer.models import (
 )
 
 __all__ = ["Due", "Outbox", "Result", "send_check"]
+
+log = logging.getLogger("mailer.delivery")
 
 MAX_BACKOFF = timedelta(hours=6)
 D = Delivery.__table__  # type: ignore[attr-defined]
@@ -357,15 +361,23 @@ class Outbox:
         (the claims run there), for Python's lock on its way there and back, and for the
         event loop to see it done: 3.4 ms a round of ~11 marks where the statement
         takes 1.5, in a 30,000-recipient send (docs/performance.md). Otherwise (SQLite,
-        a delivery twice in the round): `apply` on the database thread `db`."""
+        a delivery twice in the round): `apply` on the database thread `db`.
+
+        A round, once begun, is written whole even when the caller is cancelled meanwhile
+        (a web app stopping its sender, the event loop closing): the cancellation waits
+        for it. Cut off, its results would be lost (sent messages "unknown", resent by
+        --retry-unknown) and its releases too. The 5xx replies among the results go to
+        `on_rejected` on the database thread after the commit, queued there at once and
+        not waited for (the marks are not held up by the return path's work)."""
         updates = self.changes(sending, results, skipped, released)
         loop = asyncio.get_running_loop()
         if self._rounds is None or not updates.distinct():
-            marked = await loop.run_in_executor(db, self._write, updates)
+            marked = await _whole(loop.run_in_executor(db, self._write, updates))
         else:
-            marked = await self._rounds.apply(updates)
+            marked = await _whole(loop.create_task(self._rounds.apply(updates)))
         if self.on_rejected is not None and _rejected(results):
-            await loop.run_in_executor(db, self._tell_rejected, results)
+            loop.run_in_executor(db, self._tell_rejected, results).add_done_callback(
+                _logged)
         return marked
 
     def _write(self, updates: _Updates) -> set[int]:
@@ -425,6 +437,24 @@ class Outbox:
                         others=others, skipped=[(i, why[:500]) for i, why in skipped],
                         released=list(released),
                         claimer=self.claims.id if self.claims is not None else None)
+
+
+async def _whole(future: asyncio.Future[set[int]]) -> set[int]:
+    """`future`'s result; cancelled meanwhile, it is waited for all the same (shielded),
+    then the cancellation goes on."""
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await future
+        raise
+
+
+def _logged(future: asyncio.Future[None]) -> None:
+    """A job left to run by itself: its error said in one line, not lost."""
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("the replies refused at sending could not be handed on: %s",
+                    " ".join(str(future.exception()).split()))
 
 
 def _rejected(results: list[Result]) -> list[tuple[int, str]]:
