@@ -312,7 +312,11 @@ class SmtpTransport:
             self._drop(conn)
             raise
         finally:
-            self._pool.put_nowait(conn)
+            # Back in the pool on the event loop's next turn, after the caller has seen
+            # this outcome: put back now, the next sender waiting for it ran first, and
+            # began its transaction before the outcome that pauses the campaign (the
+            # 41st refusal) was counted: one refusal more than the pause allows.
+            asyncio.get_running_loop().call_soon(self._pool.put_nowait, conn)
 
     async def _send(self, conn: _Connection, message: Message, before: Before) -> Outcome:
         if conn.session is not None and (conn.session.sent >= self._per_connection
