@@ -26,6 +26,7 @@ from mailer.dbtypes import placeholder
 from mailer.delivery.outbox import Outbox, Result, _apply_each
 from mailer.delivery.transports import Outcome
 from mailer.models import Campaign, Delivery, utcnow
+from tests.support.waiting import until
 
 D = Delivery.__table__  # type: ignore[attr-defined]
 COLUMNS = ("state", "attempts", "next_attempt_at", "last_reply", "message_id", "sent_at",
@@ -164,36 +165,60 @@ def test_a_round_begun_is_written_whole_when_the_writer_is_cancelled(
     SQLite: the round waits for the database thread (busy) when it comes."""
     mine = _campaign(engine, "cancelled")
     postgresql = engine.dialect.name == "postgresql"
-    busy = threading.Event()
-    db = ThreadPoolExecutor(max_workers=1)
-    if postgresql:
+    busy, submitted = threading.Event(), threading.Event()
+
+    class Noting(ThreadPoolExecutor):  # says when the round is handed to the thread
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            future = super().submit(fn, *args, **kwargs)
+            if fn != busy.wait:  # (a bound method is made anew at each look)
+                submitted.set()
+            return future
+
+    db = Noting(max_workers=1)
+    holder = engine.connect() if postgresql else None
+    if postgresql:  # the round's statement waits on the server for a lock the test holds
         with engine.begin() as conn:
             conn.exec_driver_sql(
                 "CREATE FUNCTION hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                "PERFORM pg_sleep(1); RETURN NEW; END $$")
+                "PERFORM pg_advisory_xact_lock(4242); RETURN NEW; END $$")
             conn.exec_driver_sql(
                 f"CREATE TRIGGER hold BEFORE UPDATE ON delivery FOR EACH ROW "
                 f"WHEN (OLD.id = {mine['sent']}) EXECUTE FUNCTION hold()")
-    else:
+        holder.exec_driver_sql("SELECT pg_advisory_lock(4242)")  # type: ignore[union-attr]
+    else:  # the round waits for the database thread, busy
         db.submit(busy.wait, 60)
     outbox = _outbox(engine, [])
     round_ = ([mine["to_mark"]], [Result(mine["sent"], Outcome("sent", "250 ok"), 1, "<c@x>")],
               [])
 
+    def waiting_on_the_server() -> bool:
+        with engine.connect() as conn:  # a transaction each: the statistics are snapshots
+            return bool(conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                "'%%UPDATE delivery%%' AND wait_event = 'advisory'").scalar_one())
+
     async def cancelled() -> None:
         task = asyncio.get_running_loop().create_task(outbox.apply_async(*round_, db=db))
-        if postgresql:  # the statement is in the trigger on the server
-            with engine.connect() as conn:
-                while not conn.exec_driver_sql(
-                        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
-                        "'%%UPDATE delivery%%' AND wait_event = 'PgSleep'").scalar_one():
-                    conn.rollback()  # the statistics are a snapshot per transaction
-                    await asyncio.sleep(0.01)
-                    assert not task.done()
+        if postgresql:
+            await until(waiting_on_the_server, "the round's statement held on the server")
         else:
-            await asyncio.sleep(0)  # the round is queued behind the busy thread
-            asyncio.get_running_loop().call_later(0.05, busy.set)
+            await until(submitted.is_set, "the round queued for the database thread")
+        assert not task.done()
         task.cancel()
+        if holder is not None:
+            # the round's own task (the statement's): cut off by the cancel, psycopg
+            # would cancel the statement on the server, and it would end without the
+            # lock; the lock goes once the cancel has reached the sender, and, had it
+            # reached the statement, once the server has ended it
+            statement = next(t for t in asyncio.all_tasks()
+                             if t.get_coro().__qualname__ == "_AsyncRounds.apply")
+            taken = asyncio.Event()
+            asyncio.get_running_loop().call_soon(taken.set)  # after the cancel's step
+            await taken.wait()
+            await until(lambda: statement.done() or not statement.cancelling(),
+                        "the round's statement ended, or not cut off")
+            holder.exec_driver_sql("SELECT pg_advisory_unlock(4242)")
+        busy.set()
         with pytest.raises(asyncio.CancelledError):
             await task
 
@@ -201,6 +226,8 @@ def test_a_round_begun_is_written_whole_when_the_writer_is_cancelled(
         _holding(outbox, cancelled)
     finally:
         busy.set()
+        if holder is not None:
+            holder.close()
         db.shutdown(wait=True)
     got = _rows(engine, mine)
     assert got["sent"][:2] == ("sent", 1) and got["to_mark"][:2] == ("sending", 1)
